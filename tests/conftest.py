@@ -1,0 +1,26 @@
+"""Shared fixtures: where the real datasets live, and a fast failure when they are missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The real datasets in the LViT layout: ``$LVIT_SHARED_DATA`` or ``../shared/data`` beside the repo."""
+    env = os.environ.get("LVIT_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "monuseg").is_dir():
+        pytest.fail(
+            f"real datasets not found at {path}; set LVIT_SHARED_DATA to the folder holding monuseg/, covid_ct/"
+        )
+    return path
