@@ -102,7 +102,7 @@ def parse_database_url(url: str) -> dict:
             )
         if not path or path == "/":
             raise ConfigError(f"{name}={url!r} names no file; expected sqlite:///var/db.sqlite3")
-        file_path = Path(path[1:]) if not path.startswith("//") else Path(path[1:])
+        file_path = Path(path[1:])  # sqlite:///rel/path is relative, sqlite:////abs/path absolute
         if not file_path.is_absolute():
             file_path = BASE_DIR / file_path
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(file_path), "OPTIONS": {"timeout": 30}}
