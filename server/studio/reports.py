@@ -1,0 +1,443 @@
+"""Structured reports: render template fields into the canonical sentence, and parse sentences back.
+
+A template is data (``ReportTemplate.fields`` and ``.pattern``), so new templates need no code:
+
+- field types: ``enum`` (one choice), ``multi`` (several choices, rendered in choice order with ``joiner``;
+  choices listed in ``exclusive`` must stand alone), ``integer`` (``min``/``max``), ``text`` (free text);
+- each choice has a ``value`` (stored) and a ``text`` (rendered), e.g. ``{"value": "two", "text": "two infected
+  areas"}``, which keeps plurals out of the pattern language;
+- ``pattern.alternatives``: the first alternative whose ``when`` matches the fields renders; ``{name}`` inserts a
+  field, ``[...]`` is an optional segment dropped when a field inside it is empty; ``required`` lists fields that
+  must be present, ``one_of`` groups of which exactly one must be present.
+
+Parsing builds one regular expression per alternative, so every sentence the template can render parses back to the
+same fields (``render(parse(s)) == s`` for canonical sentences).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from server.core.errors import ServiceError
+
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class ReportError(ServiceError):
+    code = "invalid_report"
+
+
+@dataclass(frozen=True)
+class Template:
+    """The parts of a ``ReportTemplate`` row the engine needs (so tests and workers need no database)."""
+
+    slug: str
+    fields: list[dict]
+    pattern: dict
+
+    @classmethod
+    def of(cls, row: Any) -> Template:
+        return cls(slug=row.slug, fields=row.fields, pattern=row.pattern)
+
+    def field(self, name: str) -> dict:
+        for f in self.fields:
+            if f["name"] == name:
+                return f
+        raise ReportError(f"unknown field {name!r}; this template has {[f['name'] for f in self.fields]}")
+
+
+def _choice_values(field: dict) -> list[str]:
+    return [c["value"] for c in field.get("choices", [])]
+
+
+def _choice_text(field: dict, value: str) -> str:
+    for c in field.get("choices", []):
+        if c["value"] == value:
+            return c.get("text", c["value"])
+    raise ReportError({field["name"]: f"{value!r} is not one of {_choice_values(field)}"})
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def normalize_fields(template: Template, fields: dict) -> dict:
+    """Validate and canonicalize field values (choice order for multi, ints for integer); unknown names fail."""
+    if not isinstance(fields, dict):
+        raise ReportError("fields must be a JSON object mapping field names to values")
+    known = {f["name"] for f in template.fields}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ReportError({name: f"unknown field; this template has {sorted(known)}" for name in unknown})
+    out: dict[str, Any] = {}
+    for f in template.fields:
+        name, kind = f["name"], f["type"]
+        value = fields.get(name)
+        if _is_empty(value):
+            continue
+        if kind == "enum":
+            if not isinstance(value, str):
+                raise ReportError({name: f"expected one of {_choice_values(f)}"})
+            _choice_text(f, value)
+            out[name] = value
+        elif kind == "multi":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ReportError({name: f"expected a list of values from {_choice_values(f)}"})
+            for v in value:
+                _choice_text(f, v)
+            chosen = [v for v in _choice_values(f) if v in set(value)]
+            exclusive = set(f.get("exclusive", []))
+            if len(chosen) > 1 and exclusive & set(chosen):
+                raise ReportError({name: f"{sorted(exclusive & set(chosen))} cannot be combined with other values"})
+            out[name] = chosen
+        elif kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ReportError({name: "expected an integer"})
+            try:
+                number = int(value)
+            except ValueError:
+                raise ReportError({name: f"expected an integer, got {value!r}"}) from None
+            lo, hi = f.get("min"), f.get("max")
+            if (lo is not None and number < lo) or (hi is not None and number > hi):
+                raise ReportError({name: f"must be between {lo} and {hi}"})
+            out[name] = number
+        elif kind == "text":
+            if not isinstance(value, str):
+                raise ReportError({name: "expected a string"})
+            text = " ".join(value.split())
+            if len(text) > f.get("max_length", 4000):
+                raise ReportError({name: f"longer than {f.get('max_length', 4000)} characters"})
+            if text:
+                out[name] = text
+        else:  # a template bug, not user input
+            raise ValueError(f"field {name!r} has unknown type {kind!r}")
+    return out
+
+
+def _when_matches(when: dict, fields: dict) -> bool:
+    for name, expected in when.items():
+        actual = fields.get(name)
+        if isinstance(expected, list):
+            if (actual or []) != expected:
+                return False
+        elif actual != expected:
+            return False
+    return True
+
+
+def _select(template: Template, fields: dict) -> dict:
+    for alt in template.pattern.get("alternatives", []):
+        if _when_matches(alt.get("when", {}), fields):
+            return alt
+    raise ReportError(f"no sentence form of template {template.slug!r} fits fields {fields}")
+
+
+def _format_value(field: dict, value: Any) -> str:
+    if field["type"] == "enum":
+        return _choice_text(field, value)
+    if field["type"] == "multi":
+        return field.get("joiner", " ").join(_choice_text(field, v) for v in value)
+    return str(value)
+
+
+def _segments(text: str) -> list[tuple[bool, str]]:
+    """Split ``a[b]c`` into ``[(False, "a"), (True, "b"), (False, "c")]`` (optional segments do not nest)."""
+    out, pos = [], 0
+    for m in re.finditer(r"\[([^\[\]]*)\]", text):
+        if m.start() > pos:
+            out.append((False, text[pos : m.start()]))
+        out.append((True, m.group(1)))
+        pos = m.end()
+    if pos < len(text):
+        out.append((False, text[pos:]))
+    return out
+
+
+def _used_fields(alt: dict) -> set[str]:
+    return set(_PLACEHOLDER.findall(alt["text"])) | set(alt.get("when", {}))
+
+
+def _check_alternative(template: Template, alt: dict, fields: dict) -> None:
+    missing = [n for n in alt.get("required", []) if _is_empty(fields.get(n))]
+    if missing:
+        raise ReportError({n: "required for this kind of report" for n in missing})
+    for group in alt.get("one_of", []):
+        present = [n for n in group if not _is_empty(fields.get(n))]
+        if len(present) != 1:
+            raise ReportError(f"exactly one of {group} must be given, got {present or 'none'}")
+
+
+def render(template: Template, fields: dict) -> tuple[dict, str]:
+    """Validate ``fields`` and return ``(canonical fields, sentence)``. Fields the chosen form does not use are
+    dropped (e.g. zones when the report says there is no infection)."""
+    fields = normalize_fields(template, fields)
+    for f in template.fields:
+        if f.get("required") and _is_empty(fields.get(f["name"])):
+            raise ReportError({f["name"]: "this field is required"})
+    alt = _select(template, fields)
+    used = _used_fields(alt)
+    fields = {k: v for k, v in fields.items() if k in used}
+    _check_alternative(template, alt, fields)
+    parts: list[str] = []
+    for optional, seg in _segments(alt["text"]):
+        names = _PLACEHOLDER.findall(seg)
+        if optional and any(_is_empty(fields.get(n)) for n in names):
+            continue
+        missing = [n for n in names if _is_empty(fields.get(n))]
+        if missing:
+            raise ReportError({n: "required for this kind of report" for n in missing})
+        parts.append(_PLACEHOLDER.sub(lambda m: _format_value(template.field(m.group(1)), fields[m.group(1)]), seg))
+    return fields, "".join(parts)
+
+
+def _field_regex(field: dict) -> str:
+    name = field["name"]
+    if field["type"] == "enum":
+        texts = sorted((re.escape(c.get("text", c["value"])) for c in field["choices"]), key=len, reverse=True)
+        return f"(?P<{name}>{'|'.join(texts)})"
+    if field["type"] == "multi":
+        texts = sorted((re.escape(c.get("text", c["value"])) for c in field["choices"]), key=len, reverse=True)
+        one = f"(?:{'|'.join(texts)})"
+        return f"(?P<{name}>{one}(?:{re.escape(field.get('joiner', ' '))}{one})*)"
+    if field["type"] == "integer":
+        return f"(?P<{name}>-?\\d+)"
+    return f"(?P<{name}>.+?)"
+
+
+def _alt_regex(template: Template, alt: dict) -> re.Pattern:
+    out = []
+    for optional, seg in _segments(alt["text"]):
+        pieces, pos = [], 0
+        for m in _PLACEHOLDER.finditer(seg):
+            pieces.append(re.escape(seg[pos : m.start()]))
+            pieces.append(_field_regex(template.field(m.group(1))))
+            pos = m.end()
+        pieces.append(re.escape(seg[pos:]))
+        body = "".join(pieces)
+        out.append(f"(?:{body})?" if optional else body)
+    return re.compile("^" + "".join(out) + "$", re.DOTALL)
+
+
+def _value_from_text(field: dict, text: str) -> Any:
+    if field["type"] == "enum":
+        return next(c["value"] for c in field["choices"] if c.get("text", c["value"]) == text)
+    if field["type"] == "multi":
+        by_text = {c.get("text", c["value"]): c["value"] for c in field["choices"]}
+        texts = sorted(by_text, key=len, reverse=True)
+        rx = re.compile("|".join(re.escape(t) for t in texts))
+        return [by_text[m.group(0)] for m in rx.finditer(text)]
+    if field["type"] == "integer":
+        return int(text)
+    return text
+
+
+def parse(template: Template, sentence: str) -> dict | None:
+    """Fields for ``sentence``, or ``None`` when no sentence form of the template matches."""
+    sentence = " ".join(sentence.split())
+    for alt in template.pattern.get("alternatives", []):
+        m = _alt_regex(template, alt).match(sentence)
+        if not m:
+            continue
+        fields: dict[str, Any] = dict(alt.get("when", {}))
+        for name, text in m.groupdict().items():
+            if text is not None:
+                fields[name] = _value_from_text(template.field(name), text)
+        try:
+            fields, _ = render(template, fields)
+        except ReportError:
+            continue
+        return fields
+    return None
+
+
+def report_from_input(template: Template, *, fields: dict | None, text: str | None) -> tuple[dict, str]:
+    """Fields and sentence from either structured ``fields`` or a ``text`` sentence.
+
+    Text that parses becomes structured; otherwise it is kept verbatim (fields ``{}``) so imported datasets with
+    free-form text (MoNuSeg) round-trip exactly.
+    """
+    if fields:
+        return render(template, fields)
+    text = (text or "").strip()
+    if not text:
+        raise ReportError("give the report as `fields` (JSON) or as a `report` sentence")
+    if len(text) > 4000:
+        raise ReportError("the report sentence is longer than 4000 characters")
+    parsed = parse(template, text)
+    if parsed is not None:
+        rendered = render(template, parsed)[1]
+        if rendered == text:
+            return parsed, rendered
+    return {}, text
+
+
+# --- Seeded templates ------------------------------------------------------------------------------------------
+
+_ZONES = [
+    {"value": "upper", "text": "upper"},
+    {"value": "middle", "text": "middle"},
+    {"value": "lower", "text": "lower"},
+    {"value": "all", "text": "all"},
+]
+
+LUNG_INFECTION = {
+    "slug": "lung-infection",
+    "name": "Lung infection (QaTa-COV19 / MosMedData+ style)",
+    "description": (
+        "Chest X-ray or CT: laterality, number of infected areas and the thirds of each lung they occupy. "
+        "Left and right are the patient's sides (radiological display: the patient's left is the image's right). "
+        "'all' means one area spanning the lung; several areas covering it are 'upper middle lower'."
+    ),
+    "fields": [
+        {
+            "name": "laterality",
+            "type": "enum",
+            "label": "Infection",
+            "required": True,
+            "choices": [
+                {"value": "none", "text": "No"},
+                {"value": "unilateral", "text": "Unilateral"},
+                {"value": "bilateral", "text": "Bilateral"},
+            ],
+        },
+        {
+            "name": "areas",
+            "type": "enum",
+            "label": "Infected areas",
+            "choices": [
+                {"value": "one", "text": "one infected area"},
+                {"value": "two", "text": "two infected areas"},
+                {"value": "three", "text": "three infected areas"},
+                {"value": "four", "text": "four infected areas"},
+                {"value": "multiple", "text": "multiple infected areas"},
+            ],
+        },
+        {"name": "left_zones", "type": "multi", "label": "Left lung", "choices": _ZONES, "exclusive": ["all"]},
+        {"name": "right_zones", "type": "multi", "label": "Right lung", "choices": _ZONES, "exclusive": ["all"]},
+    ],
+    "pattern": {
+        "alternatives": [
+            {"when": {"laterality": "none"}, "text": "No pulmonary infection."},
+            {
+                "when": {"laterality": "bilateral"},
+                "text": "Bilateral pulmonary infection, {areas}, {left_zones} left lung and {right_zones} right lung.",
+                "required": ["areas", "left_zones", "right_zones"],
+            },
+            {
+                "when": {"laterality": "unilateral"},
+                "text": "Unilateral pulmonary infection, {areas}, [{left_zones} left lung][{right_zones} right lung].",
+                "required": ["areas"],
+                "one_of": [["left_zones", "right_zones"]],
+            },
+        ]
+    },
+}
+
+ESOPHAGEAL_TUMOUR = {
+    "slug": "esophageal-tumour",
+    "name": "Esophageal tumour location (ESO-CT style)",
+    "description": "CT: whether an esophageal tumour is seen, the segments it involves and optionally its length.",
+    "fields": [
+        {
+            "name": "tumour",
+            "type": "enum",
+            "label": "Tumour",
+            "required": True,
+            "choices": [{"value": "absent", "text": "absent"}, {"value": "present", "text": "present"}],
+        },
+        {
+            "name": "segments",
+            "type": "multi",
+            "label": "Segments",
+            "joiner": " and ",
+            "choices": [
+                {"value": "cervical", "text": "cervical"},
+                {"value": "upper_thoracic", "text": "upper thoracic"},
+                {"value": "middle_thoracic", "text": "middle thoracic"},
+                {"value": "lower_thoracic", "text": "lower thoracic"},
+            ],
+        },
+        {"name": "length_mm", "type": "integer", "label": "Length (mm)", "min": 1, "max": 400},
+    ],
+    "pattern": {
+        "alternatives": [
+            {"when": {"tumour": "absent"}, "text": "No esophageal tumour."},
+            {
+                "when": {"tumour": "present"},
+                "text": "Esophageal tumour in the {segments} esophagus[, about {length_mm} mm long].",
+                "required": ["segments"],
+            },
+        ]
+    },
+}
+
+FREE_TEXT = {
+    "slug": "free-text",
+    "name": "Free text",
+    "description": "One free-text description per image (e.g. MoNuSeg's 'The nuclei density in the left is high.').",
+    "fields": [{"name": "text", "type": "text", "label": "Description", "required": True, "max_length": 4000}],
+    "pattern": {"alternatives": [{"text": "{text}"}]},
+}
+
+SEEDED_TEMPLATES = [LUNG_INFECTION, ESOPHAGEAL_TUMOUR, FREE_TEXT]
+
+
+def seeded(slug: str) -> Template:
+    spec = next(t for t in SEEDED_TEMPLATES if t["slug"] == slug)
+    return Template(slug=spec["slug"], fields=spec["fields"], pattern=spec["pattern"])
+
+
+# --- Report vs mask consistency (lung infection) -----------------------------------------------------------------
+
+ZONE_NAMES = ("upper", "middle", "lower")
+
+
+def expected_cells(fields: dict) -> set[tuple[str, str]] | None:
+    """``{(side, zone)}`` a lung-infection report claims (patient's sides), or ``None`` for other reports."""
+    if "laterality" not in fields:
+        return None
+    cells: set[tuple[str, str]] = set()
+    for side in ("left", "right"):
+        zones = fields.get(f"{side}_zones") or []
+        for z in ZONE_NAMES if "all" in zones else zones:
+            cells.add((side, z))
+    return cells
+
+
+def observed_cells(mask: Any, *, min_fraction: float = 0.05) -> set[tuple[str, str]]:
+    """``{(side, zone)}`` holding lesion pixels of a binary mask (numpy ``(H, W)``).
+
+    Radiological display: the patient's left lung is on the image's RIGHT half. Each side's lesion rows are cut at
+    the image's thirds; a cell counts when it holds at least ``min_fraction`` of all lesion pixels.
+    """
+    import numpy as np
+
+    m = np.asarray(mask) > 0
+    total = int(m.sum())
+    if total == 0:
+        return set()
+    h, w = m.shape
+    halves = {"right": m[:, : w // 2], "left": m[:, w // 2 :]}  # patient's right = image's left
+    cuts = [0, h // 3, 2 * h // 3, h]
+    cells = set()
+    for side, half in halves.items():
+        for i, zone in enumerate(ZONE_NAMES):
+            if half[cuts[i] : cuts[i + 1]].sum() >= min_fraction * total:
+                cells.add((side, zone))
+    return cells
+
+
+def inconsistency_score(fields: dict, mask: Any) -> float | None:
+    """1 - Jaccard(claimed cells, observed cells): 0 when report and mask agree, 1 when disjoint."""
+    expected = expected_cells(fields)
+    if expected is None:
+        return None
+    observed = observed_cells(mask)
+    union = expected | observed
+    if not union:
+        return 0.0
+    return round(1.0 - len(expected & observed) / len(union), 4)
