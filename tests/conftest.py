@@ -24,3 +24,15 @@ def shared_data() -> Path:
             f"real datasets not found at {path}; set LVIT_SHARED_DATA to the folder holding monuseg/, covid_ct/"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Give each pytest process its own PostgreSQL test database, so parallel runs never drop each other's."""
+    from django.conf import settings
+
+    suffix = os.environ.get("LVIT_TEST_DB_SUFFIX") or f"p{os.getpid()}"
+    for db in settings.DATABASES.values():
+        if db["ENGINE"].endswith("postgresql"):
+            test = db.setdefault("TEST", {})
+            test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{suffix}"

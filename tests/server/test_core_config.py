@@ -1,0 +1,115 @@
+"""Configuration: embedded defaults, and bad values that stop start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.config import (
+    ConfigError,
+    env_bool,
+    env_int,
+    ml_device,
+    parse_database_url,
+    parse_redis_url,
+    secret_key,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_postgres_url_parses_every_part() -> None:
+    db = parse_database_url("postgres://alice:s%40cret@db.example:6543/lvit?sslmode=require")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == (
+        "alice",
+        "s@cret",
+        "db.example",
+        "6543",
+        "lvit",
+    )
+    assert db["OPTIONS"] == {"sslmode": "require"}
+
+
+def test_sqlite_url_relative_and_absolute(tmp_path: Path) -> None:
+    assert parse_database_url("sqlite:///var/x.sqlite3")["NAME"].endswith(os.path.join("var", "x.sqlite3"))
+    assert parse_database_url(f"sqlite:///{tmp_path}/db.sqlite3")["NAME"] == str(tmp_path / "db.sqlite3")
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mysql://root@localhost/x", "unsupported scheme"),
+        ("postgres://u@h:notaport/db", "malformed port"),
+        ("postgres://u@h:5432/", "no database name"),
+        ("postgres:///db", "no host"),
+        ("sqlite://host/file", "three or four slashes"),
+        ("not a url", "unsupported scheme"),
+    ],
+)
+def test_bad_database_urls_name_the_variable(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_database_url(url)
+    assert "DATABASE_URL" in str(err.value)
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:6379", "redis://:x", "redis://localhost:6379/abc"])
+def test_bad_redis_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        parse_redis_url(url)
+
+
+def test_typed_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_INT", "12")
+    assert env_bool("X_BOOL", False) is True
+    assert env_int("X_INT", 0) == 12
+    monkeypatch.setenv("X_BOOL", "maybe")
+    with pytest.raises(ConfigError, match="X_BOOL"):
+        env_bool("X_BOOL", False)
+    monkeypatch.setenv("X_INT", "twelve")
+    with pytest.raises(ConfigError, match="X_INT"):
+        env_int("X_INT", 0)
+
+
+def test_ml_device() -> None:
+    assert ml_device("cpu") == "cpu"
+    assert ml_device("cuda:1") == "cuda:1"
+    assert ml_device("auto") in {"cpu", "cuda"}
+    with pytest.raises(ConfigError, match="ML_DEVICE"):
+        ml_device("tpu")
+
+
+def test_secret_key_is_generated_once_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    first = secret_key(tmp_path)
+    assert len(first) >= 50
+    assert secret_key(tmp_path) == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    monkeypatch.setenv("SECRET_KEY", "short")
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        secret_key(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgres://u@h:port/db"),
+        ("REDIS_URL", "localhost"),
+        ("DEBUG", "sometimes"),
+        ("ML_DEVICE", "gpu0"),
+    ],
+)
+def test_bad_configuration_stops_manage_py_with_the_variable_named(name: str, value: str, tmp_path: Path) -> None:
+    env = {**os.environ, "LVIT_VAR_DIR": str(tmp_path), name: value}
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode != 0
+    assert f"configuration error: {name}" in proc.stderr
+    assert "Traceback" not in proc.stderr
