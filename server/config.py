@@ -177,6 +177,7 @@ class StorageConfig:
     s3_bucket: str = ""
     s3_endpoint_url: str = ""
     s3_region: str = ""
+    s3_addressing_style: str = "auto"
 
 
 def storage_config(var: Path) -> StorageConfig:
@@ -188,11 +189,18 @@ def storage_config(var: Path) -> StorageConfig:
         bucket = env_str("LVIT_S3_BUCKET", "")
         if not bucket:
             raise ConfigError("LVIT_STORAGE=s3 needs LVIT_S3_BUCKET (the bucket name)")
+        endpoint_url = env_str("LVIT_S3_ENDPOINT_URL", "")
+        # MinIO and most self-hosted S3 services answer only path-style requests (http://host:9000/bucket/key);
+        # virtual-hosted style would need a DNS name per bucket (bucket.minio), which a compose network lacks.
+        addressing_style = env_str("LVIT_S3_ADDRESSING_STYLE", "path" if endpoint_url else "auto").lower()
+        if addressing_style not in {"auto", "path", "virtual"}:
+            raise ConfigError(f"LVIT_S3_ADDRESSING_STYLE={addressing_style!r} must be 'auto', 'path' or 'virtual'")
         return StorageConfig(
             backend="s3",
             media_root=media_root,
             s3_bucket=bucket,
-            s3_endpoint_url=env_str("LVIT_S3_ENDPOINT_URL", ""),
+            s3_endpoint_url=endpoint_url,
             s3_region=env_str("LVIT_S3_REGION", ""),
+            s3_addressing_style=addressing_style,
         )
     return StorageConfig(backend="local", media_root=media_root)

@@ -74,6 +74,11 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": parse_database_url(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Seconds a PostgreSQL connection is reused. 0 (close after each request) is the safe value under ASGI
+    # (daphne runs each sync request in its own thread, so persistent connections pile up); Celery workers
+    # may set e.g. 60, since the worker reuses its thread and closes stale connections between tasks.
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("LVIT_DB_CONN_MAX_AGE", 0, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = parse_redis_url(env_str("REDIS_URL", default_redis_url()))
@@ -96,6 +101,7 @@ if STORAGE.backend == "s3":
             "bucket_name": STORAGE.s3_bucket,
             "endpoint_url": STORAGE.s3_endpoint_url or None,
             "region_name": STORAGE.s3_region or None,
+            "addressing_style": STORAGE.s3_addressing_style,
             "file_overwrite": False,
             "default_acl": None,
             "querystring_auth": True,
