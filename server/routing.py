@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from server.workers.routing import websocket_urlpatterns as workers_websockets
+
+websocket_urlpatterns: list = [*workers_websockets]

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "channels",
     "server.core",
     "server.studio",
+    "server.workers",
     "annotator_ui",
 ]
 

@@ -1,0 +1,206 @@
+"""REST API of the training loop: start/cancel/read jobs, list and activate model versions.
+
+Outsiders get 404 (a project's existence is not revealed); members who lack the admin role get 403 on
+writes. Every error has the one shape of ``server/core/errors.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from server.core.errors import Forbidden, NotFound
+from server.studio.models import Job, JobKind, JobStatus, Membership, ModelVersion, Project, Role
+from server.workers import conf
+from server.workers.models import TrainingPolicy
+from server.workers.progress import job_snapshot
+from server.workers.services import (
+    job_cancel,
+    job_reap_stale,
+    model_version_activate,
+    training_job_create,
+    training_readiness,
+)
+
+# --------------------------------------------------------------------------- access
+
+
+def _role(user: Any, project_id: int) -> str | None:
+    if user.is_superuser:
+        return Role.ADMIN
+    return Membership.objects.filter(project_id=project_id, user=user).values_list("role", flat=True).first()
+
+
+def _project_for(user: Any, project_id: int, *, admin: bool = False) -> Project:
+    project = Project.objects.filter(pk=project_id).first()
+    role = _role(user, project_id) if project is not None else None
+    if project is None or role is None:
+        raise NotFound(f"project {project_id} not found")
+    if admin and role != Role.ADMIN:
+        raise Forbidden("only project admins can do this")
+    return project
+
+
+def _job_for(user: Any, job_id: int, *, admin: bool = False) -> Job:
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.project_id is None or _role(user, job.project_id) is None:
+        raise NotFound(f"job {job_id} not found")
+    if admin and _role(user, job.project_id) != Role.ADMIN and job.created_by_id != user.pk:
+        raise Forbidden("only project admins or the job's creator can do this")
+    return job
+
+
+# --------------------------------------------------------------------------- serializers
+
+
+class TrainingJobInput(serializers.Serializer):
+    epochs = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    mode = serializers.ChoiceField(choices=conf.TRAINING_MODES, required=False)
+    img_size = serializers.IntegerField(required=False, min_value=16, max_value=1024)
+    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=256)
+    init = serializers.ChoiceField(choices=["finetune", "scratch"], required=False)
+    promotion = serializers.ChoiceField(choices=conf.PROMOTION_POLICIES, required=False)
+    lr = serializers.FloatField(required=False, min_value=1e-7, max_value=0.5)
+    seed = serializers.IntegerField(required=False, min_value=0)
+
+
+class JobOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField(allow_null=True)
+    case = serializers.IntegerField(allow_null=True)
+    kind = serializers.ChoiceField(choices=JobKind.choices)
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    progress = serializers.DictField()
+    message = serializers.CharField()
+    params = serializers.DictField()
+    result = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
+
+
+class ModelVersionOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    project = serializers.IntegerField(source="project_id")
+    number = serializers.IntegerField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    config = serializers.DictField()
+    metrics = serializers.DictField()
+    parent = serializers.IntegerField(source="parent_id", allow_null=True)
+    training_job = serializers.IntegerField(source="training_job_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+    activated_at = serializers.DateTimeField(allow_null=True)
+
+
+class ReadinessOutput(serializers.Serializer):
+    ready = serializers.BooleanField()
+    accepted = serializers.IntegerField()
+    needed = serializers.IntegerField()
+    missing = serializers.IntegerField()
+    has_active_model = serializers.BooleanField()
+
+
+class PolicySerializer(serializers.Serializer):
+    promotion = serializers.ChoiceField(choices=conf.PROMOTION_POLICIES)
+    min_improvement = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+
+
+# --------------------------------------------------------------------------- views
+
+
+class TrainingJobsApi(APIView):
+    @extend_schema(request=TrainingJobInput, responses={201: JobOutput})
+    def post(self, request: Request, project_id: int) -> Response:
+        """Start a retraining round (admins). 400 ``not_enough_labels`` says how many accepted cases are missing."""
+        project = _project_for(request.user, project_id, admin=True)
+        data = TrainingJobInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = training_job_create(project=project, params=dict(data.validated_data), actor=request.user)
+        return Response(job_snapshot(job), status=status.HTTP_201_CREATED)
+
+
+class ProjectJobsApi(APIView):
+    @extend_schema(responses={200: JobOutput(many=True)})
+    def get(self, request: Request, project_id: int) -> Response:
+        """The project's jobs, newest first (``?kind=training&status=running``; at most 100)."""
+        project = _project_for(request.user, project_id)
+        jobs = Job.objects.filter(project=project)
+        for key in ("kind", "status"):
+            if request.query_params.get(key):
+                jobs = jobs.filter(**{key: request.query_params[key]})
+        return Response([job_snapshot(j) for j in jobs.order_by("-id")[:100]])
+
+
+class TrainingReadinessApi(APIView):
+    @extend_schema(responses={200: ReadinessOutput})
+    def get(self, request: Request, project_id: int) -> Response:
+        """Whether a training round can start, and how many accepted cases are missing for the first model."""
+        return Response(training_readiness(_project_for(request.user, project_id)))
+
+
+class TrainingPolicyApi(APIView):
+    @extend_schema(responses={200: PolicySerializer})
+    def get(self, request: Request, project_id: int) -> Response:
+        project = _project_for(request.user, project_id)
+        policy = TrainingPolicy.objects.filter(project=project).first() or TrainingPolicy(project=project)
+        return Response({"promotion": policy.promotion, "min_improvement": policy.min_improvement})
+
+    @extend_schema(request=PolicySerializer, responses={200: PolicySerializer})
+    def put(self, request: Request, project_id: int) -> Response:
+        """How retraining rounds end: ``auto_if_better`` promotes a candidate that beats the active model."""
+        project = _project_for(request.user, project_id, admin=True)
+        data = PolicySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        policy, _ = TrainingPolicy.objects.update_or_create(project=project, defaults=dict(data.validated_data))
+        return Response({"promotion": policy.promotion, "min_improvement": policy.min_improvement})
+
+
+class JobApi(APIView):
+    @extend_schema(responses={200: JobOutput})
+    def get(self, request: Request, job_id: int) -> Response:
+        """A job's current state. A running job whose worker died is detected here too (stale heartbeat)."""
+        job = _job_for(request.user, job_id)
+        if job.status == JobStatus.RUNNING and job_reap_stale(job_ids=[job.pk]):
+            job.refresh_from_db()
+        return Response(job_snapshot(job))
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses={200: JobOutput})
+    def post(self, request: Request, job_id: int) -> Response:
+        """Cancel a pending or running job (409 when it already finished)."""
+        job = _job_for(request.user, job_id, admin=True)
+        return Response(job_snapshot(job_cancel(job=job, actor=request.user)))
+
+
+class ModelVersionsApi(APIView):
+    @extend_schema(responses={200: ModelVersionOutput(many=True)})
+    def get(self, request: Request, project_id: int) -> Response:
+        """The project's model versions, newest first, with their validation metrics."""
+        project = _project_for(request.user, project_id)
+        versions = ModelVersion.objects.filter(project=project).order_by("-number")
+        return Response(ModelVersionOutput(versions, many=True).data)
+
+
+class ModelActivateApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: inline_serializer("Activated", {"model": ModelVersionOutput(), "jobs": JobOutput(many=True)})},
+    )
+    def post(self, request: Request, model_id: int) -> Response:
+        """Promote a candidate or roll back to any earlier version (admins); follow-up jobs are queued."""
+        mv = ModelVersion.objects.filter(pk=model_id).first()
+        if mv is None or _role(request.user, mv.project_id) is None:
+            raise NotFound(f"model version {model_id} not found")
+        _project_for(request.user, mv.project_id, admin=True)
+        before = set(Job.objects.filter(project_id=mv.project_id).values_list("pk", flat=True))
+        mv = model_version_activate(model_version=mv, actor=request.user, reason="admin")
+        jobs = Job.objects.filter(project_id=mv.project_id).exclude(pk__in=before).order_by("pk")
+        return Response({"model": ModelVersionOutput(mv).data, "jobs": [job_snapshot(j) for j in jobs]})

@@ -1,0 +1,89 @@
+"""Websockets: ``/ws/jobs/{id}/`` (one job's progress) and ``/ws/projects/{id}/`` (project events).
+
+Session-authenticated (``AuthMiddlewareStack`` in ``server/asgi.py``), project members only; anyone else is
+closed with code 4403 (4404 for a job that does not exist). On connect the job consumer sends the row's
+current state, then relays what ``progress.py`` broadcasts. Clients never send anything that matters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from server.studio.models import Job, Membership
+from server.workers.progress import job_group, job_snapshot, project_group
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+def _is_member(user: Any, project_id: int | None) -> bool:
+    if user is None or not user.is_authenticated:
+        return False
+    if user.is_superuser:
+        return True
+    return project_id is not None and Membership.objects.filter(project_id=project_id, user=user).exists()
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def connect(self) -> None:
+        job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        allowed, snapshot = await self._load(job_id)
+        await self.accept()  # accept, then close with an application code the client can read
+        if snapshot is None:
+            await self.close(code=CLOSE_NOT_FOUND if allowed else CLOSE_FORBIDDEN)
+            return
+        self.group = job_group(job_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json({"type": "job", "job": snapshot})
+
+    @database_sync_to_async
+    def _load(self, job_id: int) -> tuple[bool, dict[str, Any] | None]:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return False, None
+        job = Job.objects.filter(pk=job_id).first()
+        if job is None:
+            return True, None  # 4404 only for an authenticated user; a guess at ids learns nothing more
+        if not _is_member(user, job.project_id):
+            return False, None
+        return True, job_snapshot(job)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        return  # read-only stream
+
+    async def job_update(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "job", "job": event["job"]})
+
+
+class ProjectConsumer(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def connect(self) -> None:
+        project_id = int(self.scope["url_route"]["kwargs"]["project_id"])
+        allowed = await database_sync_to_async(_is_member)(self.scope.get("user"), project_id)
+        await self.accept()
+        if not allowed:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.group = project_group(project_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json({"type": "hello", "project": project_id})
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        return
+
+    async def project_event(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "event", "event": event["event"], "data": event["data"]})
