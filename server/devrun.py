@@ -105,7 +105,7 @@ def ensure_admin(var: Path) -> None:
         raise SystemExit("set both LVIT_ADMIN_USER and LVIT_ADMIN_PASSWORD, or neither")
     credentials = var / "admin-credentials.txt"
     if user_model.objects.filter(is_superuser=True).exists():
-        hint = f" (password kept in {credentials.relative_to(BASE_DIR)})" if credentials.exists() else ""
+        hint = f" (password kept in {credentials})" if credentials.exists() else ""
         log(f"admin account exists{hint}")
         return
     password = secrets.token_urlsafe(12)
@@ -116,10 +116,10 @@ def ensure_admin(var: Path) -> None:
     log(f"created admin account: username 'admin', password {password!r} (printed once; kept in a private file)")
 
 
-def manage(*args: str) -> None:
+def manage(*args: str, **options: object) -> None:
     from django.core.management import call_command
 
-    call_command(*args)
+    call_command(*args, **options)
 
 
 def command_exists(name: str) -> bool:
@@ -128,53 +128,45 @@ def command_exists(name: str) -> bool:
     return name in get_commands()
 
 
-def main() -> int:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
-    var = var_dir()
-    children: list[subprocess.Popen] = []
-
-    def stop(*_: object) -> None:
-        log("stopping…")
-        for child in reversed(children):
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.time() + 15
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
+def terminate(children: list[subprocess.Popen]) -> None:
+    """Stop every process this command started (each runs in its own process group), newest first."""
+    for child in reversed(children):
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
-        raise SystemExit(0)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        if not os.environ.get("REDIS_URL"):
-            os.environ["REDIS_URL"] = start_embedded_redis(var, children)
-        import django
 
-        django.setup()
-        from django.conf import settings
+def prepare(var: Path, children: list[subprocess.Popen]) -> None:
+    """Redis, database, static files, admin account and demo data: everything before the servers start."""
+    if not os.environ.get("REDIS_URL"):
+        os.environ["REDIS_URL"] = start_embedded_redis(var, children)
+    import django
 
-        manage("migrate", "--noinput", verbosity=0)
-        log(f"database ready ({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]})")
-        manage("collectstatic", "--noinput", verbosity=0)
-        ensure_admin(var)
-        if command_exists("seed_demo"):
-            manage("seed_demo")
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        stop()
+    django.setup()
+    from django.conf import settings
 
+    manage("migrate", "--noinput", verbosity=0)
+    log(f"database ready ({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]})")
+    manage("collectstatic", "--noinput", verbosity=0)
+    ensure_admin(var)
+    if command_exists("seed_demo"):
+        manage("seed_demo")
+
+
+def serve(var: Path, children: list[subprocess.Popen]) -> None:
+    """Start the worker and the web server, then watch them until one exits or we are stopped."""
     port = env_int("PORT", 8000, minimum=1)
     host = os.environ.get("HOST", "127.0.0.1")
-    if port_open(host if host != "0.0.0.0" else "127.0.0.1", port):
-        print(
-            f"port {port} is already in use (is LViT Studio running already?); set PORT to another port",
-            file=sys.stderr,
-        )
-        stop()
+    local = "127.0.0.1" if host == "0.0.0.0" else host
+    if port_open(local, port):
+        raise SystemExit(f"port {port} is already in use (is LViT Studio running already?); set PORT to another port")
     logs = var / "logs"
     logs.mkdir(exist_ok=True)
     python = sys.executable
@@ -188,24 +180,58 @@ def main() -> int:
             )
         )
     children.append(subprocess.Popen(web_cmd, cwd=BASE_DIR, env=env, start_new_session=True))
-    for _ in range(200):
-        if port_open("127.0.0.1", port):
+    for _ in range(300):
+        if port_open(local, port):
             break
         time.sleep(0.1)
-    if command_exists("bootstrap_model"):
+    if env.get("LVIT_BOOTSTRAP_MODEL", "1") != "0" and command_exists("bootstrap_model"):
         with open(logs / "bootstrap.log", "ab") as boot_log:
-            subprocess.Popen(
-                [python, "manage.py", "bootstrap_model", "--all-projects"], cwd=BASE_DIR, env=env,
-                stdout=boot_log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-    log(f"worker log: {(logs / 'worker.log').relative_to(BASE_DIR)}")
-    log(f"LViT Studio is up at http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (Ctrl-C stops everything)")
+            children.append(
+                subprocess.Popen(
+                    [python, "manage.py", "bootstrap_model", "--all-projects"],
+                    cwd=BASE_DIR,
+                    env=env,
+                    stdout=boot_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        log(f"training the first model in the background (log: {logs / 'bootstrap.log'})")
+    log(f"worker log: {logs / 'worker.log'}")
+    log(f"LViT Studio is up at http://{local}:{port}/  (Ctrl-C stops everything)")
+    services = [c for c in children if c.args in (worker_cmd, web_cmd)]
     while True:
-        for child in children:
+        for child in services:
             if child.poll() is not None:
-                log(f"a process exited unexpectedly ({' '.join(child.args[:4])}…, code {child.returncode})")
-                stop()
+                raise SystemExit(
+                    f"a process exited unexpectedly: {' '.join(map(str, child.args[:6]))} (code {child.returncode})"
+                )
         time.sleep(1)
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
+    children: list[subprocess.Popen] = []
+
+    def on_stop_signal(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Installed explicitly: a launcher started in the background inherits an ignored SIGINT.
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    try:
+        var = var_dir()
+        prepare(var, children)
+        serve(var, children)
+    except KeyboardInterrupt:
+        log("stopping…")
+        return 0
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        terminate(children)
+    return 0
 
 
 if __name__ == "__main__":
