@@ -1,0 +1,140 @@
+"""`make run`'s launcher on a fresh state folder: embedded defaults, demo data, health all green, clean stop.
+
+Runs the real launcher (``python -m server.devrun``) with SQLite and the embedded Redis, as a new user's
+machine would, twice in a row to show that it is safe to run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def start(env: dict, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.devrun"], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if "is up at" in log.read_text(errors="replace"):
+            return proc
+        if proc.poll() is not None:
+            pytest.fail(f"launcher exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"launcher did not come up in 240 s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen, ports: list[int]) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    for port in ports:
+        assert not port_open(port), f"port {port} still open after Ctrl-C"
+
+
+def test_run_command_on_a_fresh_machine(tmp_path: Path) -> None:
+    web, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
+    env.update(
+        LVIT_VAR_DIR=str(tmp_path / "var"),
+        PORT=str(web),
+        LVIT_REDIS_PORT=str(redis_port),
+        LVIT_ADMIN_USER="admin",
+        LVIT_ADMIN_PASSWORD="a long test password",
+        LVIT_BOOTSTRAP_MODEL="0",  # training on CPU is covered by the worker tests
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "run.log"
+    base = f"http://127.0.0.1:{web}"
+
+    proc = start(env, log)
+    try:
+        status, health = http("GET", f"{base}/api/health/")
+        assert status == 200, health
+        assert health["checks"]["database"]["detail"] == "sqlite"
+        assert all(check["ok"] for check in health["checks"].values())
+        status, body = http(
+            "POST", f"{base}/api/auth/token/", {"username": "admin", "password": "a long test password"}
+        )
+        assert status == 200
+        token = body["token"]
+        status, projects = http("GET", f"{base}/api/projects/", token=token)
+        assert status == 200
+        names = [p["name"] for p in projects.get("results", projects)]
+        assert any("SYNTHETIC" in name for name in names), names
+    finally:
+        stop(proc, [web, redis_port])
+
+    proc = start(env, log)  # safe to run twice: same data, no duplicates
+    try:
+        status, body = http(
+            "POST", f"{base}/api/auth/token/", {"username": "admin", "password": "a long test password"}
+        )
+        status, again = http("GET", f"{base}/api/projects/", token=body["token"])
+        assert [p["name"] for p in again.get("results", again)] == names
+    finally:
+        stop(proc, [web, redis_port])
+    assert (tmp_path / "var" / "db.sqlite3").exists()
+
+
+@pytest.mark.django_db
+def test_admin_password_is_generated_once_and_kept_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from django.contrib.auth import authenticate
+
+    from server.devrun import ensure_admin
+
+    monkeypatch.delenv("LVIT_ADMIN_USER", raising=False)
+    monkeypatch.delenv("LVIT_ADMIN_PASSWORD", raising=False)
+    ensure_admin(tmp_path)
+    kept = (tmp_path / "admin-credentials.txt").read_text()
+    password = kept.split("password: ")[1].strip()
+    assert password in capsys.readouterr().out
+    assert (tmp_path / "admin-credentials.txt").stat().st_mode & 0o077 == 0
+    assert authenticate(username="admin", password=password) is not None
+    ensure_admin(tmp_path)  # second run: no new password, the old one still works
+    assert password not in capsys.readouterr().out
+    assert authenticate(username="admin", password=password) is not None
+    monkeypatch.setenv("LVIT_ADMIN_USER", "admin")
+    with pytest.raises(SystemExit, match="both"):
+        ensure_admin(tmp_path)
