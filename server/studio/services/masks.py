@@ -1,0 +1,298 @@
+"""Mask versions: proposals from models, corrections against a base version (409 when stale), accept, reject."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Max
+
+from server.core.errors import Conflict, ServiceError
+from server.studio import imaging, reports
+from server.studio.models import Case, CaseState, MaskKind, MaskVersion, ModelVersion, PseudoLabel
+from server.studio.services.common import audit, written_files
+from server.studio.signals_hooks import on_mask_accepted
+
+
+def load_mask(mask: MaskVersion) -> np.ndarray:
+    with mask.png.open("rb") as fh:
+        return imaging.mask_from_png(fh.read())
+
+
+def _next_version(case: Case) -> int:
+    return (MaskVersion.objects.filter(case=case).aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def _reference_proposal(case: Case, parent: MaskVersion | None) -> MaskVersion | None:
+    """The proposal a correction is compared with: the nearest proposal/pseudo ancestor, else the latest one."""
+    node, hops = parent, 0
+    while node is not None and hops < 1000:
+        if node.kind in (MaskKind.PROPOSAL, MaskKind.PSEUDO):
+            return node
+        node, hops = node.parent, hops + 1
+    return (
+        MaskVersion.objects.filter(case=case, kind__in=[MaskKind.PROPOSAL, MaskKind.PSEUDO])
+        .order_by("-version")
+        .first()
+    )
+
+
+def change_stats(*, mask: np.ndarray, reference: np.ndarray | None, reference_version: int | None) -> dict:
+    stats: dict[str, Any] = {"foreground": int(mask.sum())}
+    if reference is not None:
+        stats.update(
+            vs_version=reference_version,
+            added=int((mask & ~reference).sum()),
+            removed=int((reference & ~mask).sum()),
+        )
+    return stats
+
+
+def _as_mask_png(case: Case, *, png_bytes: bytes | None, array: np.ndarray | None) -> tuple[bytes, np.ndarray]:
+    if (png_bytes is None) == (array is None):
+        raise ServiceError("give the mask as PNG bytes or as an array, not both")
+    if png_bytes is not None:
+        return imaging.canonical_mask_png(png_bytes, width=case.width, height=case.height)
+    mask = np.asarray(array) > (0.5 if np.asarray(array).dtype.kind == "f" else 0)
+    if mask.shape != (case.height, case.width):
+        raise imaging.ImageError(
+            f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {case.width}x{case.height}; "
+            f"expected {case.width}x{case.height}",
+            code="mask_size",
+        )
+    return imaging.encode_mask(mask), mask
+
+
+def _soft_png(probabilities: np.ndarray, case: Case) -> bytes:
+    p = np.asarray(probabilities)
+    if p.shape != (case.height, case.width):
+        raise imaging.ImageError(f"probabilities are {p.shape}, expected (H, W) = ({case.height}, {case.width})")
+    q = p if p.dtype == np.uint8 else np.clip(np.rint(p.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return imaging.encode_png(q)
+
+
+def _create(
+    *,
+    case: Case,
+    kind: str,
+    png: bytes,
+    mask: np.ndarray,
+    parent: MaskVersion | None,
+    author: Any = None,
+    model_version: ModelVersion | None = None,
+    report_text: str | None = None,
+    probabilities: np.ndarray | None = None,
+    uncertainty: float | None = None,
+    janitor: Any,
+    extra_stats: dict | None = None,
+) -> MaskVersion:
+    reference = None if kind in (MaskKind.PROPOSAL, MaskKind.PSEUDO) else _reference_proposal(case, parent)
+    stats = change_stats(
+        mask=mask,
+        reference=load_mask(reference) if reference is not None else None,
+        reference_version=reference.version if reference is not None else None,
+    )
+    report = case.report
+    mv = MaskVersion(
+        case=case,
+        version=_next_version(case),
+        kind=kind,
+        parent=parent,
+        author=author if getattr(author, "is_authenticated", False) else None,
+        model_version=model_version,
+        report=report,
+        report_text=report_text if report_text is not None else (report.text if report else ""),
+        foreground=int(mask.sum()),
+        uncertainty=uncertainty,
+        stats={**stats, **(extra_stats or {})},
+    )
+    janitor.save(mv.png, "mask.png", png)
+    if probabilities is not None:
+        janitor.save(mv.probabilities, "prob.png", _soft_png(probabilities, case))
+    mv.save()
+    return mv
+
+
+def _locked_case(case: Case) -> Case:
+    return Case.objects.select_for_update(of=("self",)).select_related("report", "head_mask", "project").get(pk=case.pk)
+
+
+def mask_create_proposal(
+    *,
+    case: Case,
+    model_version: ModelVersion | None = None,
+    png_bytes: bytes | None = None,
+    array: np.ndarray | None = None,
+    report_text: str | None = None,
+    probabilities: np.ndarray | None = None,
+    uncertainty: float | None = None,
+    kind: str = MaskKind.PROPOSAL,
+) -> MaskVersion:
+    """Store a model's proposal (for workers). Moves an unlabeled case to ``proposed`` and updates its scores;
+    a labeled case keeps its accepted head (the proposal is kept in the history only)."""
+    if kind not in (MaskKind.PROPOSAL, MaskKind.PSEUDO):
+        raise ServiceError(f"a model proposes kind proposal or pseudo, not {kind!r}")
+    png, mask = _as_mask_png(case, png_bytes=png_bytes, array=array)
+    with written_files() as janitor, transaction.atomic():
+        case = _locked_case(case)
+        mv = _create(
+            case=case,
+            kind=kind,
+            png=png,
+            mask=mask,
+            parent=case.head_mask,
+            model_version=model_version,
+            report_text=report_text,
+            probabilities=probabilities,
+            uncertainty=uncertainty,
+            janitor=janitor,
+        )
+        update = ["al_score", "updated_at"]
+        if uncertainty is not None:
+            case.al_score = float(uncertainty)
+        if case.state in (CaseState.UNLABELED, CaseState.PROPOSED):
+            case.head_mask = mv
+            case.state = CaseState.PROPOSED
+            case.inconsistency = reports.inconsistency_score(case.report.fields, mask) if case.report else None
+            update += ["head_mask", "state", "inconsistency"]
+        case.save(update_fields=update)
+    return mv
+
+
+def _stale(case: Case, base_version: int | None) -> bool:
+    head_version = case.head_mask.version if case.head_mask else None
+    return base_version != head_version
+
+
+def mask_save(
+    *,
+    case: Case,
+    user: Any,
+    png_bytes: bytes,
+    base_version: int | None,
+    accept: bool = False,
+) -> MaskVersion:
+    """Save a clinician's mask as a new version on top of ``base_version`` (the head version the client loaded;
+    ``None`` when the case had no mask). A stale base raises :class:`Conflict` (409) *after* keeping the upload
+    as a non-head version, so nothing is lost; the 409 names it and the current head."""
+    png, mask = _as_mask_png(case, png_bytes=png_bytes, array=None)
+    kind = MaskKind.ACCEPTED if accept else MaskKind.CORRECTION
+    with written_files() as janitor, transaction.atomic():
+        case = _locked_case(case)
+        if _stale(case, base_version):
+            parent = MaskVersion.objects.filter(case=case, version=base_version).first() if base_version else None
+            kept = _create(
+                case=case,
+                kind=MaskKind.CORRECTION,
+                png=png,
+                mask=mask,
+                parent=parent,
+                author=user,
+                janitor=janitor,
+                extra_stats={"conflict": True, "base_version": base_version},
+            )
+            conflict = {
+                "message": f"the mask changed since version {base_version}; your upload was kept as version "
+                f"{kept.version} (not current). Reload version {case.head_mask.version if case.head_mask else None}, "
+                "merge, and save again with that base_version.",
+                "current_version": case.head_mask.version if case.head_mask else None,
+                "kept_version": kept.version,
+                "kept_mask_id": kept.pk,
+            }
+        else:
+            conflict = None
+            mv = _create(case=case, kind=kind, png=png, mask=mask, parent=case.head_mask, author=user, janitor=janitor)
+            case.head_mask = mv
+            case.state = CaseState.LABELED if accept else CaseState.IN_REVIEW
+            update = ["head_mask", "state", "updated_at", "inconsistency"]
+            case.inconsistency = reports.inconsistency_score(case.report.fields, mask) if case.report else None
+            if accept:
+                case.assignee, case.assigned_at = None, None
+                update += ["assignee", "assigned_at"]
+                audit(project=case.project, actor=user, action="mask.accepted", target=mv, case=case.pk)
+                on_mask_accepted(case.pk, mv.pk)
+            case.save(update_fields=update)
+    if conflict is not None:
+        raise Conflict(conflict, code="stale_base")
+    return mv
+
+
+def mask_accept(
+    *, case: Case, user: Any, png_bytes: bytes | None = None, base_version: int | None = None
+) -> MaskVersion:
+    """Accept: the uploaded mask, or (without one) the current head, becomes an accepted version; the case is
+    labeled. Accepting without an upload checks ``base_version`` when given."""
+    if png_bytes is not None:
+        return mask_save(case=case, user=user, png_bytes=png_bytes, base_version=base_version, accept=True)
+    with transaction.atomic():
+        locked = _locked_case(case)
+        head = locked.head_mask
+        if head is None:
+            raise ServiceError("the case has no mask to accept; upload one (field `mask`)", code="no_mask")
+        if base_version is not None and head.version != base_version:
+            raise Conflict(
+                {"message": "the mask changed since you loaded it", "current_version": head.version}, code="stale_base"
+            )
+        if head.kind == MaskKind.ACCEPTED and locked.state == CaseState.LABELED:
+            return head
+        with head.png.open("rb") as fh:
+            data = fh.read()
+    return mask_save(case=case, user=user, png_bytes=data, base_version=head.version, accept=True)
+
+
+@transaction.atomic
+def mask_reject(*, case: Case, user: Any, reason: str = "") -> Case:
+    """Reject the current proposal: the case goes back to ``unlabeled`` (the history keeps every version)."""
+    case = _locked_case(case)
+    if case.state == CaseState.LABELED:
+        raise Conflict("the case is already labeled; save a correction instead", code="already_labeled")
+    if case.head_mask is None:
+        raise ServiceError("the case has no proposal to reject", code="no_mask")
+    audit(project=case.project, actor=user, action="mask.rejected", target=case.head_mask, case=case.pk, reason=reason)
+    case.state = CaseState.UNLABELED
+    case.save(update_fields=["state", "updated_at"])
+    return case
+
+
+def mask_import_accepted(*, case: Case, png: bytes, mask: np.ndarray, user: Any, janitor: Any) -> MaskVersion:
+    """An accepted version for an imported dataset mask (inside the import's transaction)."""
+    mv = _create(case=case, kind=MaskKind.ACCEPTED, png=png, mask=mask, parent=None, author=user, janitor=janitor)
+    case.head_mask = mv
+    case.state = CaseState.LABELED
+    case.inconsistency = reports.inconsistency_score(case.report.fields, mask) if case.report else None
+    case.save(update_fields=["head_mask", "state", "inconsistency", "updated_at"])
+    return mv
+
+
+def pseudolabel_update(
+    *, case: Case, soft_map: np.ndarray, model_version: ModelVersion | None = None, iterations: int | None = None
+) -> PseudoLabel:
+    """Store the EPI soft map (float in [0, 1] or uint8) of an unlabeled case; counts iterations."""
+    png = _soft_png(soft_map, case)
+    old_name = None
+    with written_files() as janitor, transaction.atomic():
+        case = _locked_case(case)
+        pseudo = PseudoLabel.objects.select_for_update().filter(case=case).first()
+        if pseudo is None:
+            pseudo = PseudoLabel(case=case)
+        else:
+            old_name = pseudo.soft_map.name
+        janitor.save(pseudo.soft_map, "soft.png", png)
+        pseudo.iterations = iterations if iterations is not None else pseudo.iterations + 1
+        pseudo.model_version = model_version
+        pseudo.save()
+        if old_name:
+            from server.studio.services.common import delete_files_on_commit
+
+            delete_files_on_commit([old_name])
+    return pseudo
+
+
+def pseudolabel_soft_map(pseudo: PseudoLabel) -> np.ndarray:
+    """The stored soft map as float32 probabilities in [0, 1]."""
+    from PIL import Image
+
+    with pseudo.soft_map.open("rb") as fh:
+        return np.asarray(Image.open(io.BytesIO(fh.read())), dtype=np.float32) / 255.0
