@@ -213,7 +213,7 @@ def test_env_example_is_a_consistent_production_configuration() -> None:
     # The URL the app uses must match what the postgres service is created with.
     expected = f"postgres://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}"
     assert env["DATABASE_URL"] == expected
-    assert env["REDIS_URL"].startswith("redis://redis:6379/")
+    assert env["REDIS_URL"].startswith(f"redis://:{env['REDIS_PASSWORD']}@redis:6379/")
 
 
 def test_dockerfile_installs_torch_first_runs_as_non_root_and_collects_static() -> None:
