@@ -1,0 +1,551 @@
+"""REST API of the studio: parse, call one service or selector, serialize. Non-members get 404 everywhere."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from server.core.errors import ServiceError
+from server.studio import exports, imaging, selectors, services
+from server.studio import serializers as s
+from server.studio.models import CaseState, Role
+from server.studio.services.common import audit, require_role
+from server.studio.services.lvit import ZipSource
+
+ERROR = inline_serializer("Error", {"error": serializers.CharField(), "detail": serializers.JSONField()})
+ERRORS = {400: ERROR, 403: ERROR, 404: ERROR}
+
+
+class _NoFormatOverride(DefaultContentNegotiation):
+    """``?format=`` selects the export format here, not a DRF renderer."""
+
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)
+
+
+def _paginate(view: APIView, request, qs, serializer_class) -> Response:
+    paginator = LimitOffsetPagination()
+    page = paginator.paginate_queryset(qs, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def _upload_bytes(upload) -> bytes:
+    limit = imaging.max_bytes()
+    if upload.size is not None and upload.size > limit:
+        raise imaging.ImageError(
+            f"{upload.name!r} has {upload.size} bytes, more than the limit of {limit}", code="file_too_large"
+        )
+    return upload.read()
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in {"1", "true", "yes", "on"}
+
+
+def _file_response(field, content_type: str, filename: str) -> FileResponse:
+    response = FileResponse(field.open("rb"), content_type=content_type)
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+PAGINATION = [
+    OpenApiParameter("limit", int, description="page size (default 50)"),
+    OpenApiParameter("offset", int),
+]
+
+
+def _page_of(serializer_class: type, name: str) -> serializers.Serializer:
+    return inline_serializer(
+        name,
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.CharField(allow_null=True),
+            "previous": serializers.CharField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )
+
+
+# --- Templates and projects ----------------------------------------------------------------------------------------
+
+
+class TemplateListApi(APIView):
+    @extend_schema(responses={200: s.TemplateOut(many=True)})
+    def get(self, request):
+        return Response(s.TemplateOut(selectors.template_list(), many=True).data)
+
+
+class ProjectListApi(APIView):
+    @extend_schema(
+        operation_id="projects_list", parameters=PAGINATION, responses={200: _page_of(s.ProjectOut, "ProjectPage")}
+    )
+    def get(self, request):
+        return _paginate(self, request, selectors.project_list(user=request.user), s.ProjectOut)
+
+    @extend_schema(request=s.ProjectIn, responses={201: s.ProjectOut, 400: ERROR, 409: ERROR})
+    def post(self, request):
+        data = s.ProjectIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_create(user=request.user, **data.validated_data)
+        project = selectors.project_get(user=request.user, project_id=project.pk)
+        return Response(s.ProjectOut(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailApi(APIView):
+    @extend_schema(responses={200: s.ProjectOut, **ERRORS})
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = s.ProjectOut(project).data
+        data["stats"] = selectors.project_stats(project=project)
+        return Response(data)
+
+    @extend_schema(request=s.ProjectPatchIn, responses={200: s.ProjectOut, **ERRORS})
+    def patch(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = s.ProjectPatchIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_update(project=project, user=request.user, **data.validated_data)
+        return Response(s.ProjectOut(project).data)
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def delete(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        services.project_delete(project=project, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberListApi(APIView):
+    @extend_schema(responses={200: s.MemberOut(many=True), **ERRORS})
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        return Response(s.MemberOut(selectors.member_list(project=project), many=True).data)
+
+    @extend_schema(request=s.MemberIn, responses={201: s.MemberOut, **ERRORS})
+    def post(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = s.MemberIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_set(
+            project=project, user=request.user, member=data.validated_data["user"], role=data.validated_data["role"]
+        )
+        return Response(s.MemberOut(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(APIView):
+    @extend_schema(request=s.MemberRoleIn, responses={200: s.MemberOut, **ERRORS})
+    def put(self, request, project_id: int, user_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = s.MemberRoleIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.member_set(
+            project=project, user=request.user, member=user_id, role=data.validated_data["role"]
+        )
+        return Response(s.MemberOut(membership).data)
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def delete(self, request, project_id: int, user_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        services.member_remove(project=project, user=request.user, member=user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Cases ---------------------------------------------------------------------------------------------------------
+
+
+class CaseListApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", str, description=f"comma-separated: {', '.join(CaseState.values)}"),
+            OpenApiParameter("split", str, description="comma-separated: train, val, test"),
+            OpenApiParameter("assignee", str, description="user id, 'me' or 'none'"),
+            OpenApiParameter("search", str, description="name contains"),
+            OpenApiParameter("ordering", str, description="e.g. -al_score, name, -updated_at"),
+            *PAGINATION,
+        ],
+        responses={200: _page_of(s.CaseOut, "CasePage"), **ERRORS},
+    )
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        q = request.query_params
+        qs = selectors.case_list(
+            project=project,
+            user=request.user,
+            state=q.get("state"),
+            split=q.get("split"),
+            assignee=q.get("assignee"),
+            search=q.get("search"),
+            ordering=q.get("ordering"),
+        )
+        return _paginate(self, request, qs, s.CaseOut)
+
+    @extend_schema(
+        request={"multipart/form-data": s.CaseUploadIn},
+        responses={201: s.CaseOut(many=True), 400: ERROR, 404: ERROR, 409: ERROR},
+        description="Upload one or more images (repeat `image`) or a zip of images. All-or-nothing: a bad file "
+        "stores nothing and the 400 names it. `report` (sentence) or `fields` apply to a single image.",
+    )
+    def post(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = s.CaseUploadIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        files = request.FILES.getlist("image")
+        items = []
+        for upload in files:
+            raw = _upload_bytes(upload)
+            if raw[:4] == b"PK\x03\x04":
+                items += services.upload_items_from_zip(project=project, data=raw, window=v.get("window"))
+            else:
+                items.append(
+                    services.case_prepare(
+                        project=project,
+                        data=raw,
+                        filename=upload.name,
+                        report_text=v.get("report"),
+                        fields=v.get("fields"),
+                        window=v.get("window"),
+                    )
+                )
+        if len(items) > 1 and (v.get("report") or v.get("fields")):
+            raise ServiceError("`report`/`fields` apply to a single image; upload one image with its report")
+        cases = services.case_create_many(project=project, user=request.user, items=items, split=v.get("split"))
+        return Response(s.CaseOut(cases, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class CaseDetailApi(APIView):
+    @extend_schema(responses={200: s.CaseDetailOut, **ERRORS})
+    def get(self, request, case_id: int):
+        return Response(s.CaseDetailOut(selectors.case_get(user=request.user, case_id=case_id)).data)
+
+    @extend_schema(request=s.CasePatchIn, responses={200: s.CaseDetailOut, **ERRORS})
+    def patch(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        data = s.CasePatchIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.case_update(case=case, user=request.user, **data.validated_data)
+        return Response(s.CaseDetailOut(selectors.case_get(user=request.user, case_id=case_id)).data)
+
+    @extend_schema(responses={204: None, **ERRORS})
+    def delete(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        services.case_delete(case=case, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CaseImageApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("original", bool, description="1: the uploaded (de-identified) original")],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, **ERRORS},
+    )
+    def get(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        if _bool(request.query_params.get("original")) and case.original:
+            content_type = {
+                "dicom": "application/dicom",
+                "jpeg": "image/jpeg",
+                "tiff": "image/tiff",
+                "bmp": "image/bmp",
+            }.get(case.original_format, "image/png")
+            return _file_response(case.original, content_type, case.original_name or case.name)
+        return _file_response(case.image, "image/png", case.name)
+
+
+class CaseReportApi(APIView):
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "CaseReports", {"current": s.ReportOut(allow_null=True), "history": s.ReportOut(many=True)}
+            ),
+            **ERRORS,
+        }
+    )
+    def get(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        history = case.reports.select_related("author").order_by("version")
+        return Response(
+            {
+                "current": s.ReportOut(case.report).data if case.report else None,
+                "history": s.ReportOut(history, many=True).data,
+            }
+        )
+
+    @extend_schema(request=s.ReportIn, responses={200: s.ReportOut, 409: ERROR, **ERRORS})
+    def put(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        data = s.ReportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        report = services.report_update(
+            case=case, user=request.user, fields=v.get("fields"), text=v.get("text"), base_version=v.get("base_version")
+        )
+        return Response(s.ReportOut(report).data)
+
+
+class CaseMaskListApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses={200: s.MaskOut(many=True), **ERRORS})
+    def get(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        return Response(s.MaskOut(selectors.mask_history(case=case), many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": s.MaskIn},
+        responses={201: s.MaskOut, 409: ERROR, **ERRORS},
+        description="Save a correction on top of `base_version` (the head version you loaded; omit when the case "
+        "had no mask). A stale base answers 409; your upload is kept as a non-current version named in the reply.",
+    )
+    def post(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        data = s.MaskIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        mv = services.mask_save(
+            case=case,
+            user=request.user,
+            png_bytes=_upload_bytes(data.validated_data["mask"]),
+            base_version=data.validated_data.get("base_version"),
+        )
+        return Response(s.MaskOut(mv).data, status=status.HTTP_201_CREATED)
+
+
+class CaseAcceptApi(APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(
+        request={"multipart/form-data": s.AcceptIn, "application/json": s.AcceptIn},
+        responses={200: s.MaskOut, 409: ERROR, **ERRORS},
+    )
+    def post(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        data = s.AcceptIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data.get("mask")
+        mv = services.mask_accept(
+            case=case,
+            user=request.user,
+            png_bytes=_upload_bytes(upload) if upload is not None else None,
+            base_version=data.validated_data.get("base_version"),
+        )
+        return Response(s.MaskOut(mv).data)
+
+
+class CaseRejectApi(APIView):
+    @extend_schema(request=s.RejectIn, responses={200: s.CaseOut, 409: ERROR, **ERRORS})
+    def post(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        data = s.RejectIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        case = services.mask_reject(case=case, user=request.user, reason=data.validated_data["reason"])
+        return Response(s.CaseOut(case).data)
+
+
+class CaseReleaseApi(APIView):
+    @extend_schema(request=None, responses={200: s.CaseOut, **ERRORS})
+    def post(self, request, case_id: int):
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        return Response(s.CaseOut(services.case_release(case=case, user=request.user)).data)
+
+
+class MaskPngApi(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, **ERRORS})
+    def get(self, request, mask_id: int):
+        mask = selectors.mask_get(user=request.user, mask_id=mask_id)
+        return _file_response(mask.png, "image/png", f"mask-{mask.case_id}-v{mask.version}.png")
+
+
+class MaskProbabilitiesApi(APIView):
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY, **ERRORS})
+    def get(self, request, mask_id: int):
+        mask = selectors.mask_get(user=request.user, mask_id=mask_id)
+        if not mask.probabilities:
+            raise ServiceError("this mask version has no probability map", code="not_found", status_code=404)
+        return _file_response(mask.probabilities, "image/png", f"prob-{mask.case_id}-v{mask.version}.png")
+
+
+class WorklistNextApi(APIView):
+    @extend_schema(
+        request=None,
+        parameters=[
+            OpenApiParameter("strategy", str, enum=list(services.cases.STRATEGIES), description="default uncertainty"),
+            OpenApiParameter("split", str, enum=["train", "val", "test"]),
+        ],
+        responses={200: s.CaseDetailOut, 204: OpenApiResponse(description="nothing left to do"), **ERRORS},
+    )
+    def post(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        case = services.worklist_next(
+            project=project,
+            user=request.user,
+            strategy=request.query_params.get("strategy") or "uncertainty",
+            split=request.query_params.get("split"),
+        )
+        if case is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.CaseDetailOut(selectors.case_get(user=request.user, case_id=case.pk)).data)
+
+
+# --- Import, export, metrics ---------------------------------------------------------------------------------------
+
+
+class ImportApi(APIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={"multipart/form-data": s.ImportIn},
+        responses={
+            201: inline_serializer(
+                "ImportResult",
+                {
+                    "cases": serializers.IntegerField(),
+                    "labeled": serializers.IntegerField(),
+                    "reports": serializers.IntegerField(),
+                    "structured_reports": serializers.IntegerField(),
+                    "splits": serializers.DictField(child=serializers.IntegerField()),
+                    "warnings": serializers.ListField(child=serializers.CharField()),
+                },
+            ),
+            409: ERROR,
+            **ERRORS,
+        },
+    )
+    def post(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        require_role(project=project, user=request.user, role=Role.ADMIN)
+        data = s.ImportIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        source = ZipSource(_upload_bytes(data.validated_data["archive"]))
+        result = services.lvit_import(project=project, user=request.user, source=source)
+        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+
+
+class ExportApi(APIView):
+    content_negotiation_class = _NoFormatOverride
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", str, enum=["lvit", "png", "coco"], description="default lvit"),
+            OpenApiParameter("split", str, description="comma-separated splits"),
+            OpenApiParameter("state", str, description="comma-separated states"),
+            OpenApiParameter("accepted", bool, description="only cases with an accepted mask"),
+        ],
+        responses={
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            **ERRORS,
+        },
+    )
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        q = request.query_params
+        fmt = q.get("format") or "lvit"
+        if fmt not in {"lvit", "png", "coco"}:
+            raise ServiceError({"format": f"unknown export format {fmt!r}; use lvit, png or coco"})
+        qs = selectors.case_list(
+            project=project, state=q.get("state"), split=q.get("split"), accepted_only=_bool(q.get("accepted"))
+        )
+        audit(project=project, actor=request.user, action="dataset.exported", format=fmt, filters=dict(q.items()))
+        slug = "".join(c if c.isalnum() else "-" for c in project.name)[:60].strip("-") or "project"
+        if fmt == "coco":
+            response = StreamingHttpResponse(exports.coco_chunks(project, qs), content_type="application/json")
+            response["Content-Disposition"] = f'attachment; filename="{slug}-coco.json"'
+            return response
+        entries = exports.lvit_entries(project, qs) if fmt == "lvit" else exports.png_entries(project, qs)
+        response = StreamingHttpResponse(exports.stream_zip(entries), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{slug}-{fmt}.zip"'
+        return response
+
+
+class MetricsApi(APIView):
+    content_negotiation_class = _NoFormatOverride
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"], description="default json")],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
+    )
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        fmt = request.query_params.get("format") or "json"
+        rows = exports.metrics_rows(project)
+        if fmt == "csv":
+            response = HttpResponse(exports.metrics_csv(rows), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = 'attachment; filename="metrics.csv"'
+            return response
+        if fmt != "json":
+            raise ServiceError({"format": f"unknown format {fmt!r}; use json or csv"})
+        return HttpResponse(json.dumps({"project": project.pk, "models": rows}), content_type="application/json")
+
+
+# --- Models, jobs, audit -------------------------------------------------------------------------------------------
+
+
+class ModelListApi(APIView):
+    @extend_schema(responses={200: s.ModelOut(many=True), **ERRORS})
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        return Response(s.ModelOut(selectors.model_list(project=project), many=True).data)
+
+
+class ModelActivateApi(APIView):
+    @extend_schema(request=None, responses={200: s.ModelOut, **ERRORS})
+    def post(self, request, model_id: int):
+        mv = selectors.model_version_get(user=request.user, model_id=model_id)
+        return Response(s.ModelOut(services.model_version_activate(model_version=mv, user=request.user)).data)
+
+
+class JobListApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("kind", str), OpenApiParameter("status", str), *PAGINATION],
+        responses={200: _page_of(s.JobOut, "JobPage"), **ERRORS},
+    )
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        qs = selectors.job_list(
+            project=project, kind=request.query_params.get("kind"), status=request.query_params.get("status")
+        )
+        return _paginate(self, request, qs, s.JobOut)
+
+    @extend_schema(request=s.JobIn, responses={201: s.JobOut, 409: ERROR, **ERRORS})
+    def post(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = s.JobIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data.get("params") or {}
+        if not isinstance(params, dict):
+            raise ServiceError({"params": "must be a JSON object"})
+        job = services.training_start(project=project, user=request.user, params=params)
+        return Response(s.JobOut(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses={200: s.JobOut, **ERRORS})
+    def get(self, request, job_id: int):
+        return Response(s.JobOut(selectors.job_get(user=request.user, job_id=job_id)).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses={200: s.JobOut, 409: ERROR, **ERRORS})
+    def post(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(s.JobOut(services.job_cancel(job=job, user=request.user)).data)
+
+
+class AuditListApi(APIView):
+    @extend_schema(parameters=PAGINATION, responses={200: _page_of(s.AuditOut, "AuditPage"), **ERRORS})
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        return _paginate(self, request, selectors.audit_list(project=project), s.AuditOut)
+
+
+__all__ = [name for name in dir() if name.endswith("Api")]

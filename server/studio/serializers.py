@@ -1,0 +1,247 @@
+"""Plain input and output serializers for the studio API (no business logic here)."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from server.studio.models import (
+    AuditEvent,
+    Case,
+    CaseState,
+    Job,
+    MaskVersion,
+    Membership,
+    ModelVersion,
+    Project,
+    ReportTemplate,
+    Role,
+    Split,
+)
+
+
+class TemplateOut(serializers.ModelSerializer):
+    class Meta:
+        model = ReportTemplate
+        fields = ["id", "slug", "name", "description", "fields", "pattern"]
+
+
+class ProjectOut(serializers.ModelSerializer):
+    template = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    my_role = serializers.CharField(read_only=True, allow_null=True, default=None)
+    case_count = serializers.IntegerField(read_only=True, default=None)
+    labeled_count = serializers.IntegerField(read_only=True, default=None)
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "template", "my_role", "case_count", "labeled_count", "created_at"]
+
+
+class ProjectIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    template = serializers.CharField(required=False, default="free-text", help_text="template slug or id")
+
+
+class ProjectPatchIn(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
+class MemberOut(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(source="user.id", read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["user_id", "username", "role", "created_at"]
+
+
+class MemberIn(serializers.Serializer):
+    user = serializers.CharField(max_length=150, help_text="username or user id")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.ANNOTATOR)
+
+
+class MemberRoleIn(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class ReportOut(serializers.Serializer):
+    version = serializers.IntegerField()
+    fields = serializers.JSONField()
+    text = serializers.CharField()
+    author = serializers.CharField(source="author.username", default=None, allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ReportIn(serializers.Serializer):
+    fields = serializers.JSONField(required=False, help_text="structured fields of the project's template")
+    text = serializers.CharField(required=False, allow_blank=True, max_length=4000, help_text="or a sentence")
+    base_version = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+
+class MaskOut(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", default=None, allow_null=True)
+    model_version = serializers.IntegerField(source="model_version.number", default=None, allow_null=True)
+    parent_version = serializers.IntegerField(source="parent.version", default=None, allow_null=True)
+    png_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MaskVersion
+        fields = [
+            "id",
+            "version",
+            "kind",
+            "parent_version",
+            "author",
+            "model_version",
+            "report_text",
+            "foreground",
+            "uncertainty",
+            "stats",
+            "created_at",
+            "png_url",
+        ]
+
+    def get_png_url(self, obj: MaskVersion) -> str:
+        return reverse("studio-mask-png", args=[obj.pk])
+
+
+class CaseOut(serializers.ModelSerializer):
+    report = serializers.CharField(source="report.text", default=None, allow_null=True)
+    report_version = serializers.IntegerField(source="report.version", default=None, allow_null=True)
+    head_version = serializers.IntegerField(source="head_mask.version", default=None, allow_null=True)
+    head_kind = serializers.CharField(source="head_mask.kind", default=None, allow_null=True)
+    assignee = serializers.CharField(source="assignee.username", default=None, allow_null=True)
+    image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Case
+        fields = [
+            "id",
+            "project",
+            "name",
+            "split",
+            "state",
+            "width",
+            "height",
+            "channels",
+            "original_format",
+            "assignee",
+            "assigned_at",
+            "al_score",
+            "inconsistency",
+            "report",
+            "report_version",
+            "head_version",
+            "head_kind",
+            "image_url",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_image_url(self, obj: Case) -> str:
+        return reverse("studio-case-image", args=[obj.pk])
+
+
+class CaseDetailOut(CaseOut):
+    report_fields = serializers.JSONField(source="report.fields", default=None, allow_null=True)
+    head_mask = MaskOut(allow_null=True)
+    meta = serializers.JSONField()
+    original_url = serializers.SerializerMethodField()
+
+    class Meta(CaseOut.Meta):
+        fields = [*CaseOut.Meta.fields, "report_fields", "head_mask", "meta", "original_url"]
+
+    def get_original_url(self, obj: Case) -> str:
+        return reverse("studio-case-image", args=[obj.pk]) + "?original=1"
+
+
+class CaseUploadIn(serializers.Serializer):
+    image = serializers.FileField(help_text="PNG, JPEG, TIFF, 16-bit PNG, DICOM or a zip of them; repeatable")
+    report = serializers.CharField(required=False, allow_blank=True, max_length=4000, help_text="report sentence")
+    fields = serializers.JSONField(required=False, help_text="structured report fields (JSON)")
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+    window = serializers.ChoiceField(
+        choices=["lung", "mediastinum", "soft_tissue", "bone", "brain"], required=False, help_text="CT window preset"
+    )
+
+
+class CasePatchIn(serializers.Serializer):
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+    name = serializers.CharField(max_length=200, required=False)
+
+
+class MaskIn(serializers.Serializer):
+    mask = serializers.FileField(help_text="binary PNG of the image's size (non-zero = lesion)")
+    base_version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=2**31 - 1, help_text="head version you edited"
+    )
+
+
+class AcceptIn(serializers.Serializer):
+    mask = serializers.FileField(required=False, help_text="optional: accept this mask instead of the head")
+    base_version = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+
+
+class RejectIn(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+
+
+class ImportIn(serializers.Serializer):
+    archive = serializers.FileField(help_text="zip in the LViT layout (Train_Folder/img, labelcol, *_text.csv|xlsx)")
+
+
+class ModelOut(serializers.ModelSerializer):
+    parent = serializers.IntegerField(source="parent.number", default=None, allow_null=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "number",
+            "name",
+            "status",
+            "config",
+            "metrics",
+            "parent",
+            "training_job",
+            "created_at",
+            "activated_at",
+        ]
+
+
+class JobOut(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "project",
+            "case",
+            "kind",
+            "status",
+            "progress",
+            "message",
+            "params",
+            "result",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
+
+
+class JobIn(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["training"], default="training")
+    params = serializers.JSONField(required=False, default=dict)
+
+
+class AuditOut(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor.username", default=None, allow_null=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "actor", "action", "target_type", "target_id", "data", "created_at"]
+
+
+STATES = CaseState.values
