@@ -1,10 +1,10 @@
 // CT window/level: Hounsfield units → 8-bit grey. DOM-free.
 
-/** Common CT presets (window width W, level L, both in HU). */
+/** CT presets (window width W, level L, both in HU): the same values the server converts uploads with. */
 export const CT_PRESETS = Object.freeze([
   { id: "lung", label: "Lung", width: 1500, level: -600 },
-  { id: "mediastinum", label: "Mediastinum", width: 350, level: 50 },
-  { id: "abdomen", label: "Abdomen", width: 400, level: 40 },
+  { id: "mediastinum", label: "Mediastinum", width: 400, level: 40 },
+  { id: "soft_tissue", label: "Soft tissue", width: 350, level: 50 },
   { id: "bone", label: "Bone", width: 1800, level: 400 },
   { id: "brain", label: "Brain", width: 80, level: 40 },
 ]);

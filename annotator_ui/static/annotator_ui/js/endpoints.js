@@ -1,0 +1,37 @@
+// The REST endpoints the UI uses, in one place (paths follow server/studio/urls.py and server/workers/urls.py).
+
+export const paths = {
+  projects: () => "/api/projects/",
+  project: (id) => `/api/projects/${id}/`,
+  templates: () => "/api/templates/",
+  cases: (projectId) => `/api/projects/${projectId}/cases/`,
+  case: (id) => `/api/cases/${id}/`,
+  caseImage: (id) => `/api/cases/${id}/image/`,
+  caseHU: (id) => `/cases/${id}/hu/`,
+  report: (caseId) => `/api/cases/${caseId}/report/`,
+  masks: (caseId) => `/api/cases/${caseId}/masks/`,
+  maskPng: (maskId) => `/api/masks/${maskId}/png/`,
+  accept: (caseId) => `/api/cases/${caseId}/accept/`,
+  reject: (caseId) => `/api/cases/${caseId}/reject/`,
+  propose: (caseId) => `/api/cases/${caseId}/propose/`,
+  release: (caseId) => `/api/cases/${caseId}/release/`,
+  pseudo: (caseId) => `/api/cases/${caseId}/pseudo-label/`,
+  next: (projectId) => `/api/projects/${projectId}/worklist/next/`,
+  trainingJobs: (projectId) => `/api/projects/${projectId}/training-jobs/`,
+  readiness: (projectId) => `/api/projects/${projectId}/training-readiness/`,
+  projectJobs: (projectId) => `/api/projects/${projectId}/jobs/`,
+  job: (id) => `/api/jobs/${id}/`,
+  jobCancel: (id) => `/api/jobs/${id}/cancel/`,
+  jobSocket: (id) => `/ws/jobs/${id}/`,
+  projectSocket: (id) => `/ws/projects/${id}/`,
+  models: (projectId) => `/api/projects/${projectId}/models/`,
+  activate: (modelId) => `/api/models/${modelId}/activate/`,
+  export: (projectId) => `/api/projects/${projectId}/export/`,
+  stats: (projectId) => `/api/projects/${projectId}/stats/`,
+};
+
+/** ws:// or wss:// URL for a websocket path on this origin. */
+export function socketUrl(path, location = globalThis.location) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}

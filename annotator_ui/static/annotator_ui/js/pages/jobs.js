@@ -1,0 +1,254 @@
+// Jobs & models page: start retraining (admins), live progress over /ws/jobs/{id}/ with per-epoch loss and
+// Dice curves, model versions with their metrics side by side, promote and roll back.
+
+import { api, badge, fmtDate, fmtNumber, h, pageConfig, toast } from "../dom.js";
+import { paths, socketUrl } from "../endpoints.js";
+import { curves, extent, isFinished, jobFromMessage, linePath, progressFraction, summary } from "../jobs.js";
+
+const config = pageConfig();
+const projectId = config.project.id;
+const isAdmin = config.project.role === "admin";
+const $ = (id) => document.getElementById(id);
+
+let watched = null; // {id, socket, poll}
+
+// --- model versions -------------------------------------------------------------------------------
+
+const PREFERRED_METRICS = ["dice", "val_dice", "iou", "val_iou", "hd95", "precision", "recall", "loss", "val_loss"];
+
+function metricColumns(models) {
+  const keys = new Set();
+  for (const m of models) for (const [k, v] of Object.entries(m.metrics ?? {})) if (typeof v === "number") keys.add(k);
+  return [...keys].sort((a, b) => {
+    const ia = PREFERRED_METRICS.indexOf(a);
+    const ib = PREFERRED_METRICS.indexOf(b);
+    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
+  });
+}
+
+async function loadModels() {
+  const models = await api.get(paths.models(projectId));
+  const cols = metricColumns(models);
+  const active = models.find((m) => m.status === "active");
+  $("models-head").replaceChildren(
+    h(
+      "tr",
+      {},
+      h("th", { scope: "col" }, "Version"),
+      h("th", { scope: "col" }, "Status"),
+      h("th", { scope: "col" }, "Created"),
+      cols.map((c) => h("th", { scope: "col", class: "num" }, c.replaceAll("_", " "))),
+      isAdmin ? h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")) : null,
+    ),
+  );
+  if (!models.length) {
+    $("models-rows").replaceChildren(
+      h("tr", {}, h("td", { colspan: 4 + cols.length, class: "muted" }, "No model versions yet. Accept cases, then start retraining.")),
+    );
+    return;
+  }
+  $("models-rows").replaceChildren(
+    ...models.map((m) => {
+      let action = null;
+      if (isAdmin && m.status !== "active") {
+        const older = active && m.number < active.number;
+        action = h(
+          "button",
+          { type: "button", "data-model": m.id, onclick: () => activate(m, older) },
+          older ? "Roll back to this" : "Promote",
+        );
+      }
+      return h(
+        "tr",
+        { class: m.status === "active" ? "active-model" : "", "data-number": m.number },
+        h("td", {}, h("strong", {}, `v${m.number}`), m.name ? ` ${m.name}` : ""),
+        h("td", {}, badge(m.status)),
+        h("td", {}, fmtDate(m.created_at)),
+        cols.map((c) => h("td", { class: "num" }, fmtNumber(m.metrics?.[c]))),
+        isAdmin ? h("td", {}, action) : null,
+      );
+    }),
+  );
+}
+
+async function activate(model, rollback) {
+  const verb = rollback ? "Roll back to" : "Promote";
+  if (!confirm(`${verb} model v${model.number}? New proposals will use it.`)) return;
+  try {
+    await api.post(paths.activate(model.id), {});
+    toast(`Model v${model.number} is now active.`);
+    await Promise.all([loadModels(), loadJobs()]);
+  } catch (err) {
+    toast(err.message, { error: true });
+  }
+}
+
+// --- jobs -----------------------------------------------------------------------------------------
+
+async function loadJobs() {
+  const jobs = await api.get(paths.projectJobs(projectId));
+  $("jobs-rows").replaceChildren(
+    ...(jobs.length
+      ? jobs.slice(0, 15).map((j) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, `#${j.id}`),
+            h("td", {}, j.kind.replaceAll("_", " ")),
+            h("td", {}, badge(j.status)),
+            h("td", {}, summary(j) || j.message || ""),
+            h("td", {}, fmtDate(j.created_at)),
+          ),
+        )
+      : [h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No jobs yet."))]),
+  );
+  return jobs;
+}
+
+function renderJob(job) {
+  $("job").hidden = false;
+  $("job-title").textContent = `Training job #${job.id}`;
+  const status = $("job-status");
+  status.className = `badge ${job.status}`;
+  status.textContent = job.status;
+  const pct = Math.round(progressFraction(job) * 100);
+  $("job-bar").style.width = `${pct}%`;
+  $("job-progress").setAttribute("aria-valuenow", String(pct));
+  $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
+  $("job-summary").textContent = summary(job) || (job.status === "pending" ? "Waiting for a GPU worker…" : "");
+  $("job-message").textContent = job.message || "";
+  const cancel = $("job-cancel");
+  if (cancel) cancel.hidden = isFinished(job);
+  const { loss, dice } = curves(job);
+  drawChart($("chart-loss"), loss, { label: "loss" });
+  drawChart($("chart-dice"), dice, { label: "dice", yDomain: [0, 1] });
+}
+
+/** A small line chart: axes, line, dots, and min/max labels. */
+function drawChart(svg, points, { label, yDomain }) {
+  const W = 320;
+  const H = 140;
+  const pad = 22;
+  const ns = "http://www.w3.org/2000/svg";
+  const el = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  svg.replaceChildren();
+  svg.append(el("line", { class: "axis", x1: pad, y1: H - pad, x2: W - 6, y2: H - pad }));
+  svg.append(el("line", { class: "axis", x1: pad, y1: 6, x2: pad, y2: H - pad }));
+  if (!points.length) {
+    svg.append(el("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no epochs yet"));
+    return;
+  }
+  const xs = extent(points.map((p) => p[0]));
+  const ys = yDomain ?? extent(points.map((p) => p[1]));
+  const box = { width: W - pad - 6, height: H - pad - 6, pad: 6 };
+  const g = el("g", { transform: `translate(${pad},6)` });
+  g.append(el("path", { class: `line ${label}`, d: linePath(points, { ...box, xDomain: xs, yDomain: ys }) }));
+  for (const p of points) {
+    const d = linePath([p], { ...box, xDomain: xs, yDomain: ys });
+    const [cx, cy] = d.slice(1).split(",").map(Number);
+    g.append(el("circle", { class: `dot ${label}`, cx, cy, r: 2.5 }, undefined));
+  }
+  svg.append(g);
+  svg.append(el("text", { x: 2, y: 12 }, fmtNumber(ys[1], 2)));
+  svg.append(el("text", { x: 2, y: H - pad }, fmtNumber(ys[0], 2)));
+  svg.append(el("text", { x: W - 6, y: H - 6, "text-anchor": "end" }, `epoch ${points.at(-1)[0]}`));
+  svg.setAttribute("data-points", String(points.length));
+}
+
+function watch(job) {
+  unwatch();
+  renderJob(job);
+  if (isFinished(job)) return;
+  const state = { id: job.id, socket: null, poll: null, retries: 0 };
+  watched = state;
+  const finished = async (j) => {
+    renderJob(j);
+    unwatch();
+    toast(j.status === "succeeded" ? "Training finished." : `Training ${j.status}.`, { error: j.status === "failed" });
+    await Promise.all([loadModels(), loadJobs()]);
+  };
+  const connect = () => {
+    const socket = new WebSocket(socketUrl(paths.jobSocket(job.id)));
+    state.socket = socket;
+    socket.addEventListener("message", (e) => {
+      const msg = JSON.parse(e.data);
+      if (msg.type && msg.type !== "job") return;
+      const j = jobFromMessage(msg);
+      state.retries = 0;
+      if (isFinished(j)) finished(j);
+      else renderJob(j);
+    });
+    socket.addEventListener("close", (e) => {
+      if (watched !== state) return;
+      if (e.code === 4403 || e.code === 4404) return toast("You cannot follow this job.", { error: true });
+      // Reconnect with backoff; poll the REST endpoint meanwhile so progress never freezes.
+      state.retries += 1;
+      setTimeout(() => watched === state && connect(), Math.min(10000, 500 * 2 ** state.retries));
+    });
+  };
+  connect();
+  state.poll = setInterval(async () => {
+    if (state.socket?.readyState === WebSocket.OPEN) return;
+    try {
+      const j = await api.get(paths.job(job.id));
+      if (isFinished(j)) finished(j);
+      else renderJob(j);
+    } catch {
+      // the socket retry loop reports persistent failures
+    }
+  }, 3000);
+}
+
+function unwatch() {
+  if (!watched) return;
+  const w = watched;
+  watched = null;
+  clearInterval(w.poll);
+  w.socket?.close();
+}
+
+$("train-form")?.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const button = $("train-start");
+  button.disabled = true;
+  try {
+    const job = await api.post(paths.trainingJobs(projectId), {
+      epochs: Number($("train-epochs").value),
+      mode: $("train-semi").checked ? "semi_supervised" : "labeled_only",
+    });
+    toast(`Training job #${job.id} started.`);
+    watch(job);
+    loadJobs();
+  } catch (err) {
+    toast(err.message, { error: true, ms: 8000 });
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("job-cancel")?.addEventListener("click", async () => {
+  if (!watched) return;
+  try {
+    const j = await api.post(paths.jobCancel(watched.id), {});
+    renderJob(j);
+  } catch (err) {
+    toast(err.message, { error: true });
+  }
+});
+
+async function init() {
+  try {
+    const [jobs] = await Promise.all([loadJobs(), loadModels()]);
+    const live = jobs.find((j) => j.kind === "training" && !isFinished(j)) ?? jobs.find((j) => j.kind === "training");
+    if (live) watch(live);
+  } catch (err) {
+    toast(err.message, { error: true });
+  }
+}
+
+init();
