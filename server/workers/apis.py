@@ -1,4 +1,7 @@
-"""REST API of the training loop: start/cancel/read jobs, list and activate model versions.
+"""REST API of the training loop: start a retraining round, readiness (cold start), promotion policy.
+
+Reading and cancelling jobs, listing and activating model versions are the studio's endpoints
+(``server/studio/apis.py``); the workers react to them through the studio's signals.
 
 Outsiders get 404 (a project's existence is not revealed); members who lack the admin role get 403 on
 writes. Every error has the one shape of ``server/core/errors.py``.
@@ -8,24 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from server.core.errors import Forbidden, NotFound
-from server.studio.models import Job, JobKind, JobStatus, Membership, ModelVersion, Project, Role
+from server.studio.models import Job, JobKind, JobStatus, Membership, Project, Role
 from server.workers import conf
 from server.workers.models import TrainingPolicy
 from server.workers.progress import job_snapshot
-from server.workers.services import (
-    job_cancel,
-    job_reap_stale,
-    model_version_activate,
-    training_job_create,
-    training_readiness,
-)
+from server.workers.services import training_job_create, training_readiness
 
 # --------------------------------------------------------------------------- access
 
@@ -126,18 +123,6 @@ class TrainingJobsApi(APIView):
         return Response(job_snapshot(job), status=status.HTTP_201_CREATED)
 
 
-class ProjectJobsApi(APIView):
-    @extend_schema(responses={200: JobOutput(many=True)})
-    def get(self, request: Request, project_id: int) -> Response:
-        """The project's jobs, newest first (``?kind=training&status=running``; at most 100)."""
-        project = _project_for(request.user, project_id)
-        jobs = Job.objects.filter(project=project)
-        for key in ("kind", "status"):
-            if request.query_params.get(key):
-                jobs = jobs.filter(**{key: request.query_params[key]})
-        return Response([job_snapshot(j) for j in jobs.order_by("-id")[:100]])
-
-
 class TrainingReadinessApi(APIView):
     @extend_schema(responses={200: ReadinessOutput})
     def get(self, request: Request, project_id: int) -> Response:
@@ -160,47 +145,3 @@ class TrainingPolicyApi(APIView):
         data.is_valid(raise_exception=True)
         policy, _ = TrainingPolicy.objects.update_or_create(project=project, defaults=dict(data.validated_data))
         return Response({"promotion": policy.promotion, "min_improvement": policy.min_improvement})
-
-
-class JobApi(APIView):
-    @extend_schema(responses={200: JobOutput})
-    def get(self, request: Request, job_id: int) -> Response:
-        """A job's current state. A running job whose worker died is detected here too (stale heartbeat)."""
-        job = _job_for(request.user, job_id)
-        if job.status == JobStatus.RUNNING and job_reap_stale(job_ids=[job.pk]):
-            job.refresh_from_db()
-        return Response(job_snapshot(job))
-
-
-class JobCancelApi(APIView):
-    @extend_schema(request=None, responses={200: JobOutput})
-    def post(self, request: Request, job_id: int) -> Response:
-        """Cancel a pending or running job (409 when it already finished)."""
-        job = _job_for(request.user, job_id, admin=True)
-        return Response(job_snapshot(job_cancel(job=job, actor=request.user)))
-
-
-class ModelVersionsApi(APIView):
-    @extend_schema(responses={200: ModelVersionOutput(many=True)})
-    def get(self, request: Request, project_id: int) -> Response:
-        """The project's model versions, newest first, with their validation metrics."""
-        project = _project_for(request.user, project_id)
-        versions = ModelVersion.objects.filter(project=project).order_by("-number")
-        return Response(ModelVersionOutput(versions, many=True).data)
-
-
-class ModelActivateApi(APIView):
-    @extend_schema(
-        request=None,
-        responses={200: inline_serializer("Activated", {"model": ModelVersionOutput(), "jobs": JobOutput(many=True)})},
-    )
-    def post(self, request: Request, model_id: int) -> Response:
-        """Promote a candidate or roll back to any earlier version (admins); follow-up jobs are queued."""
-        mv = ModelVersion.objects.filter(pk=model_id).first()
-        if mv is None or _role(request.user, mv.project_id) is None:
-            raise NotFound(f"model version {model_id} not found")
-        _project_for(request.user, mv.project_id, admin=True)
-        before = set(Job.objects.filter(project_id=mv.project_id).values_list("pk", flat=True))
-        mv = model_version_activate(model_version=mv, actor=request.user, reason="admin")
-        jobs = Job.objects.filter(project_id=mv.project_id).exclude(pk__in=before).order_by("pk")
-        return Response({"model": ModelVersionOutput(mv).data, "jobs": [job_snapshot(j) for j in jobs]})

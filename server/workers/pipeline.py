@@ -1,3 +1,539 @@
-"""The work behind each task (filled in below)."""
+"""The work behind each task: fetch rows, run ``ml``, write results through ``services``.
+
+Every function takes a claimed (running) :class:`Job` and returns the job's ``result`` dict. Progress goes
+through :func:`progress.job_progress`; when it reports that the row left ``running`` (cancelled, reaped)
+the function raises :class:`JobCancelled` and nothing more is written. Numeric work (inference,
+uncertainty, EPI, training, metrics) lives in ``ml``; this module only moves data between storage, the
+database and ``ml``.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from PIL import Image
+
+from server.core.errors import ServiceError
+from server.studio.models import Case, Job, JobStatus, ModelVersion, PseudoLabel, Split
+from server.workers import services
+from server.workers.models import PromotionPolicy, TrainingPolicy
+from server.workers.progress import job_progress
+from server.workers.runtime import LoadedModel, runtime
+from server.workers.services import JobCancelled
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_BATCH = 8
+EPI_BETA = 0.99
+
+
+# =========================================================================== helpers
+
+
+def _progress(job: Job, **fields: Any) -> None:
+    if not job_progress(job, **fields):
+        raise JobCancelled(job.pk)
+
+
+def _case_image(case: Case) -> np.ndarray:
+    """The case's normalized image as uint8 (H, W) or (H, W, 3), read through the storage API."""
+    im = services.read_image_file(case.image.name)
+    im = im.convert("L") if im.mode not in ("RGB", "L") else im
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _active_or_fail(job: Job) -> tuple[LoadedModel, bool]:
+    loaded = runtime.active(job.project_id)
+    if loaded is None:
+        raise ServiceError("the project has no active model yet; train one first", code="no_model")
+    return loaded
+
+
+def _superseded(job: Job, model: LoadedModel) -> bool:
+    """A follow-up job queued for a version that is no longer active has nothing to do."""
+    wanted = job.params.get("model_version")
+    return wanted is not None and int(wanted) != model.model_version_id
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _predict_cases(model: LoadedModel, cases: Sequence[Case]) -> list[tuple[Case, str, Any]]:
+    images, sentences = [], []
+    for case in cases:
+        images.append(_case_image(case))
+        sentences.append(services.case_sentence(case)[0])
+    preds = model.predict(images, sentences, batch_size=INFERENCE_BATCH)
+    return list(zip(cases, sentences, preds, strict=True))
+
+
+def _quantize(prob: np.ndarray) -> np.ndarray:
+    from ml.epi import quantize
+
+    return quantize(prob, rounding="nearest")
+
+
+# =========================================================================== proposals
+
+
+def propose_case(job: Job) -> dict[str, Any]:
+    """One case: predict with the active model and the current report, store a proposal mask version."""
+    model, loaded_now = _active_or_fail(job)
+    case = Case.objects.select_related("report").get(pk=job.case_id)
+    _progress(job, phase="predict", done=0, total=1, model_version=model.model_version_id)
+    [(case, sentence, pred)] = _predict_cases(model, [case])
+    mv = ModelVersion.objects.get(pk=model.model_version_id)
+    mask = services.proposal_create(
+        case=case,
+        model_version=mv,
+        prob_uint8=_quantize(pred.prob),
+        mask=pred.mask,
+        uncertainty=pred.uncertainty,
+        report_text=sentence,
+    )
+    _progress(job, phase="done", done=1, total=1)
+    return {
+        "mask": mask.pk,
+        "version": mask.version,
+        "model_version": mv.pk,
+        "report_text": sentence,
+        "uncertainty": pred.uncertainty,
+        "model_loaded": loaded_now,
+    }
+
+
+def propose_batch(job: Job) -> dict[str, Any]:
+    """Every case without an accepted mask: a new proposal (and its uncertainty as the worklist score)."""
+    model, loaded_now = _active_or_fail(job)
+    if _superseded(job, model):
+        return {"skipped": "superseded", "model_version": model.model_version_id}
+    splits = tuple(job.params.get("splits") or (Split.TRAIN, Split.VAL, Split.TEST))
+    cases = services.unlabeled_cases(job.project, splits=splits)
+    mv = ModelVersion.objects.get(pk=model.model_version_id)
+    _progress(job, phase="predict", done=0, total=len(cases), model_version=mv.pk)
+    started, done, masks = time.perf_counter(), 0, []
+    for chunk in _batches(cases, INFERENCE_BATCH):
+        for case, sentence, pred in _predict_cases(model, chunk):
+            mask = services.proposal_create(
+                case=case,
+                model_version=mv,
+                prob_uint8=_quantize(pred.prob),
+                mask=pred.mask,
+                uncertainty=pred.uncertainty,
+                report_text=sentence,
+            )
+            masks.append(mask.pk)
+        done += len(chunk)
+        _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
+    return {"cases": done, "masks": masks, "model_version": mv.pk, "model_loaded": loaded_now}
+
+
+def score_worklist(job: Job) -> dict[str, Any]:
+    """Recompute the active-learning score (model uncertainty) of every unlabeled case, without new masks."""
+    model, _ = _active_or_fail(job)
+    if _superseded(job, model):
+        return {"skipped": "superseded", "model_version": model.model_version_id}
+    cases = services.unlabeled_cases(job.project, splits=(Split.TRAIN,))
+    _progress(job, phase="score", done=0, total=len(cases))
+    started, done = time.perf_counter(), 0
+    for chunk in _batches(cases, INFERENCE_BATCH):
+        for case, _, pred in _predict_cases(model, chunk):
+            services.case_score_set(case_id=case.pk, al_score=pred.uncertainty)
+        done += len(chunk)
+        _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
+    return {"cases": done, "model_version": model.model_version_id}
+
+
+# =========================================================================== EPI
+
+
+def _epi_seed(case_id: int, iteration: int) -> int:
+    digest = hashlib.sha256(f"epi\x00{case_id}\x00{iteration}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def update_pseudo_labels(job: Job) -> dict[str, Any]:
+    """One EPI generation for every unlabeled non-test case: ``P_t = β·P_{t-1} + (1-β)·P̂_t`` (8-bit maps)."""
+    from ml.epi import epi_update
+    from server.studio.services.masks import pseudolabel_update
+
+    model, _ = _active_or_fail(job)
+    if _superseded(job, model):
+        return {"skipped": "superseded", "model_version": model.model_version_id}
+    beta = float(job.params.get("beta", EPI_BETA))
+    cases = services.unlabeled_cases(job.project, splits=(Split.TRAIN, Split.VAL))
+    mv = ModelVersion.objects.get(pk=model.model_version_id)
+    existing = {p.case_id: p for p in PseudoLabel.objects.filter(case__in=cases)}
+    _progress(job, phase="epi", done=0, total=len(cases), beta=beta)
+    started, done, first = time.perf_counter(), 0, 0
+    for chunk in _batches(cases, INFERENCE_BATCH):
+        for case, _, pred in _predict_cases(model, chunk):
+            label = existing.get(case.pk)
+            prev = services.read_uint8_png(label.soft_map.name) if label is not None else None
+            if prev is not None and prev.shape != pred.prob.shape:
+                prev = None  # the image was replaced; start over
+            first += prev is None
+            iteration = label.iterations if label is not None else 0
+            soft = epi_update(prev, pred.prob, beta, seed=_epi_seed(case.pk, iteration))
+            pseudolabel_update(case=case, soft_map=soft, model_version=mv)
+        done += len(chunk)
+        _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
+    return {"cases": done, "initialised": first, "beta": beta, "model_version": mv.pk}
+
+
+def _eta(started: float, done: int, total: int) -> float | None:
+    if done <= 0:
+        return None
+    return (time.perf_counter() - started) / done * max(0, total - done)
+
+
+# =========================================================================== training
+
+
+class _Workspace:
+    """Local copies of a project's images and masks for ``ml`` (which reads files), in a temp folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "img").mkdir(parents=True, exist_ok=True)
+        (root / "mask").mkdir(parents=True, exist_ok=True)
+
+    def image(self, case: Case) -> Path:
+        path = self.root / "img" / f"{case.pk}.png"
+        if not path.is_file():
+            Image.fromarray(_case_image(case)).save(path)
+        return path
+
+    def mask(self, case: Case, name: str) -> Path:
+        path = self.root / "mask" / f"{case.pk}.png"
+        if not path.is_file():
+            path.write_bytes(_raw(name))
+        return path
+
+
+def _raw(name: str) -> bytes:
+    from django.core.files.storage import default_storage
+
+    with default_storage.open(name, "rb") as fh:
+        return fh.read()
+
+
+def _samples(ws: _Workspace, pairs: Sequence[tuple[Case, Any]] | None = None, cases: Sequence[Case] = ()) -> list:
+    from ml.data import Sample
+
+    out = []
+    for case, mask in pairs or []:
+        out.append(
+            Sample(
+                name=f"case-{case.pk}",
+                image_path=ws.image(case),
+                sentence=services.case_sentence(case)[0],
+                mask_path=ws.mask(case, mask.png.name),
+            )
+        )
+    for case in cases:
+        out.append(
+            Sample(
+                name=f"case-{case.pk}",
+                image_path=ws.image(case),
+                sentence=services.case_sentence(case)[0],
+                labeled=False,
+            )
+        )
+    return out
+
+
+def _holdout(pairs: list[tuple[Case, Any]]) -> tuple[list, list]:
+    """Without validation cases, hold out every 5th accepted training case (at least one) for validation."""
+    if len(pairs) < 2:
+        return pairs, pairs
+    val = pairs[::5]
+    keep = [p for i, p in enumerate(pairs) if i % 5]
+    return keep, val
+
+
+class _TrainingProgress:
+    """``Trainer.on_progress`` -> :func:`job_progress` (step events throttled to one write per second)."""
+
+    def __init__(self, job: Job, min_interval_s: float = 1.0) -> None:
+        self.job = job
+        self.min_interval_s = min_interval_s
+        self.started = time.perf_counter()
+        self.last_write = 0.0
+        self.stopped = False
+        self.epochs = 1
+        self.start_epoch = 0
+        self.steps_per_epoch = 1
+
+    def should_stop(self) -> bool:
+        if not self.stopped and time.perf_counter() - self.last_write > self.min_interval_s:
+            self.stopped = not services.job_still_running(self.job.pk)
+            self.last_write = time.perf_counter()
+        return self.stopped
+
+    def _eta(self, epoch: int, step: int) -> float | None:
+        done = (epoch - self.start_epoch) * self.steps_per_epoch + step + 1
+        total = (self.epochs - self.start_epoch) * self.steps_per_epoch
+        return _eta(self.started, done, total)
+
+    def _write(self, **fields: Any) -> None:
+        if not job_progress(self.job, **fields):
+            self.stopped = True
+        self.last_write = time.perf_counter()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.epochs, self.start_epoch = event["epochs"], event["start_epoch"]
+            self.steps_per_epoch = max(1, event["steps_per_epoch"])
+            self._write(
+                phase="train",
+                epoch=0,
+                epochs=self.epochs,
+                step=0,
+                steps=self.steps_per_epoch,
+                n_labeled=event["n_labeled"],
+                n_unlabeled=event["n_unlabeled"],
+                n_val=event["n_val"],
+                device=event["device"],
+            )
+        elif kind == "step":
+            self.steps_per_epoch = max(1, event["steps"])
+            if time.perf_counter() - self.last_write >= self.min_interval_s:
+                self._write(
+                    phase="train",
+                    epoch=event["epoch"] + 1,
+                    step=event["step"] + 1,
+                    steps=event["steps"],
+                    losses=event["losses"],
+                    eta_s=self._eta(event["epoch"], event["step"]),
+                )
+        elif kind == "pseudo_labels":
+            self._write(phase="pseudo_labels", pseudo={k: v for k, v in event.items() if k != "type"})
+        elif kind == "epoch":
+            val = event["val"]
+            self._write(
+                phase="train",
+                epoch=event["epoch"] + 1,
+                step=self.steps_per_epoch,
+                losses=event["losses"],
+                val_dice=_finite(val.get("dice")),
+                val_iou=_finite(val.get("iou")),
+                best_dice=_finite(event["best_dice"]),
+                eta_s=self._eta(event["epoch"], self.steps_per_epoch - 1),
+                history=[
+                    {
+                        "epoch": event["epoch"] + 1,
+                        "losses": event["losses"],
+                        "val_dice": _finite(val.get("dice")),
+                        "val_iou": _finite(val.get("iou")),
+                        "seconds": round(event["seconds"], 3),
+                    }
+                ],
+            )
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _evaluate_checkpoint(checkpoint: Path, val: list, embedder: Any) -> dict[str, Any]:
+    """Dice/IoU of a checkpoint on labeled samples, at the checkpoint's own input size."""
+    import torch
+
+    from ml.data import LViTDataset
+    from ml.predict import load_model
+    from ml.train import evaluate
+
+    device = torch.device(settings.ML_DEVICE)
+    model, cfg, _ = load_model(checkpoint, map_location=device)
+    text = embedder if cfg.uses_text else None
+    dataset = LViTDataset(val, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text)
+    summary = evaluate(model, cfg, dataset, device, batch_size=INFERENCE_BATCH)
+    return {k: (_finite(v) if isinstance(v, float) else v) for k, v in summary.to_dict().items()}
+
+
+def _policy(job: Job) -> tuple[str, float]:
+    policy = TrainingPolicy.objects.filter(project_id=job.project_id).first()
+    promotion = job.params.get("promotion") or (policy.promotion if policy else PromotionPolicy.AUTO_IF_BETTER)
+    return promotion, (policy.min_improvement if policy else 0.0)
+
+
+def train(job: Job) -> dict[str, Any]:
+    """One retraining round: supervised on accepted masks (+ EPI pseudo-labels and the LV loss on unlabeled
+    cases in ``semi_supervised`` mode), validated on the project's ``val`` split, stored as a candidate
+    ModelVersion, promoted when the policy says so.
+    """
+    from ml.config import LViTConfig
+    from ml.predict import load_checkpoint
+    from ml.train import TrainConfig, Trainer
+
+    params = services.validate_training_params(job.params)
+    project = job.project
+    parent = services.active_model(project.pk) if params.get("init", "finetune") == "finetune" else None
+    train_pairs = services.accepted_cases(project, split=Split.TRAIN)
+    val_pairs = services.accepted_cases(project, split=Split.VAL)
+    val_source = "val"
+    if not val_pairs:
+        train_pairs, val_pairs = _holdout(train_pairs)
+        val_source = "holdout" if len(train_pairs) > 1 else "train"
+    if not train_pairs:
+        raise ServiceError("no accepted training cases", code="not_enough_labels")
+    semi = params.get("mode") == "semi_supervised"
+    unlabeled = services.unlabeled_cases(project, splits=(Split.TRAIN,)) if semi else []
+    _progress(job, phase="prepare", n_labeled=len(train_pairs), n_unlabeled=len(unlabeled), n_val=len(val_pairs))
+
+    with tempfile.TemporaryDirectory(prefix=f"lvit-job-{job.pk}-") as tmp:
+        tmp_path = Path(tmp)
+        ws = _Workspace(tmp_path / "data")
+        train_samples = _samples(ws, train_pairs)
+        val_samples = _samples(ws, val_pairs)
+        unlabeled_samples = _samples(ws, cases=unlabeled)
+
+        if parent is not None:
+            parent_ckpt = load_checkpoint(_parent_checkpoint(parent), map_location="cpu")
+            model_cfg = LViTConfig.from_dict(parent_ckpt["config"])
+        else:
+            parent_ckpt = None
+            embedder = runtime.embedder()
+            model_cfg = LViTConfig(img_size=int(params["img_size"]), text_dim=embedder.dim, text_len=embedder.length)
+        embedder = runtime.embedder(model_cfg.text_len)
+        epochs = int(params["epochs"])
+        cfg = TrainConfig(
+            out_dir=str(tmp_path / "run"),
+            epochs=epochs,
+            batch_size=int(params["batch_size"]),
+            lr=float(params.get("lr") or (3e-4 if parent is not None else 1e-3)),
+            patience=epochs,  # a round runs its budget; the best epoch is kept
+            seed=int(params.get("seed", 0)),
+            device=settings.ML_DEVICE,
+            prototype_epochs=0 if parent is not None else epochs // 2,  # the active model is the prototype
+            text_model=settings.LVIT_TEXT_MODEL or None,
+            text_cache_dir=settings.LVIT_TEXT_CACHE_DIR,
+            save_last=False,
+        )
+        tracker = _TrainingProgress(job)
+        trainer = Trainer(
+            cfg,
+            model_cfg,
+            train_samples,
+            val_samples,
+            unlabeled_samples,
+            on_progress=tracker,
+            should_stop=tracker.should_stop,
+            text_embedder=embedder,
+        )
+        if parent_ckpt is not None:
+            trainer.model.load_state_dict(parent_ckpt["model"])  # fine-tune from the active version
+            del parent_ckpt
+        fit = trainer.fit()
+        if fit.stopped == "cancelled" or tracker.stopped:
+            raise JobCancelled(job.pk)
+        if fit.best_checkpoint is None:
+            raise ServiceError("training produced no checkpoint (validation never ran)", code="training_failed")
+
+        # Compare with the active model on the same validation cases, then store the candidate.
+        _progress(job, phase="evaluate")
+        best = Path(fit.best_checkpoint)
+        metrics = _evaluate_checkpoint(best, val_samples, embedder)
+        active = services.active_model(project.pk)
+        baseline = _evaluate_checkpoint(_parent_checkpoint(active), val_samples, embedder) if active else None
+        _progress(job, phase="store")
+        metrics = {
+            "val": metrics,
+            "val_dice": metrics["dice"],
+            "val_iou": metrics["iou"],
+            "val_source": val_source,
+            "n_val": len(val_samples),
+            "n_labeled": len(train_samples),
+            "n_unlabeled": len(unlabeled_samples),
+            "best_epoch": fit.best_epoch + 1,
+            "epochs_run": fit.epochs_run,
+            "mode": params.get("mode"),
+            "init": "finetune" if parent is not None else "scratch",
+            "baseline": {"model_version": active.pk, **baseline} if active and baseline else None,
+            "history": [
+                {"epoch": h["epoch"] + 1, "val_dice": _finite(h["val"]["dice"]), "losses": h["losses"]}
+                for h in fit.history
+            ],
+        }
+        config = {"model": model_cfg.to_dict(), "train": {**cfg.to_dict(), "out_dir": None}, "params": params}
+        mv = _store_version(job, best, config, metrics, parent)
+
+    promotion, min_improvement = _policy(job)
+    promoted, reason = False, "manual policy"
+    if promotion == PromotionPolicy.AUTO_IF_BETTER:
+        if active is None:
+            promoted, reason = True, "first model"
+        elif (metrics["val_dice"] or 0.0) > (baseline["dice"] or 0.0) + min_improvement:
+            promoted, reason = True, "beats the active model"
+        else:
+            reason = "does not beat the active model"
+    if promoted:
+        from server.studio.services.registry import model_version_activate
+
+        model_version_activate(model_version=mv, user=None)  # the system; followed by re-proposals and EPI
+    return {
+        "model_version": mv.pk,
+        "number": mv.number,
+        "metrics": {k: metrics[k] for k in ("val_dice", "val_iou", "val_source", "n_val", "best_epoch")},
+        "baseline_dice": baseline["dice"] if baseline else None,
+        "promoted": promoted,
+        "promotion": promotion,
+        "reason": reason,
+        "stopped": fit.stopped,
+    }
+
+
+def _parent_checkpoint(mv: ModelVersion) -> Path:
+    from server.workers.runtime import local_checkpoint
+
+    return local_checkpoint(mv)
+
+
+def _store_version(job: Job, checkpoint: Path, config: dict, metrics: dict, parent: ModelVersion | None) -> Any:
+    """Create the version only while the job still runs (row locked), so a cancelled round leaves nothing."""
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().filter(pk=job.pk, status=JobStatus.RUNNING).first()
+        if locked is None:
+            raise JobCancelled(job.pk)
+        return services.model_version_create(
+            project=job.project,
+            checkpoint=checkpoint,
+            config=config,
+            metrics=metrics,
+            parent=parent,
+            training_job=job,
+        )
+
+
+# =========================================================================== evaluation
+
+
+def evaluate(job: Job) -> dict[str, Any]:
+    """Dice/IoU of a version (``params.model_version``, default the active one) on the validation split."""
+    mv_id = job.params.get("model_version")
+    mv = ModelVersion.objects.get(pk=mv_id, project=job.project) if mv_id else services.active_model(job.project_id)
+    if mv is None:
+        raise ServiceError("the project has no active model to evaluate", code="no_model")
+    pairs = services.accepted_cases(job.project, split=job.params.get("split", Split.VAL))
+    if not pairs:
+        raise ServiceError("no accepted cases in the validation split", code="no_validation_cases")
+    _progress(job, phase="evaluate", total=len(pairs))
+    with tempfile.TemporaryDirectory(prefix=f"lvit-job-{job.pk}-") as tmp:
+        ws = _Workspace(Path(tmp))
+        length = int((mv.config.get("model") or {}).get("text_len", 10))
+        metrics = _evaluate_checkpoint(_parent_checkpoint(mv), _samples(ws, pairs), runtime.embedder(length))
+    return {"model_version": mv.pk, "split": job.params.get("split", Split.VAL), "metrics": metrics}

@@ -1,6 +1,7 @@
 """Writes the workers make: the job lifecycle, proposals, pseudo-labels, model versions and promotion.
 
-Job lifecycle (the row is the source of truth):
+Job lifecycle (the row is the source of truth; jobs created by ``server.studio`` services are picked up through
+its ``job_created`` signal, see ``signals.py``):
 
 ``pending`` --claim (conditional update)--> ``running`` --finish--> ``succeeded`` | ``failed``
 ``pending`` | ``running`` --cancel--> ``cancelled`` (a running task sees it at its next progress write and stops)
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.core.files.base import ContentFile, File
+from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import Max, OuterRef, Q, Subquery
@@ -44,7 +45,6 @@ from server.studio.models import (
     ModelStatus,
     ModelVersion,
     Project,
-    PseudoLabel,
     Report,
     Split,
 )
@@ -109,6 +109,27 @@ def job_create(
     return job
 
 
+def job_enqueue_created(*, job_id: int) -> bool:
+    """Give a job created elsewhere (``server.studio`` services, which send ``job_created``) a task id and
+    enqueue it. Only pending jobs without a task id and with a worker task are taken; returns whether it was."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.kind not in TASK_FOR_KIND:
+        return False
+    task_id = str(uuid.uuid4())
+    with transaction.atomic():
+        params = {"attempt": 1, "max_attempts": DEFAULT_MAX_ATTEMPTS.get(job.kind, 3), **job.params}
+        if job.kind == JobKind.TRAINING:
+            params = {**conf.default_training_params(), **params}
+        taken = Job.objects.filter(pk=job_id, status=JobStatus.PENDING, celery_task_id="").update(
+            celery_task_id=task_id, params=params
+        )
+        if not taken:
+            return False
+        job.refresh_from_db()
+        _enqueue_on_commit(job)
+    return True
+
+
 def job_claim(*, job_id: int, task_id: str | None = None) -> Job | None:
     """``pending -> running`` for exactly one caller; ``None`` for everyone else (duplicate delivery, cancelled).
 
@@ -155,28 +176,6 @@ def job_requeue(*, job: Job, reason: str, countdown: float | None = None) -> boo
         _enqueue_on_commit(job, countdown)
         broadcast_job(job)
     return True
-
-
-@transaction.atomic
-def job_cancel(*, job: Job, actor: Any = None) -> Job:
-    """Cancel a pending or running job. A running task notices at its next progress write and stops."""
-    now = timezone.now()
-    who = getattr(actor, "username", "") or "system"
-    if not Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(
-        status=JobStatus.CANCELLED, finished_at=now, message=f"cancelled by {who}"
-    ):
-        job.refresh_from_db()
-        raise Conflict(f"job {job.pk} is already {job.status}; only pending or running jobs can be cancelled")
-    job.refresh_from_db()
-    AuditEvent.objects.create(
-        project_id=job.project_id,
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
-        action="job.cancel",
-        target_type="job",
-        target_id=str(job.pk),
-    )
-    broadcast_job(job)
-    return job
 
 
 def job_reap_stale(*, stale_after_s: int | None = None, job_ids: list[int] | None = None) -> list[int]:
@@ -321,71 +320,32 @@ def sha256_file(path: Path) -> str:
 # =========================================================================== proposals, pseudo-labels, scores
 
 
-@transaction.atomic
 def proposal_create(
     *,
-    case_id: int,
+    case: Case,
     model_version: ModelVersion,
     prob_uint8: np.ndarray,
+    mask: np.ndarray,
     uncertainty: float,
-    report: Report | None,
     report_text: str,
-    job: Job | None = None,
 ) -> MaskVersion:
-    """Store a model proposal as a new immutable mask version of the case (image-size uint8 soft map).
+    """Store a model proposal through the studio's mask service, then tell the project's websocket group."""
+    from server.studio.services.masks import mask_create_proposal
 
-    The case's head moves to the proposal only while nobody works on it (unlabeled or proposed); for a
-    case in review or labeled the proposal is kept as a version but the clinician's mask stays the head.
-    """
-    case = Case.objects.select_for_update().get(pk=case_id)
-    if prob_uint8.shape != (case.height, case.width):
-        raise ValueError(f"proposal {prob_uint8.shape} does not match case {case.pk} ({case.height}, {case.width})")
-    mask = np.where(prob_uint8 >= 128, 255, 0).astype(np.uint8)
-    number = (case.masks.aggregate(n=Max("version"))["n"] or 0) + 1
-    mv = MaskVersion(
+    mv = mask_create_proposal(
         case=case,
-        version=number,
-        kind=MaskKind.PROPOSAL,
-        parent_id=case.head_mask_id,
         model_version=model_version,
-        report=report,
+        array=mask,
         report_text=report_text,
-        foreground=int((mask > 0).sum()),
+        probabilities=prob_uint8,
         uncertainty=float(uncertainty),
-        stats={"job": job.pk if job else None, "model_number": model_version.number},
     )
-    mv.png.save("mask.png", ContentFile(png_bytes(mask)), save=False)
-    mv.probabilities.save("prob.png", ContentFile(png_bytes(prob_uint8)), save=False)
-    mv.save()
-    update = ["al_score", "updated_at"]
-    case.al_score = float(uncertainty)
-    if case.state in (CaseState.UNLABELED, CaseState.PROPOSED):
-        case.head_mask = mv
-        case.state = CaseState.PROPOSED
-        update += ["head_mask", "state"]
-    case.save(update_fields=update)
     project_event(
         case.project_id,
         "proposal.created",
         {"case": case.pk, "mask": mv.pk, "version": mv.version, "model_version": model_version.pk},
     )
     return mv
-
-
-@transaction.atomic
-def pseudolabel_update(*, case: Case, model_version: ModelVersion, soft_uint8: np.ndarray) -> PseudoLabel:
-    """Replace the case's EPI map (new file; the old one is deleted after commit) and count the iteration."""
-    label = PseudoLabel.objects.select_for_update().filter(case=case).first()
-    old_name = label.soft_map.name if label is not None else None
-    if label is None:
-        label = PseudoLabel(case=case, iterations=0)
-    label.iterations += 1
-    label.model_version = model_version
-    label.soft_map.save("soft.png", ContentFile(png_bytes(soft_uint8)), save=False)
-    label.save()
-    if old_name:
-        transaction.on_commit(lambda: default_storage.delete(old_name))
-    return label
 
 
 def case_score_set(*, case_id: int, al_score: float) -> None:
@@ -435,42 +395,6 @@ def model_version_create(
     return mv
 
 
-@transaction.atomic
-def model_version_activate(*, model_version: ModelVersion, actor: Any = None, reason: str = "manual") -> ModelVersion:
-    """Make ``model_version`` the project's active model (promotion or rollback); the old one is retired.
-
-    After commit, ``model_activated`` fires: the workers re-propose masks for unlabeled cases, update the
-    EPI pseudo-labels and re-score the worklist (see ``signals.py``).
-    """
-    from server.studio.signals_hooks import on_model_activated
-
-    mv = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
-    if mv.status == ModelStatus.ACTIVE:
-        return mv
-    previous = active_model(mv.project_id)
-    if previous is not None:
-        previous.status = ModelStatus.RETIRED
-        previous.save(update_fields=["status"])
-    mv.status = ModelStatus.ACTIVE
-    mv.activated_at = timezone.now()
-    mv.save(update_fields=["status", "activated_at"])
-    AuditEvent.objects.create(
-        project_id=mv.project_id,
-        actor=actor if getattr(actor, "is_authenticated", False) else None,
-        action="model.activate",
-        target_type="model_version",
-        target_id=str(mv.pk),
-        data={"number": mv.number, "previous": previous.pk if previous else None, "reason": reason},
-    )
-    project_event(
-        mv.project_id,
-        "model.promoted",
-        {"model_version": mv.pk, "number": mv.number, "previous": previous.pk if previous else None, "reason": reason},
-    )
-    on_model_activated(mv.project_id, mv.pk)
-    return mv
-
-
 # =========================================================================== training jobs
 
 
@@ -488,7 +412,8 @@ def training_readiness(project: Project) -> dict[str, Any]:
     }
 
 
-def _validate_training_params(params: dict[str, Any]) -> dict[str, Any]:
+def validate_training_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Job params merged over the defaults; 400 naming each bad field. Unknown keys pass through."""
     merged = {**conf.default_training_params(), **{k: v for k, v in params.items() if v is not None}}
     errors: dict[str, str] = {}
     for key, low, high in (("epochs", 1, 1000), ("img_size", 16, 1024), ("batch_size", 1, 256)):
@@ -514,7 +439,7 @@ def _validate_training_params(params: dict[str, Any]) -> dict[str, Any]:
 def training_job_create(*, project: Project, params: dict[str, Any], actor: Any = None) -> Job:
     """Start a retraining round, or say (400 ``not_enough_labels``) how many accepted cases are missing."""
     Project.objects.select_for_update().filter(pk=project.pk).first()  # one round at a time per project
-    merged = _validate_training_params(params)
+    merged = validate_training_params(params)
     readiness = training_readiness(project)
     if not readiness["ready"]:
         raise ServiceError(

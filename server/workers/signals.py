@@ -1,10 +1,18 @@
-"""Receivers of the studio's hook signals (``server/studio/signals_hooks.py``); all of them only enqueue jobs."""
+"""Receivers of the studio's signals; all of them only enqueue jobs or broadcast project events.
+
+- ``case_needs_proposal`` (upload, report change) -> a proposal job with the active model;
+- ``job_created`` (jobs the studio's API creates, e.g. training) -> the matching Celery task;
+- ``model_activated`` (promotion by a worker or an admin, rollback) -> ``model.promoted`` on the project
+  group, then re-proposals for unlabeled cases and an EPI update;
+- ``mask_accepted`` -> ``case.accepted`` on the project group.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from server.studio.services.registry import job_created
 from server.studio.signals_hooks import case_needs_proposal, mask_accepted, model_activated
 
 logger = logging.getLogger(__name__)
@@ -13,9 +21,14 @@ logger = logging.getLogger(__name__)
 def _on_case_needs_proposal(sender: Any, case_id: int, reason: str = "uploaded", **kwargs: Any) -> None:
     from server.workers.services import proposal_job_request
 
-    job = proposal_job_request(case_id=case_id, reason=reason)
-    if job is None:
+    if proposal_job_request(case_id=case_id, reason=reason) is None:
         logger.info("case %s needs a proposal (%s) but its project has no active model yet", case_id, reason)
+
+
+def _on_job_created(sender: Any, job_id: int, kind: str, **kwargs: Any) -> None:
+    from server.workers.services import job_enqueue_created
+
+    job_enqueue_created(job_id=job_id)
 
 
 def _on_mask_accepted(sender: Any, case_id: int, mask_id: int, **kwargs: Any) -> None:
@@ -28,12 +41,19 @@ def _on_mask_accepted(sender: Any, case_id: int, mask_id: int, **kwargs: Any) ->
 
 
 def _on_model_activated(sender: Any, project_id: int, model_version_id: int, **kwargs: Any) -> None:
+    from server.studio.models import ModelVersion
+    from server.workers.progress import project_event
     from server.workers.services import after_promotion_jobs
 
+    mv = ModelVersion.objects.filter(pk=model_version_id).first()
+    if mv is None:
+        return
+    project_event(project_id, "model.promoted", {"model_version": mv.pk, "number": mv.number, "metrics": mv.metrics})
     after_promotion_jobs(project_id=project_id, model_version_id=model_version_id)
 
 
 def connect() -> None:
     case_needs_proposal.connect(_on_case_needs_proposal, dispatch_uid="workers.propose")
+    job_created.connect(_on_job_created, dispatch_uid="workers.enqueue")
     mask_accepted.connect(_on_mask_accepted, dispatch_uid="workers.accepted")
     model_activated.connect(_on_model_activated, dispatch_uid="workers.activated")

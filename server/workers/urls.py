@@ -10,9 +10,4 @@ urlpatterns = [
         "projects/<int:project_id>/training-readiness/", apis.TrainingReadinessApi.as_view(), name="training-readiness"
     ),
     path("projects/<int:project_id>/training-policy/", apis.TrainingPolicyApi.as_view(), name="training-policy"),
-    path("projects/<int:project_id>/jobs/", apis.ProjectJobsApi.as_view(), name="project-jobs"),
-    path("projects/<int:project_id>/models/", apis.ModelVersionsApi.as_view(), name="project-models"),
-    path("jobs/<int:job_id>/", apis.JobApi.as_view(), name="job-detail"),
-    path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="job-cancel"),
-    path("models/<int:model_id>/activate/", apis.ModelActivateApi.as_view(), name="model-activate"),
 ]

@@ -1,0 +1,126 @@
+"""Process-level cache of what a GPU worker keeps loaded: the active model per project and the text embedder.
+
+A task asks for the project's active model; the cache compares the active version's id with the one it
+holds and reloads only when it changed (promotion or rollback). Checkpoints come from Django's storage
+(never a shared local path): they are downloaded once per host into a local cache folder keyed by the
+ModelVersion id and verified against the SHA-256 recorded at creation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from server.studio.models import ModelStatus, ModelVersion
+from server.workers import conf
+from server.workers.services import sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One case's prediction at the image's own size."""
+
+    prob: np.ndarray  # (H, W) float32 in [0, 1]
+    mask: np.ndarray  # (H, W) bool
+    uncertainty: float
+
+
+class LoadedModel:
+    """A model version loaded for inference (an ``ml.predict.Predictor``) plus the embedder its text needs."""
+
+    def __init__(self, model_version: ModelVersion, checkpoint: Path, embedder: Any) -> None:
+        from ml.predict import Predictor
+
+        self.model_version_id = model_version.pk
+        self.number = model_version.number
+        self.predictor = Predictor.from_checkpoint(checkpoint, device=settings.ML_DEVICE)
+        self.config = self.predictor.cfg
+        self.embedder = embedder
+
+    def predict(self, images: list[np.ndarray], sentences: list[str], batch_size: int = 8) -> list[Prediction]:
+        """uint8 images (H, W) or (H, W, C) of any size with their report sentences -> per-image predictions."""
+        text = self.embedder.embed_many(sentences) if self.config.uses_text else None  # (N, L, D), cached
+        out = self.predictor.predict(images, text, batch_size=batch_size)
+        return [Prediction(prob=r.probability, mask=r.mask, uncertainty=r.uncertainty) for r in out]
+
+
+class WorkerRuntime:
+    """What one worker process keeps loaded between tasks. Thread-safe; one instance per process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._embedders: dict[int, Any] = {}
+        self._models: dict[int, LoadedModel] = {}  # project id -> its active model as last seen
+        self.loads = 0  # number of checkpoint loads (a warm worker does not reload)
+
+    def embedder(self, length: int = 10) -> Any:
+        from ml.text import TextEmbedder
+
+        with self._lock:
+            if length not in self._embedders:
+                self._embedders[length] = TextEmbedder(
+                    settings.LVIT_TEXT_MODEL or None,
+                    length=length,
+                    cache_dir=settings.LVIT_TEXT_CACHE_DIR,
+                    device="cpu",
+                )
+            return self._embedders[length]
+
+    def active(self, project_id: int) -> tuple[LoadedModel, bool] | None:
+        """The project's active model, loaded; ``(model, loaded_now)``. ``None`` without an active version."""
+        mv = ModelVersion.objects.filter(project_id=project_id, status=ModelStatus.ACTIVE).first()
+        if mv is None:
+            return None
+        with self._lock:
+            held = self._models.get(project_id)
+            if held is not None and held.model_version_id == mv.pk:
+                return held, False
+            model = self.load(mv)
+            self._models[project_id] = model
+            return model, True
+
+    def load(self, mv: ModelVersion) -> LoadedModel:
+        """Load any version (uncached; e.g. a candidate to evaluate)."""
+        length = int((mv.config.get("model") or {}).get("text_len", 10))
+        model = LoadedModel(mv, local_checkpoint(mv), self.embedder(length))
+        self.loads += 1
+        logger.info("loaded model version %s (#%s) of project %s", mv.pk, mv.number, mv.project_id)
+        return model
+
+    def forget(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+def local_checkpoint(mv: ModelVersion) -> Path:
+    """The version's checkpoint as a local file: downloaded from storage once, verified, renamed into place."""
+    digest = mv.config.get("checkpoint_sha256", "")
+    path = conf.checkpoint_cache_dir() / f"mv-{mv.pk}-{digest[:16] or 'nohash'}.pt"
+    if path.is_file():
+        return path
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as out, default_storage.open(mv.checkpoint.name, "rb") as src:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                out.write(chunk)
+        if digest and sha256_file(Path(tmp)) != digest:
+            raise OSError(f"checkpoint of model version {mv.pk} does not match its recorded SHA-256")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+runtime = WorkerRuntime()

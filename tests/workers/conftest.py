@@ -1,0 +1,207 @@
+"""A real Celery worker process against the pytest-django test database, real Redis and real PostgreSQL.
+
+The session fixture ``celery_worker`` starts ``celery -A server worker -Q gpu,default --pool=solo`` as a
+subprocess whose ``DATABASE_URL`` names the test database and whose media root is a temporary folder
+shared with this process (override_settings). Tests that use it are ``transaction=True`` so the worker
+sees committed rows, and wait until their jobs finish before returning (the flush between tests must not
+race a running task).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_IMG_SIZE = 32  # LViT-T at 32x32: a real network, ~20 ms per forward on CPU
+
+
+def _database_url(db: dict[str, Any]) -> str:
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """One ``celery worker`` subprocess; ``start``/``stop``/``kill`` (SIGKILL, as a crashed host would)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 90.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "worker already running"
+        self.starts += 1
+        name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.log_path = self.log_dir / f"worker-{self.starts}.log"
+        log = self.log_path.open("wb")
+        cmd = [sys.executable, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "--pool=solo"]
+        cmd += ["-n", name, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{self.log()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path else ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture(scope="session")
+def worker_media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Media root shared by the test process and the worker (both go through Django's storage API)."""
+    from django.test import override_settings
+
+    media = tmp_path_factory.mktemp("media")
+    override = override_settings(MEDIA_ROOT=str(media))
+    override.enable()
+    yield media
+    override.disable()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None, django_db_blocker: Any, worker_media: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if not db["ENGINE"].endswith("postgresql"):
+        pytest.skip("worker tests need PostgreSQL (set DATABASE_URL): the worker process shares the test database")
+    from server.celery import app
+
+    app.control.purge()  # messages left by an earlier, interrupted run
+    base = tmp_path_factory.mktemp("worker")
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(db),
+        "REDIS_URL": settings.REDIS_URL,
+        "LVIT_MEDIA_ROOT": str(worker_media),
+        "LVIT_STORAGE": "local",
+        "LVIT_TEXT_CACHE_DIR": str(settings.LVIT_TEXT_CACHE_DIR),
+        "LVIT_CHECKPOINT_CACHE_DIR": str(base / "checkpoints"),
+        "LVIT_JOB_HEARTBEAT_S": "1",
+        "LVIT_JOB_STALE_AFTER_S": "4",
+        "LVIT_CELERY_EAGER": "0",
+        "ML_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    worker = WorkerProcess(env, base)
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def worker(celery_worker: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
+    """The running worker (restarted if an earlier test killed it); seeded templates re-created after flushes."""
+    from server.studio.models import ReportTemplate
+    from server.studio.reports import SEEDED_TEMPLATES
+
+    for spec in SEEDED_TEMPLATES:
+        ReportTemplate.objects.update_or_create(
+            slug=spec["slug"],
+            defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")},
+        )
+    if not celery_worker.alive:
+        celery_worker.start()
+    yield celery_worker
+    _wait_idle(celery_worker)
+
+
+def _wait_idle(worker: WorkerProcess, timeout: float = 120.0) -> None:
+    """Cancel what is still queued (its claim will fail), then let the running task finish or notice."""
+    from server.studio.models import Job, JobStatus
+
+    Job.objects.filter(status=JobStatus.PENDING).update(status=JobStatus.CANCELLED, message="test teardown")
+    Job.objects.filter(status=JobStatus.RUNNING).update(status=JobStatus.CANCELLED, message="test teardown")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not worker.alive or not worker_busy():
+            return
+        time.sleep(0.2)
+
+
+def worker_busy() -> bool:
+    """Whether a task is executing in the worker (the cancelled row may still be held by a stopping task)."""
+    from server.celery import app
+
+    active = app.control.inspect(timeout=1.0).active() or {}
+    return any(active.values())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition", worker: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    log = f"\nworker log:\n{worker.log()}" if worker is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{log}")
+
+
+def wait_job(job_id: int, worker: Any = None, timeout: float = 120.0, statuses: tuple[str, ...] | None = None) -> Any:
+    from server.studio.models import Job, JobStatus
+
+    done = statuses or (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    def finished() -> Any:
+        job = Job.objects.get(pk=job_id)
+        return job if job.status in done else None
+
+    return wait_for(finished, timeout, f"job {job_id} to reach {done}", worker)
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def synthetic_case(seed: int, size: int = 48) -> tuple[bytes, np.ndarray]:
+    """A gray image with one bright disc, and the disc as its mask (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx, r = [*rng.integers(size // 4, 3 * size // 4, 2).tolist(), int(rng.integers(size // 8, size // 4))]
+    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    image = (rng.normal(60, 15, (size, size)) + 120 * mask).clip(0, 255).astype(np.uint8)
+    return png(image), mask
