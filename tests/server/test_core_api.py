@@ -69,7 +69,7 @@ def test_health_is_green_with_a_live_worker(api: APIClient, ping_worker: subproc
 
 
 @pytest.mark.django_db
-def test_health_reports_503_when_redis_is_unreachable(api: APIClient, settings) -> None:  # noqa: ANN001
+def test_health_reports_503_when_redis_is_unreachable(api: APIClient, settings) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     response = api.get("/api/health/")
     assert response.status_code == 503

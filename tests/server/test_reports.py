@@ -1,0 +1,105 @@
+"""Report templates: every sentence of the real datasets parses into fields and re-renders identically."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from server.studio import reports
+from server.studio.reports import ReportError, parse, render, seeded
+
+LUNG = seeded("lung-infection")
+ESO = seeded("esophageal-tumour")
+FREE = seeded("free-text")
+
+
+def _sentences(shared_data, dataset):
+    for path in sorted((shared_data / dataset).glob("*_Folder/*_text.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                yield row["Description"]
+
+
+@pytest.mark.parametrize("dataset", ["covid_ct", "covid_cxr"])
+def test_every_dataset_sentence_parses_and_rerenders_identically(shared_data, dataset):
+    sentences = list(_sentences(shared_data, dataset))
+    assert len(sentences) >= 75
+    for sentence in sentences:
+        fields = parse(LUNG, sentence)
+        assert fields is not None, sentence
+        assert render(LUNG, fields)[1] == sentence
+
+
+def test_lung_fields_are_structured():
+    fields = parse(LUNG, "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.")
+    assert fields == {"laterality": "bilateral", "areas": "two", "left_zones": ["upper"], "right_zones": ["lower"]}
+    assert parse(LUNG, "No pulmonary infection.") == {"laterality": "none"}
+    fields = parse(LUNG, "Unilateral pulmonary infection, one infected area, all right lung.")
+    assert fields == {"laterality": "unilateral", "areas": "one", "right_zones": ["all"]}
+
+
+def test_render_orders_zones_and_drops_unused_fields():
+    fields, text = render(LUNG, {"laterality": "unilateral", "areas": "two", "left_zones": ["lower", "upper"]})
+    assert text == "Unilateral pulmonary infection, two infected areas, upper lower left lung."
+    fields, text = render(LUNG, {"laterality": "none", "areas": "two", "left_zones": ["upper"]})
+    assert (fields, text) == ({"laterality": "none"}, "No pulmonary infection.")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"laterality": "sideways"}, "not one of"),
+        ({"laterality": "bilateral", "areas": "two", "left_zones": ["upper"]}, "right_zones"),
+        (
+            {"laterality": "unilateral", "areas": "one", "left_zones": ["upper"], "right_zones": ["lower"]},
+            "exactly one",
+        ),
+        (
+            {"laterality": "bilateral", "areas": "two", "left_zones": ["all", "upper"], "right_zones": ["lower"]},
+            "combined",
+        ),
+        ({"laterality": "bilateral", "colour": "red"}, "unknown field"),
+        ({}, "required"),
+    ],
+)
+def test_bad_fields_say_what_is_wrong(fields, message):
+    with pytest.raises(ReportError) as err:
+        render(LUNG, fields)
+    assert message in str(err.value.detail)
+
+
+def test_esophageal_template_with_integer_and_optional_segment():
+    text = "Esophageal tumour in the middle thoracic and lower thoracic esophagus, about 45 mm long."
+    fields = parse(ESO, text)
+    assert fields == {"tumour": "present", "segments": ["middle_thoracic", "lower_thoracic"], "length_mm": 45}
+    assert render(ESO, fields)[1] == text
+    assert (
+        render(ESO, {"tumour": "present", "segments": ["cervical"]})[1]
+        == "Esophageal tumour in the cervical esophagus."
+    )
+    assert parse(ESO, "No esophageal tumour.") == {"tumour": "absent"}
+    with pytest.raises(ReportError):
+        render(ESO, {"tumour": "present", "segments": ["cervical"], "length_mm": 0})
+
+
+def test_free_text_and_unparseable_text_is_kept_verbatim():
+    assert reports.report_from_input(FREE, fields=None, text="The nuclei are evenly distributed.") == (
+        {"text": "The nuclei are evenly distributed."},
+        "The nuclei are evenly distributed.",
+    )
+    assert reports.report_from_input(LUNG, fields=None, text="Hazy opacity.") == ({}, "Hazy opacity.")
+    with pytest.raises(ReportError):
+        reports.report_from_input(LUNG, fields=None, text="   ")
+
+
+def test_inconsistency_uses_radiological_display():
+    mask = np.zeros((90, 100), dtype=bool)
+    mask[60:90, 70:90] = True  # image's right half, lower third = patient's LEFT lower
+    left_lower = {"laterality": "unilateral", "areas": "one", "left_zones": ["lower"]}
+    right_lower = {"laterality": "unilateral", "areas": "one", "right_zones": ["lower"]}
+    assert reports.inconsistency_score(left_lower, mask) == 0.0
+    assert reports.inconsistency_score(right_lower, mask) == 1.0
+    assert reports.inconsistency_score({"laterality": "none"}, np.zeros((9, 9), bool)) == 0.0
+    assert reports.inconsistency_score({"text": "free"}, mask) is None
