@@ -1,8 +1,9 @@
 """Pages of the browser UI. Each view checks access, then renders a shell whose ES module talks to the REST API.
 
 Views stay thin: membership decides whether a page exists for the user (404 otherwise, like the API), and the
-page gets a small JSON config (ids, role, URLs) through ``json_script``. The one data endpoint here,
-:func:`case_hu`, serves a DICOM case's Hounsfield units so the editor can apply CT window/level presets.
+page gets a small JSON config (ids, role, URLs) through ``json_script``. Three small editor-only endpoints live
+here because the REST API has no equivalent: :func:`case_hu` (a DICOM case's Hounsfield units for CT
+window/level), :func:`case_pseudo_png` (the EPI soft map as a layer) and :func:`case_propose` ("propose again").
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 
 import numpy as np
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
-from server.studio.models import Case, Membership, Project, ReportTemplate
+from server.studio.models import Case, Membership, Project, PseudoLabel, ReportTemplate
 
 # The editor's CT presets (centre, width in HU), the same values the server uses when converting uploads.
 try:
@@ -127,3 +128,46 @@ def case_hu(request: HttpRequest, case_id: int) -> HttpResponse:
     response = HttpResponse(body, content_type="application/octet-stream")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def _case_for(request: HttpRequest, case_id: int) -> Case:
+    case = get_object_or_404(Case.objects.select_related("project"), pk=case_id)
+    _project_for(request, case.project_id)
+    return case
+
+
+def _json_error(code: str, detail: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+@login_required
+@require_GET
+def case_pseudo_png(request: HttpRequest, case_id: int) -> HttpResponse:
+    """``GET /cases/<id>/pseudo.png``: the case's EPI pseudo-label soft map (uint8 PNG, p*255); 404 when none."""
+    case = _case_for(request, case_id)
+    pseudo = PseudoLabel.objects.filter(case=case).first()
+    if pseudo is None or not pseudo.soft_map:
+        raise Http404("no pseudo-label for this case")
+    response = FileResponse(pseudo.soft_map.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@login_required
+@require_POST
+def case_propose(request: HttpRequest, case_id: int) -> JsonResponse:
+    """``POST /cases/<id>/propose/``: queue a fresh proposal with the active model and the case's current report.
+
+    Answers the job (202) to follow on ``/ws/jobs/<id>/``; 409 ``no_active_model`` when the project has no model.
+    A proposal still pending is reused (it reads the newest report when it runs).
+    """
+    from server.workers.progress import job_snapshot
+    from server.workers.services import proposal_job_request
+
+    case = _case_for(request, case_id)
+    job = proposal_job_request(case_id=case.pk, reason="requested")
+    if job is None:
+        return _json_error(
+            "no_active_model", "This project has no active model yet: accept some cases and train one first.", 409
+        )
+    return JsonResponse(job_snapshot(job), status=202)

@@ -13,9 +13,9 @@ export const paths = {
   maskPng: (maskId) => `/api/masks/${maskId}/png/`,
   accept: (caseId) => `/api/cases/${caseId}/accept/`,
   reject: (caseId) => `/api/cases/${caseId}/reject/`,
-  propose: (caseId) => `/api/cases/${caseId}/propose/`,
+  propose: (caseId) => `/cases/${caseId}/propose/`, // annotator_ui view (no REST equivalent yet)
   release: (caseId) => `/api/cases/${caseId}/release/`,
-  pseudo: (caseId) => `/api/cases/${caseId}/pseudo-label/`,
+  pseudoPng: (caseId) => `/cases/${caseId}/pseudo.png`, // annotator_ui view
   next: (projectId) => `/api/projects/${projectId}/worklist/next/`,
   trainingJobs: (projectId) => `/api/projects/${projectId}/training-jobs/`,
   readiness: (projectId) => `/api/projects/${projectId}/training-readiness/`,
@@ -27,7 +27,7 @@ export const paths = {
   models: (projectId) => `/api/projects/${projectId}/models/`,
   activate: (modelId) => `/api/models/${modelId}/activate/`,
   export: (projectId) => `/api/projects/${projectId}/export/`,
-  stats: (projectId) => `/api/projects/${projectId}/stats/`,
+  metrics: (projectId) => `/api/projects/${projectId}/metrics/`,
 };
 
 /** ws:// or wss:// URL for a websocket path on this origin. */

@@ -82,9 +82,8 @@ async function loadCase({ keepView = false } = {}) {
 
 async function loadPseudo(width, height) {
   try {
-    const p = await api.get(paths.pseudo(caseId));
-    if (!p?.png_url && !p?.soft_map_url) return null;
-    const { rgba } = await loadPixels(p.png_url ?? p.soft_map_url);
+    const { rgba, width: w, height: hh } = await loadPixels(paths.pseudoPng(caseId));
+    if (w !== width || hh !== height) return null;
     return fromRGBA(rgba, width, height, 128); // soft map p*255: threshold at 0.5
   } catch {
     return null; // no pseudo-label for this case
@@ -224,7 +223,7 @@ async function saveReport() {
   if (caseData.report === sentence.text) return false;
   const body = { fields: sentence.fields };
   if (caseData.report_version != null) body.base_version = caseData.report_version;
-  const report = await api.post(paths.report(caseId), body);
+  const report = await api.put(paths.report(caseId), body);
   caseData.report = report.text;
   caseData.report_version = report.version;
   caseData.report_fields = report.fields;
@@ -287,7 +286,7 @@ async function accept() {
   await guarded("Accepting", async () => {
     if (sentence && caseData.report !== sentence.text) await saveReport();
     const mv = await uploadMask(paths.accept(caseId));
-    afterMaskSaved(mv.version !== undefined ? mv : (mv.mask ?? mv), "labeled");
+    afterMaskSaved(mv, "labeled");
     $("save-status").textContent = `Accepted as version ${caseData.head_version}.`;
     toast("Mask accepted. Press N for the next case.");
   });
@@ -390,7 +389,7 @@ async function nextCase() {
   if (store.dirty && !confirm("You have unsaved changes. Leave this case without saving?")) return;
   try {
     const strategy = localStorage.getItem(`worklist-strategy-${projectId}`) || "uncertainty";
-    const next = await api.post(paths.next(projectId), { strategy });
+    const next = await api.request("POST", paths.next(projectId), { query: { strategy } });
     const nextId = next?.id ?? next?.case?.id;
     if (!nextId) {
       toast("No more cases waiting. Back to the worklist.");

@@ -27,7 +27,7 @@ function metricColumns(models) {
 }
 
 async function loadModels() {
-  const models = await api.get(paths.models(projectId));
+  const models = (await api.list(paths.models(projectId))).sort((a, b) => b.number - a.number);
   const cols = metricColumns(models);
   const active = models.find((m) => m.status === "active");
   $("models-head").replaceChildren(
@@ -86,7 +86,7 @@ async function activate(model, rollback) {
 // --- jobs -----------------------------------------------------------------------------------------
 
 async function loadJobs() {
-  const jobs = await api.get(paths.projectJobs(projectId));
+  const jobs = await api.list(paths.projectJobs(projectId), { max: 50 });
   $("jobs-rows").replaceChildren(
     ...(jobs.length
       ? jobs.slice(0, 15).map((j) =>

@@ -68,7 +68,8 @@ $("filters").addEventListener("submit", (e) => e.preventDefault());
 
 $("next-case").addEventListener("click", async () => {
   try {
-    const next = await api.post(paths.next(projectId), { strategy: $("strategy").value, split: $("filter-split").value || undefined });
+    const query = { strategy: $("strategy").value, split: $("filter-split").value };
+    const next = await api.request("POST", paths.next(projectId), { query });
     const id = next?.id ?? next?.case?.id;
     if (!id) return toast("No cases are waiting for review.");
     location.href = `/projects/${projectId}/cases/${id}/`;
