@@ -1,0 +1,382 @@
+"""The production process set, started on this machine, driven only through the HTTP API.
+
+What runs, as in ``deploy/compose.yaml`` but without containers:
+
+- the ``migrate`` one-shot, then daphne (the web), a Celery worker on queue ``gpu`` and one on queue ``default``,
+  each with its own working directory and its own local state folder (``LVIT_VAR_DIR``);
+- real PostgreSQL (a scratch database, dropped afterwards) and real Redis (a dedicated database number);
+- files through Django's storage API to a real S3 endpoint (moto's server), so no two processes share a local path;
+- the production settings of ``deploy/.env.example`` (DEBUG off, SSL redirect, secure cookies, HSTS, a proxy that
+  sets ``X-Forwarded-Proto``), with the requests carrying the headers nginx adds.
+
+The model is a real, untrained LViT-T at 224x224, registered through the workers' model-version service: honest
+for a plumbing test (the proposal is whatever an untrained network predicts).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import subprocess
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import shared_data_dir
+from tests.deploy.conftest import PYTHON, REPO, S3Endpoint, free_port, production_env, stop, wait_for_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+REDIS_DB = 12  # dedicated to this test; the rest of the suite uses 9
+HOST = "lvit.example.org"  # the first ALLOWED_HOSTS entry of deploy/.env.example
+PROXY_HEADERS = {"Host": HOST, "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+REPORT = "One round lesion in the upper left area."
+
+REGISTER_MODEL = """
+import json, sys, tempfile
+from pathlib import Path
+import django
+django.setup()
+import torch
+from ml.config import LViTConfig
+from ml.models import build_model
+from ml.predict import save_checkpoint
+from server.studio.models import ModelStatus, ModelVersion, Project
+from server.workers.services import model_version_create
+
+project = Project.objects.get(pk=int(sys.argv[1]))
+torch.manual_seed(0)
+cfg = LViTConfig()  # LViT-T, 224x224, untrained
+with tempfile.TemporaryDirectory() as tmp:
+    path = save_checkpoint(Path(tmp) / "untrained.pt", build_model(cfg), cfg)
+    mv = model_version_create(project=project, checkpoint=path, config={"model": cfg.to_dict()}, metrics={},
+                              parent=None, training_job=None, name="untrained LViT-T")
+ModelVersion.objects.filter(pk=mv.pk).update(status=ModelStatus.ACTIVE)
+print(json.dumps({"id": mv.pk, "checkpoint": mv.checkpoint.name}))
+"""
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Process:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+@dataclass
+class Deployment:
+    base_url: str
+    env: dict[str, str]
+    root: Path
+    bucket: str
+    s3: S3Endpoint
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} (rc={p.proc.poll()}):\n{p.tail()}" for p in self.processes.values())
+
+    def one_shot(self, name: str, args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """A process that runs to completion (like the compose one-shots), in its own directory."""
+        workdir = self.root / name
+        workdir.mkdir(exist_ok=True)
+        env = {**self.env, "LVIT_VAR_DIR": str(workdir / "var")}
+        result = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    def start(self, name: str, args: list[str]) -> Process:
+        workdir = self.root / name
+        workdir.mkdir(exist_ok=True)
+        env = {
+            **self.env,
+            "LVIT_VAR_DIR": str(workdir / "var"),
+            "LVIT_CHECKPOINT_CACHE_DIR": str(workdir / "checkpoints"),
+        }
+        log = workdir / "process.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = Process(name, proc, log)
+        self.processes[name] = process
+        return process
+
+
+def create_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def drop_database(name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def flush_redis_db() -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client.flushdb()
+    client.close()
+
+
+def wait_healthy(dep: Deployment, timeout: float) -> dict[str, Any]:
+    """Until ``/api/health/`` answers 200 with both workers listed."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for process in dep.processes.values():
+            if process.proc.poll() is not None:
+                raise AssertionError(f"{process.name} exited early:\n{dep.logs()}")
+        try:
+            response = requests.get(dep.url("/api/health/"), headers=PROXY_HEADERS, timeout=5)
+            body = response.json()
+            detail = body["checks"]["workers"]["detail"]
+            if response.status_code == 200 and "gpu0@" in detail and "default@" in detail:
+                return body
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"not healthy after {timeout}s: {body}\n{dep.logs()}")
+
+
+@pytest.fixture(scope="module")
+def deployment(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if not reachable(PG["host"], PG["port"]) or not reachable("127.0.0.1", 6379):
+        pytest.skip("needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (.ci/run starts both)")
+    root = tmp_path_factory.mktemp("deployment")
+    db_name = f"lvit_deploy_{uuid.uuid4().hex[:10]}"
+    bucket = f"lvit-deploy-{uuid.uuid4().hex[:10]}"
+    s3_endpoint.client().create_bucket(Bucket=bucket)
+    create_database(db_name)
+    flush_redis_db()
+
+    env = production_env(root / "unused-var")
+    env.update(s3_endpoint.env(bucket))
+    env.update(
+        {
+            "DATABASE_URL": f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{db_name}",
+            "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+            "ML_DEVICE": "cpu",  # the `gpu` queue's worker runs on CPU here; on a GPU host it is `cuda`
+            "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "LVIT_JOB_HEARTBEAT_S": "2",
+            "LVIT_JOB_STALE_AFTER_S": "60",
+        }
+    )
+    port = free_port()
+    dep = Deployment(base_url=f"http://127.0.0.1:{port}", env=env, root=root, bucket=bucket, s3=s3_endpoint)
+    try:
+        dep.one_shot("migrate", [PYTHON, str(REPO / "manage.py"), "migrate", "--noinput"])
+        dep.start(
+            "web",
+            [PYTHON, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), "--proxy-headers",
+             "server.asgi:application"],
+        )  # fmt: skip
+        for queue, node in (("gpu", "gpu0"), ("default", "default")):
+            dep.start(
+                f"worker-{queue}",
+                [PYTHON, "-m", "celery", "--app=server", "worker", f"--queues={queue}", f"--hostname={node}@%h",
+                 "--concurrency=1", "--prefetch-multiplier=1", "--loglevel=INFO"],
+            )  # fmt: skip
+        wait_for_port("127.0.0.1", port, 90, dep.processes["web"].proc)
+        wait_healthy(dep, 120)
+        yield dep
+    finally:
+        for process in dep.processes.values():
+            stop(process.proc, timeout=20)
+        flush_redis_db()
+        drop_database(db_name)
+
+
+def api(dep: Deployment, token: str | None = None) -> requests.Session:
+    session = requests.Session()
+    session.headers.update(PROXY_HEADERS)
+    if token:
+        session.headers["Authorization"] = f"Token {token}"
+    return session
+
+
+def test_health_checks_pass_against_the_running_processes(deployment: Deployment) -> None:
+    body = requests.get(deployment.url("/api/health/"), headers=PROXY_HEADERS, timeout=10).json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"]["detail"] == "postgresql"
+
+    # The web container's health check, exactly as compose runs it (with --require-workers: strict).
+    check = subprocess.run(
+        [PYTHON, str(REPO / "deploy" / "healthcheck.py"), "--require-workers", "--url", deployment.url("/api/health/")],
+        env=deployment.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "database=ok" in check.stdout and "workers=ok" in check.stdout
+
+    # The workers' health check: each node answers `celery inspect ping` by its own name.
+    host = socket.gethostname()
+    for node in ("gpu0", "default"):
+        ping = subprocess.run(
+            [PYTHON, "-m", "celery", "--app=server", "inspect", "ping", "--destination", f"{node}@{host}",
+             "--timeout", "10"],
+            cwd=deployment.root,
+            env={**deployment.env, "LVIT_VAR_DIR": str(deployment.root / "ping-var")},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )  # fmt: skip
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert f"{node}@{host}: OK" in ping.stdout
+
+    # The production security settings are live: plain HTTP is redirected, unknown hosts refused.
+    plain = requests.get(deployment.url("/api/health/"), headers={"Host": HOST}, allow_redirects=False, timeout=10)
+    assert plain.status_code == 301 and plain.headers["Location"] == f"https://{HOST}/api/health/"
+    assert (
+        requests.get(deployment.url("/api/health/"), headers={**PROXY_HEADERS, "Host": "evil.test"}).status_code == 400
+    )
+    secure = requests.get(deployment.url("/api/health/"), headers=PROXY_HEADERS, timeout=10)
+    assert "max-age=31536000" in secure.headers["Strict-Transport-Security"]
+
+
+def scan_png() -> tuple[bytes, str, tuple[int, int]]:
+    """A real MoNuSeg tile when the shared data is present, else a synthetic gray scan; PNG bytes."""
+    folder = shared_data_dir() / "monuseg" / "Test_Folder" / "img"
+    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if files:
+        image = Image.open(files[0]).convert("RGB")
+        name = files[0].name
+    else:
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[:256, :256]
+        disc = (yy - 100) ** 2 + (xx - 90) ** 2 <= 40**2
+        image = Image.fromarray((rng.normal(60, 15, (256, 256)) + 120 * disc).clip(0, 255).astype(np.uint8))
+        name = "synthetic.png"
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue(), name, image.size
+
+
+def bucket_keys(dep: Deployment) -> list[str]:
+    paginator = dep.s3.client().get_paginator("list_objects_v2")
+    return [o["Key"] for page in paginator.paginate(Bucket=dep.bucket) for o in page.get("Contents", [])]
+
+
+def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment) -> None:
+    dep = deployment
+    password = "ops-" + uuid.uuid4().hex
+    dep.one_shot(
+        "createsuperuser",
+        [PYTHON, str(REPO / "manage.py"), "shell", "-c",
+         "from django.contrib.auth import get_user_model; "
+         f"get_user_model().objects.create_superuser('ops', 'ops@example.org', '{password}')"],
+    )  # fmt: skip
+    response = api(dep).post(dep.url("/api/auth/token/"), json={"username": "ops", "password": password})
+    assert response.status_code == 200, response.text
+    client = api(dep, response.json()["token"])
+
+    project = client.post(dep.url("/api/projects/"), json={"name": "deploy check", "template": "free-text"})
+    assert project.status_code == 201, project.text
+    project_id = project.json()["id"]
+
+    model = json.loads(
+        dep.one_shot("register-model", [PYTHON, "-c", REGISTER_MODEL, str(project_id)]).stdout.strip().splitlines()[-1]
+    )
+
+    data, name, size = scan_png()
+    upload = client.post(
+        dep.url(f"/api/projects/{project_id}/cases/"),
+        files={"image": (name, data, "image/png")},
+        data={"report": REPORT},
+        timeout=60,
+    )
+    assert upload.status_code == 201, upload.text
+    case_id = upload.json()[0]["id"]
+
+    deadline = time.monotonic() + 120
+    proposal = None
+    while proposal is None and time.monotonic() < deadline:
+        masks = client.get(dep.url(f"/api/cases/{case_id}/masks/"), timeout=10)
+        assert masks.status_code == 200, masks.text
+        proposal = next((m for m in masks.json() if m["kind"] == "proposal"), None)
+        if proposal is None:
+            time.sleep(1)
+    assert proposal is not None, f"no proposal after 120 s\n{dep.logs()}"
+    assert proposal["report_text"] == REPORT
+    assert proposal["model_version"] == 1
+
+    png = client.get(dep.url(proposal["png_url"]), timeout=30)
+    assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+    mask = Image.open(io.BytesIO(png.content))
+    assert mask.size == size, "the proposal is at the scan's own resolution"
+
+    # The proposal ran on the gpu-queue worker; the default-queue worker never saw it.
+    # (the start-up banner lists every registered task; "Task <name>[<id>] received" is a delivery)
+    assert "Task gpu.propose_mask[" in dep.processes["worker-gpu"].tail(200_000)
+    assert "Task gpu.propose_mask[" not in dep.processes["worker-default"].tail(200_000)
+
+    accepted = client.post(dep.url(f"/api/cases/{case_id}/accept/"), json={}, timeout=30)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["kind"] == "accepted"
+
+    export = client.get(dep.url(f"/api/projects/{project_id}/export/?format=lvit"), timeout=120)
+    assert export.status_code == 200, export.text[:2000]
+    assert export.headers["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(export.content))
+    names = archive.namelist()
+    images = [n for n in names if "_Folder/img/" in n]
+    labels = [n for n in names if "_Folder/labelcol/" in n]
+    texts = [n for n in names if n.endswith(("_text.csv", "_text.xlsx"))]
+    assert len(images) == 1 and len(labels) == 1 and len(texts) == 1, names
+    assert Image.open(io.BytesIO(archive.read(images[0]))).size == size
+    exported_mask = np.array(Image.open(io.BytesIO(archive.read(labels[0]))))
+    assert exported_mask.shape[:2] == (size[1], size[0])
+    if texts[0].endswith(".csv"):
+        rows = list(csv.reader(io.StringIO(archive.read(texts[0]).decode("utf-8"))))
+        assert rows[1][1] == REPORT
+    else:
+        import openpyxl
+
+        sheet = openpyxl.load_workbook(io.BytesIO(archive.read(texts[0]))).active
+        assert [c.value for c in next(sheet.iter_rows(min_row=2, max_row=2))][1] == REPORT
+
+    # Every file is in the bucket, none on a process's local disk.
+    keys = bucket_keys(dep)
+    assert model["checkpoint"] in keys
+    assert len(keys) >= 3, keys  # checkpoint, scan, proposal mask (+ accepted mask, original)
+    for process_dir in dep.root.iterdir():
+        media = process_dir / "var" / "media"
+        assert not media.exists() or not any(media.rglob("*")), f"{process_dir.name} wrote local media files"
