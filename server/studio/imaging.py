@@ -147,6 +147,8 @@ def _open_pil(data: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"the image is too large: {exc}", code="image_too_large") from None
     except UnidentifiedImageError:
+        if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")):
+            raise ImageError("the image is corrupt: its header is damaged", code="corrupt_image") from None
         raise ImageError(
             "the file is not an image this server reads; upload PNG, JPEG, TIFF or DICOM", code="unsupported_format"
         ) from None

@@ -20,7 +20,7 @@ from server.studio.models import Project, Role
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.LVIT_CELERY_EAGER = True
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast users
 
 
 def png_bytes(array: np.ndarray) -> bytes:
