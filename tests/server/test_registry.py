@@ -1,0 +1,93 @@
+"""Model registry (one active model per project, enforced by the database) and job claiming."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from server.studio import services
+from server.studio.models import AuditEvent, CaseState, Job, JobKind, JobStatus, ModelStatus, ModelVersion
+from tests.server.conftest import gray_image
+
+
+def test_versions_are_numbered_and_activation_retires_the_previous(people, owner_client):
+    v1 = services.model_version_create(project=people.project, checkpoint=b"one", metrics={"val": {"dice": 0.5}})
+    v2 = services.model_version_create(
+        project=people.project, checkpoint=b"two", parent=v1, metrics={"val": {"dice": 0.6}}
+    )
+    assert (v1.number, v2.number) == (1, 2)
+    with v2.checkpoint.open("rb") as fh:
+        assert fh.read() == b"two"
+    services.model_version_activate(model_version=v1)
+    r = owner_client.post(f"/api/models/{v2.pk}/activate/")
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    v1.refresh_from_db()
+    assert v1.status == ModelStatus.RETIRED
+    rollback = owner_client.post(f"/api/models/{v1.pk}/activate/")
+    assert rollback.json()["status"] == "active"
+    assert ModelVersion.objects.filter(project=people.project, status=ModelStatus.ACTIVE).count() == 1
+    models = owner_client.get(f"/api/projects/{people.project.pk}/models/").json()
+    assert [(m["number"], m["status"], m["parent"]) for m in models] == [(1, "active", None), (2, "retired", 1)]
+    assert AuditEvent.objects.filter(action="model.activated").count() == 3
+
+
+def test_the_database_refuses_two_active_models(people):
+    v1 = services.model_version_create(project=people.project, checkpoint=b"one")
+    v2 = services.model_version_create(project=people.project, checkpoint=b"two")
+    ModelVersion.objects.filter(pk=v1.pk).update(status=ModelStatus.ACTIVE)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.filter(pk=v2.pk).update(status=ModelStatus.ACTIVE)
+
+
+def test_metrics_json_and_csv(people, owner_client):
+    v1 = services.model_version_create(
+        project=people.project, checkpoint=b"1", metrics={"val": {"dice": 0.5, "iou": 0.4}}
+    )
+    services.model_version_create(
+        project=people.project, checkpoint=b"2", parent=v1, metrics={"val": {"dice": 0.7}, "epochs": 3}
+    )
+    body = owner_client.get(f"/api/projects/{people.project.pk}/metrics/?format=json").json()
+    assert [m["metrics"] for m in body["models"]] == [
+        {"val": {"dice": 0.5, "iou": 0.4}},
+        {"val": {"dice": 0.7}, "epochs": 3},
+    ]
+    csv_text = owner_client.get(f"/api/projects/{people.project.pk}/metrics/?format=csv").content.decode()
+    lines = csv_text.strip().splitlines()
+    assert lines[0] == "model_version,id,name,status,parent,created_at,epochs,val.dice,val.iou"
+    assert lines[1].endswith(",,0.5,0.4") and lines[2].endswith(",3,0.7,")
+    assert owner_client.get(f"/api/projects/{people.project.pk}/metrics/?format=xml").status_code == 400
+
+
+def test_job_claim_is_exclusive_and_progress_finish(people, owner_client):
+    job = services.job_create(kind=JobKind.BATCH_PROPOSAL, project=people.project, params={"n": 3})
+    assert services.job_claim(job_id=job.pk, celery_task_id="t1") is True
+    assert services.job_claim(job_id=job.pk, celery_task_id="t2") is False  # duplicate delivery
+    services.job_progress(job_id=job.pk, progress={"done": 1, "total": 3}, message="working")
+    body = owner_client.get(f"/api/jobs/{job.pk}/").json()
+    assert body["status"] == "running" and body["progress"] == {"done": 1, "total": 3} and body["heartbeat_at"]
+    assert services.job_finish(job_id=job.pk, status=JobStatus.SUCCEEDED, result={"proposals": 3}) is True
+    assert services.job_finish(job_id=job.pk, status=JobStatus.FAILED) is False
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.result == {"proposals": 3} and job.finished_at
+    assert owner_client.post(f"/api/jobs/{job.pk}/cancel/").status_code == 409
+
+
+def test_training_needs_admin_and_enough_labels(people, owner_client, settings):
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 2
+    url = f"/api/projects/{people.project.pk}/jobs/"
+    r = owner_client.post(url, {"kind": "training"}, format="json")
+    assert r.status_code == 400 and r.json()["error"] == "not_enough_labels"
+    for i in range(2):
+        c = services.case_create(
+            project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"t{i}.png"
+        )
+        c.state = CaseState.LABELED
+        c.save(update_fields=["state"])
+    r = owner_client.post(url, {"kind": "training", "params": {"epochs": 2}}, format="json")
+    assert r.status_code == 201 and r.json()["kind"] == "training" and r.json()["params"] == {"epochs": 2}
+    again = owner_client.post(url, {"kind": "training"}, format="json")
+    assert again.status_code == 409
+    cancel = owner_client.post(f"/api/jobs/{r.json()['id']}/cancel/")
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+    assert owner_client.get(url, {"kind": "training"}).json()["count"] == 1
+    assert Job.objects.get(pk=r.json()["id"]).created_by == people.owner
