@@ -1,0 +1,169 @@
+"""Real datasets through the LViT layout: import (command and API), export, and compare byte for byte."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from server.studio.models import Case, CaseState, MaskVersion, Project, Role
+from server.studio.services import member_set
+
+
+def read_text_rows(path: Path) -> list[tuple[str, str]]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [(r["Image"], r["Description"]) for r in csv.DictReader(fh)]
+    ws = openpyxl.load_workbook(path, read_only=True).worksheets[0]
+    return [(str(a), str(b)) for a, b in list(ws.iter_rows(values_only=True))[1:] if a]
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """img/ and labelcol/ files of a dataset in the LViT layout (lungs/ and notes are not part of it)."""
+    out = {}
+    for split in sorted(root.glob("*_Folder")):
+        for kind in ("img", "labelcol"):
+            for f in sorted((split / kind).iterdir()):
+                out[f"{split.name}/{kind}/{f.name}"] = f.read_bytes()
+    return out
+
+
+def unzip(data: bytes, into: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(into)
+
+
+def import_and_export(shared_data, name, people, owner_client, tmp_path) -> tuple[Project, Path]:
+    call_command("import_lvit", str(shared_data / name), "--project", f"rt-{name}", "--user", people.owner.username)
+    project = Project.objects.get(name=f"rt-{name}")
+    response = owner_client.get(f"/api/projects/{project.pk}/export/?format=lvit")
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    out = tmp_path / "export"
+    unzip(b"".join(response.streaming_content), out)
+    return project, out
+
+
+@pytest.mark.parametrize("name, template", [("covid_cxr", "lung-infection"), ("monuseg", "free-text")])
+def test_import_export_round_trip_is_identical(shared_data, name, template, people, owner_client, tmp_path):
+    project, out = import_and_export(shared_data, name, people, owner_client, tmp_path)
+    assert project.template.slug == template
+    original = dataset_files(shared_data / name)
+    exported = dataset_files(out)
+    assert sorted(exported) == sorted(original)
+    for key, data in original.items():
+        assert exported[key] == data, key  # byte for byte: masks and images
+    for text_file in sorted((shared_data / name).glob("*_Folder/*_text.*")):
+        twin = out / text_file.relative_to(shared_data / name)
+        assert twin.exists(), twin
+        assert read_text_rows(twin) == read_text_rows(text_file)
+        if text_file.suffix == ".csv":
+            assert twin.read_bytes() == text_file.read_bytes()
+    labeled = Case.objects.filter(project=project, state=CaseState.LABELED).count()
+    assert labeled == len([k for k in original if "/labelcol/" in k])
+    if name == "covid_cxr":
+        # every generated sentence became structured fields
+        assert not Case.objects.filter(project=project, report__fields={}).exists()
+
+    # ... and the exported zip imports back through the API, identically again
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in sorted(out.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"wrapped/{path.relative_to(out).as_posix()}")
+    r = owner_client.post("/api/projects/", {"name": f"again-{name}", "template": template}, format="json")
+    again = r.json()["id"]
+    r = owner_client.post(
+        f"/api/projects/{again}/import/",
+        {"archive": SimpleUploadedFile("ds.zip", buf.getvalue(), content_type="application/zip")},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.json()
+    assert r.json()["cases"] == Case.objects.filter(project=project).count()
+    second = owner_client.get(f"/api/projects/{again}/export/?format=lvit")
+    out2 = tmp_path / "export2"
+    unzip(b"".join(second.streaming_content), out2)
+    assert dataset_files(out2) == exported
+
+
+def test_export_filters_png_and_coco(shared_data, people, owner_client, tmp_path):
+    project, _ = import_and_export(shared_data, "covid_cxr", people, owner_client, tmp_path)
+    url = f"/api/projects/{project.pk}/export/"
+    val = owner_client.get(url, {"format": "lvit", "split": "val", "accepted": "1"})
+    with zipfile.ZipFile(io.BytesIO(b"".join(val.streaming_content))) as zf:
+        names = zf.namelist()
+    assert names and all(n.startswith("Val_Folder/") for n in names)
+    assert len([n for n in names if "/img/" in n]) == 12
+
+    png = owner_client.get(url, {"format": "png", "split": "val"})
+    with zipfile.ZipFile(io.BytesIO(b"".join(png.streaming_content))) as zf:
+        manifest = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode())))
+        assert len(manifest) == 12
+        first = manifest[0]
+        mask = np.asarray(Image.open(io.BytesIO(zf.read(first["mask"]))))
+    case = Case.objects.get(pk=int(first["case_id"]))
+    assert mask.shape == (case.height, case.width)
+
+    coco = json.loads(b"".join(owner_client.get(url, {"format": "coco"}).streaming_content))
+    assert len(coco["images"]) == 75 and coco["categories"][0]["name"] == "lesion"
+    assert len(coco["annotations"]) == 75 - 6  # six images have an empty infection mask
+    for ann in coco["annotations"][:20]:
+        mv = MaskVersion.objects.get(case_id=ann["image_id"], kind="accepted")
+        with mv.png.open("rb") as fh:
+            expected = np.asarray(Image.open(fh)) > 0
+        rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+        decoded = mask_utils.decode(rle).astype(bool)
+        assert np.array_equal(decoded, expected)
+        assert ann["area"] == int(mask_utils.area(rle)) == int(expected.sum())
+    r = owner_client.get(url, {"format": "tiff"})
+    assert r.status_code == 400
+
+
+def test_import_bad_archives_store_nothing(people, owner_client, settings, shared_data):
+    url = f"/api/projects/{people.project.pk}/import/"
+
+    def post(data: bytes):
+        return owner_client.post(url, {"archive": SimpleUploadedFile("a.zip", data)}, format="multipart")
+
+    def zipped(entries: dict) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for k, v in entries.items():
+                zf.writestr(k, v)
+        return buf.getvalue()
+
+    img = (shared_data / "covid_cxr/Val_Folder/img").iterdir().__next__()
+    good_img = img.read_bytes()
+    assert post(b"not a zip").json()["error"] == "invalid_archive"
+    assert post(zipped({"readme.txt": b"hi"})).json()["error"] == "invalid_layout"
+    r = post(zipped({"Train_Folder/img/../../../etc/passwd.png": good_img}))
+    assert r.status_code == 400 and "parent paths" in r.json()["detail"]
+    r = post(zipped({"Train_Folder/img/a.png": good_img, "Train_Folder/labelcol/a.png": b"\x89PNG broken"}))
+    assert r.status_code == 400 and "Train_Folder/labelcol/a.png" in r.json()["detail"]
+    r = post(zipped({"Train_Folder/img/a.png": good_img, "Train_Folder/labelcol/a.png": _png((3, 3))}))
+    assert r.status_code == 400 and r.json()["error"] == "mask_size"
+    assert Case.objects.filter(project=people.project).count() == 0
+    media = Path(settings.MEDIA_ROOT)
+    assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))
+
+
+def test_collaborator_cannot_import_but_reviewer_exports(people, collab_client):
+    member_set(project=people.project, user=people.owner, member=people.collaborator.pk, role=Role.REVIEWER)
+    r = collab_client.post(f"/api/projects/{people.project.pk}/import/", {}, format="multipart")
+    assert r.status_code == 403
+    assert collab_client.get(f"/api/projects/{people.project.pk}/export/?format=png").status_code == 200
+
+
+def _png(shape) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros(shape, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
