@@ -272,22 +272,29 @@ def test_health_checks_pass_against_the_running_processes(deployment: Deployment
     assert "max-age=31536000" in secure.headers["Strict-Transport-Security"]
 
 
-def scan_png() -> tuple[bytes, str, tuple[int, int]]:
-    """A real MoNuSeg tile when the shared data is present, else a synthetic gray scan; PNG bytes."""
+def scan_file() -> tuple[bytes, str, tuple[int, int]]:
+    """A real MoNuSeg tile (the original TIFF, as a user would upload it) when the shared data is present, else a
+    synthetic gray scan as PNG. Returns the file's bytes, its name and the image size (width, height)."""
     folder = shared_data_dir() / "monuseg" / "Test_Folder" / "img"
-    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    files = sorted([*folder.glob("*.tif"), *folder.glob("*.png")]) if folder.is_dir() else []
     if files:
-        image = Image.open(files[0]).convert("RGB")
-        name = files[0].name
-    else:
-        rng = np.random.default_rng(0)
-        yy, xx = np.mgrid[:256, :256]
-        disc = (yy - 100) ** 2 + (xx - 90) ** 2 <= 40**2
-        image = Image.fromarray((rng.normal(60, 15, (256, 256)) + 120 * disc).clip(0, 255).astype(np.uint8))
-        name = "synthetic.png"
+        with Image.open(files[0]) as image:
+            size = image.size
+        return files[0].read_bytes(), files[0].name, size
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    disc = (yy - 100) ** 2 + (xx - 90) ** 2 <= 40**2
+    image = Image.fromarray((rng.normal(60, 15, (256, 256)) + 120 * disc).clip(0, 255).astype(np.uint8))
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return buf.getvalue(), name, image.size
+    return buf.getvalue(), "synthetic.png", image.size
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def bucket_keys(dep: Deployment) -> list[str]:
@@ -316,10 +323,10 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment)
         dep.one_shot("register-model", [PYTHON, "-c", REGISTER_MODEL, str(project_id)]).stdout.strip().splitlines()[-1]
     )
 
-    data, name, size = scan_png()
+    data, name, size = scan_file()
     upload = client.post(
         dep.url(f"/api/projects/{project_id}/cases/"),
-        files={"image": (name, data, "image/png")},
+        files={"image": (name, data, "application/octet-stream")},
         data={"report": REPORT},
         timeout=60,
     )
@@ -373,8 +380,20 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment)
         sheet = openpyxl.load_workbook(io.BytesIO(archive.read(texts[0]))).active
         assert [c.value for c in next(sheet.iter_rows(min_row=2, max_row=2))][1] == REPORT
 
+    # A web replica stays small (it never loads a model): docs/deploy.md sizes it at 0.5-1 GiB.
+    web_rss = rss_mib(dep.processes["web"].proc.pid)
+    print(f"web (daphne) resident memory after upload, proposal and export: {web_rss:.0f} MiB")
+    assert web_rss < 1024
+    gpu_pid = dep.processes["worker-gpu"].proc.pid
+    children = Path(f"/proc/{gpu_pid}/task/{gpu_pid}/children").read_text().split()
+    worker_rss = rss_mib(gpu_pid) + sum(rss_mib(int(c)) for c in children)
+    print(f"gpu-queue worker (main + pool process, LViT-T loaded, on CPU): {worker_rss:.0f} MiB")
+
     # Every file is in the bucket, none on a process's local disk.
     keys = bucket_keys(dep)
+    sizes = {o["Key"]: o["Size"] for o in dep.s3.client().list_objects_v2(Bucket=dep.bucket)["Contents"]}
+    for key, nbytes in sorted(sizes.items()):
+        print(f"stored {key}: {nbytes / 1024:.0f} KiB")
     assert model["checkpoint"] in keys
     assert len(keys) >= 3, keys  # checkpoint, scan, proposal mask (+ accepted mask, original)
     for process_dir in dep.root.iterdir():
