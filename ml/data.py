@@ -1,0 +1,373 @@
+"""Reader for the LViT dataset layout and a torch Dataset with the reference augmentation.
+
+Layout (see the shared data README)::
+
+    <root>/<Split>_Folder/img/<image>            image (.png, .jpg, .tif, ...)
+    <root>/<Split>_Folder/labelcol/<mask>.png    binary mask (0 background, >0 target)
+    <root>/<Split>_Folder/<Split>_text.xlsx      or <Split>_text.csv, columns Image, Description
+
+The text key (column ``Image``) is the **mask** file name. A mask is ``<image stem>.png`` (MoNuSeg; its
+Test images are ``.tif``) or ``mask_<image stem>.png`` (the COVID sets). Images without a mask are
+unlabeled samples (allowed only when asked for).
+
+Preprocessing follows the reference: images scaled to [0, 1] without mean/std normalisation, resized to
+224 (bilinear; the mask nearest, then ``> 0``). Augmentation: with p = 0.5 a random ``rot90(k)`` and a
+flip; otherwise with p = 0.5 a rotation by a random integer angle in [-20, 20] degrees (bilinear for the
+image, nearest for the mask, zero fill). Randomness comes from ``(seed, epoch, index)``, so a run is
+reproducible whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_PREFIX = "mask_"
+
+
+class DataError(ValueError):
+    """A dataset folder does not match the LViT layout (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One case. ``name`` is the text key (the mask file name, LViT's convention)."""
+
+    name: str
+    image_path: Path
+    sentence: str
+    mask_path: Path | None = None
+    labeled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.labeled and self.mask_path is None:
+            raise DataError(f"labeled sample {self.name!r} has no mask")
+
+
+# --------------------------------------------------------------------------- folder scanning
+
+
+def read_text_table(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read an LViT text table (``.xlsx`` first sheet, or UTF-8 ``.csv``) -> {Image: Description}."""
+    path = Path(path)
+    if path.suffix.lower() == ".xlsx":
+        import openpyxl
+
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
+        finally:
+            wb.close()
+    elif path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [tuple(r) for r in csv.reader(fh)]
+    else:
+        raise DataError(f"unsupported text table {path} (want .xlsx or .csv)")
+    if not rows:
+        raise DataError(f"empty text table: {path}")
+    header = [str(c).strip() if c is not None else "" for c in rows[0]]
+    try:
+        ki, di = header.index("Image"), header.index("Description")
+    except ValueError:
+        raise DataError(f"{path}: header must have columns Image and Description, got {header}") from None
+    table: dict[str, str] = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if row is None or len(row) <= max(ki, di) or row[ki] is None:
+            continue
+        key = str(row[ki]).strip()
+        if not key:
+            continue
+        desc = row[di]
+        if desc is None or not str(desc).strip():
+            raise DataError(f"{path}, row {n}: empty Description for {key}")
+        if key in table and table[key] != str(desc).strip():
+            raise DataError(f"{path}, row {n}: {key} appears twice with different text")
+        table[key] = str(desc).strip()
+    return table
+
+
+def find_text_table(split_dir: Path, split: str) -> Path:
+    for ext in (".xlsx", ".csv"):
+        path = split_dir / f"{split}_text{ext}"
+        if path.is_file():
+            return path
+    raise DataError(f"no text table {split}_text.xlsx or {split}_text.csv in {split_dir}")
+
+
+def _files_by_stem(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    if not folder.is_dir():
+        return out
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith("."):
+            if p.stem in out:
+                raise DataError(f"two files with the stem {p.stem!r} in {folder}: {out[p.stem].name}, {p.name}")
+            out[p.stem] = p
+    return out
+
+
+def scan_split(root: str | os.PathLike[str], split: str, *, allow_unlabeled: bool = False) -> list[Sample]:
+    """All samples of ``<root>/<split>_Folder``, sorted by name.
+
+    Every image needs a text row; every image needs a mask unless ``allow_unlabeled`` (then it becomes an
+    unlabeled sample keyed by the text row that matches ``<stem>.png`` or ``mask_<stem>.png``). Every mask
+    needs an image.
+    """
+    split_dir = Path(root) / f"{split}_Folder"
+    if not split_dir.is_dir():
+        raise DataError(f"split folder not found: {split_dir}")
+    img_dir, mask_dir = split_dir / "img", split_dir / "labelcol"
+    images = _files_by_stem(img_dir, IMAGE_EXTENSIONS)
+    if not images:
+        raise DataError(f"no images in {img_dir}")
+    masks = _files_by_stem(mask_dir, (".png", ".bmp", ".tif", ".tiff"))
+    text_path = find_text_table(split_dir, split)
+    text = read_text_table(text_path)
+
+    samples: list[Sample] = []
+    used_masks: set[str] = set()
+    for stem, image_path in images.items():
+        mask_path = masks.get(stem) or masks.get(MASK_PREFIX + stem)
+        if mask_path is not None:
+            used_masks.add(mask_path.stem)
+            key = mask_path.name
+            if key not in text:
+                raise DataError(f"no text row for {key} (image {image_path.name}) in {text_path}")
+            samples.append(Sample(key, image_path, text[key], mask_path, labeled=True))
+            continue
+        keys = [k for k in (f"{stem}.png", f"{MASK_PREFIX}{stem}.png") if k in text]
+        if not allow_unlabeled:
+            raise DataError(
+                f"no mask for image {image_path.name} in {mask_dir} (looked for {stem}.png, mask_{stem}.png)"
+            )
+        if not keys:
+            raise DataError(
+                f"no text row for image {image_path.name} in {text_path} (looked for {stem}.png, mask_{stem}.png)"
+            )
+        samples.append(Sample(keys[0], image_path, text[keys[0]], None, labeled=False))
+    orphans = sorted(set(masks) - used_masks)
+    if orphans:
+        raise DataError(f"mask without an image in {img_dir}: {masks[orphans[0]].name}")
+    return sorted(samples, key=lambda s: s.name)
+
+
+def split_labeled(samples: Sequence[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Keep the masks of a random ``fraction`` of the samples (at least one); hide the others' masks.
+
+    The unlabeled samples keep ``mask_path`` (so pseudo-label quality can be measured) but are
+    ``labeled=False``; nothing in training reads their masks.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"labeled fraction must be in (0, 1], got {fraction}")
+    samples = list(samples)
+    n_labeled = max(1, round(fraction * len(samples)))
+    order = np.random.default_rng(seed).permutation(len(samples))
+    chosen = set(order[:n_labeled].tolist())
+    labeled = [s for i, s in enumerate(samples) if i in chosen]
+    unlabeled = [replace(s, labeled=False) for i, s in enumerate(samples) if i not in chosen]
+    return labeled, unlabeled
+
+
+# --------------------------------------------------------------------------- image io
+
+
+def load_image(path: str | os.PathLike[str], in_channels: int, size: int) -> np.ndarray:
+    """Image -> uint8 (H, W, C) at ``size`` x ``size`` (bilinear). Gray for 1 channel, RGB for 3."""
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    with Image.open(path) as im:
+        im = im.convert("L" if in_channels == 1 else "RGB")
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Mask file -> bool (H, W): palette index > 0, or any channel > 0 (alpha ignored)."""
+    with Image.open(path) as im:
+        if im.mode in ("P", "L", "1", "I", "I;16", "F"):
+            arr = np.asarray(im)
+        else:
+            arr = np.asarray(im.convert("RGB")).max(axis=-1)
+    return arr > 0
+
+
+def load_mask(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """Mask -> bool (size, size): nearest-neighbour resize, then ``> 0``."""
+    mask = read_mask(path)
+    im = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(im) > 0
+
+
+def load_lv_templates(lv_dir: str | os.PathLike[str], *, mirror: bool = True) -> list[tuple[str, np.ndarray]]:
+    """LViT's LV-loss templates: (sentence, bool mask) pairs from ``LV_loss.xlsx`` + ``fig*.png``.
+
+    The templates draw "left lung" on the image's left; our chest X-ray text uses the patient's left
+    (image right in PA view), so ``mirror=True`` flips the masks left-right to match patient-side text.
+    """
+    lv_dir = Path(lv_dir)
+    table = read_text_table(lv_dir / "LV_loss.xlsx")
+    out = []
+    for key, sentence in sorted(table.items(), key=lambda kv: int("".join(c for c in kv[0] if c.isdigit()) or 0)):
+        path = lv_dir / key
+        if not path.is_file():
+            raise DataError(f"LV template mask missing: {path}")
+        mask = read_mask(path)
+        out.append((sentence, mask[:, ::-1].copy() if mirror else mask))
+    return out
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _rotate(arr: np.ndarray, angle: float, resample: Image.Resampling) -> np.ndarray:
+    """Rotate (H, W) or (H, W, C) uint8/float32 about the centre, same size, zero fill."""
+    if arr.ndim == 3 and arr.dtype != np.uint8:
+        return np.stack([_rotate(arr[..., c], angle, resample) for c in range(arr.shape[-1])], axis=-1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        return _rotate(arr[..., 0], angle, resample)[..., None]
+    im = Image.fromarray(arr if arr.dtype == np.uint8 else arr.astype(np.float32))
+    return np.array(im.rotate(angle, resample=resample, fillcolor=0))  # a writable copy
+
+
+def augment(
+    image: np.ndarray, masks: Sequence[np.ndarray], soft: Sequence[np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """The reference augmentation, applied identically to an image (H, W, C) uint8, binary masks (H, W)
+    uint8 (nearest) and soft maps (H, W) float32 (bilinear)."""
+    if rng.random() > 0.5:
+        k = int(rng.integers(0, 4))
+        axis = int(rng.integers(0, 2))
+
+        def geo(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.flip(np.rot90(a, k, axes=(0, 1)), axis=axis))
+
+        return geo(image), [geo(m) for m in masks], [geo(s) for s in soft]
+    if rng.random() > 0.5:
+        angle = float(rng.integers(-20, 21))
+        return (
+            _rotate(image, angle, Image.Resampling.BILINEAR),
+            [_rotate(m, angle, Image.Resampling.NEAREST) for m in masks],
+            [_rotate(s, angle, Image.Resampling.BILINEAR) for s in soft],
+        )
+    return image, list(masks), list(soft)
+
+
+# --------------------------------------------------------------------------- dataset
+
+TextSource = Callable[[str], np.ndarray] | Mapping[str, np.ndarray]
+
+
+class LViTDataset(Dataset):
+    """Samples -> dicts for training and evaluation.
+
+    Each item: ``image`` (C, S, S) float32 in [0, 1]; ``mask`` (1, S, S) float32 in {0, 1} (zeros when
+    unlabeled); ``labeled`` bool; ``name``; ``sentence``; ``text`` (L, D) float32 when a text source is
+    given; ``pseudo`` (1, S, S) float32 and ``has_pseudo`` when a pseudo-label source is given (augmented
+    together with the image).
+
+    Args:
+        samples: from :func:`scan_split` / :func:`split_labeled` (or built by the server).
+        image_size: S (224 for LViT).
+        in_channels: 1 (gray) or 3 (RGB).
+        augment: apply the reference augmentation.
+        seed: augmentation seed; per item the generator is seeded with ``(seed, epoch, index)``.
+        text: a callable sentence -> (L, D) (e.g. a :class:`ml.text.TextEmbedder`) or a mapping; with an
+            object that has ``embed_many``, all sentences are embedded once up front (one batched pass).
+        pseudo_labels: name -> (S, S) float map or None (e.g. ``EPIStore.get``).
+        cache: keep decoded, resized images/masks in memory (uint8).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        image_size: int = 224,
+        in_channels: int = 3,
+        augment: bool = False,
+        seed: int = 0,
+        text: TextSource | None = None,
+        pseudo_labels: Callable[[str], np.ndarray | None] | None = None,
+        cache: bool = True,
+    ) -> None:
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {image_size}")
+        self.samples = list(samples)
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.text = text
+        self.pseudo_labels = pseudo_labels
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        embed_many = getattr(text, "embed_many", None)
+        if callable(embed_many) and self.samples:
+            embed_many(sorted({s.sentence for s in self.samples}))  # fill the embedder's cache in one pass
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the augmentation for a new epoch (call before iterating; workers copy it on start)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if index in self._cache:
+            return self._cache[index]
+        s = self.samples[index]
+        image = load_image(s.image_path, self.in_channels, self.image_size)  # (S, S, C) uint8
+        mask = load_mask(s.mask_path, self.image_size).astype(np.uint8) if s.labeled else None  # (S, S)
+        if self.cache:
+            self._cache[index] = (image, mask)
+        return image, mask
+
+    def text_features(self, sentence: str) -> np.ndarray:
+        if self.text is None:
+            raise ValueError("this dataset has no text source")
+        feats = self.text[sentence] if isinstance(self.text, Mapping) else self.text(sentence)
+        return np.asarray(feats, dtype=np.float32)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        image, mask = self._load(index)
+        masks = [mask] if mask is not None else []
+        soft: list[np.ndarray] = []
+        pseudo = self.pseudo_labels(s.name) if self.pseudo_labels is not None else None
+        if pseudo is not None:
+            pseudo = np.asarray(pseudo, dtype=np.float32)
+            if pseudo.shape != (self.image_size, self.image_size):
+                raise ValueError(f"pseudo-label for {s.name} has shape {pseudo.shape}, want {self.image_size}²")
+            soft = [pseudo]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, masks, soft = augment(image, masks, soft, rng)
+        size = self.image_size
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0),  # (C, S, S)
+            "mask": torch.from_numpy((masks[0] > 0).astype(np.float32))[None]
+            if masks
+            else torch.zeros(1, size, size),  # (1, S, S)
+            "labeled": s.labeled,
+            "name": s.name,
+            "sentence": s.sentence,
+        }
+        if self.text is not None:
+            item["text"] = torch.from_numpy(self.text_features(s.sentence))  # (L, D)
+        if self.pseudo_labels is not None:
+            item["pseudo"] = torch.from_numpy(soft[0])[None] if soft else torch.zeros(1, size, size)  # (1, S, S)
+            item["has_pseudo"] = bool(soft)
+        return item

