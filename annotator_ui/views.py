@@ -51,14 +51,14 @@ def projects_page(request: HttpRequest) -> HttpResponse:
     return render(request, "annotator_ui/projects.html", {"config": _config(request, templates=templates)})
 
 
-def _project_page(request: HttpRequest, project_id: int, template: str, page: str, **extra: Any) -> HttpResponse:
+def _project_page(request: HttpRequest, project_id: int, template_name: str, page: str, **extra: Any) -> HttpResponse:
     project, role = _project_for(request, project_id)
     config = _config(
         request,
         project={"id": project.pk, "name": project.name, "role": role, "template": project.template.slug},
         **extra,
     )
-    return render(request, template, {"project": project, "role": role, "page": page, "config": config})
+    return render(request, template_name, {"project": project, "role": role, "page": page, "config": config})
 
 
 @login_required
@@ -76,8 +76,13 @@ def case_page(request: HttpRequest, project_id: int, case_id: int) -> HttpRespon
         project_id,
         "annotator_ui/case.html",
         "case",
-        case={"id": case.pk, "name": case.name, "dicom": case.original_format == "dicom"},
-        template={"fields": project.template.fields, "pattern": project.template.pattern},
+        case={
+            "id": case.pk,
+            "name": case.name,
+            "dicom": case.original_format == "dicom",
+            "has_pseudo": PseudoLabel.objects.filter(case=case).exclude(soft_map="").exists(),
+        },
+        report_template={"fields": project.template.fields, "pattern": project.template.pattern},
         window_presets=presets,
     )
 

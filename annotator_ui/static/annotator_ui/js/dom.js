@@ -52,8 +52,10 @@ export function fmtDate(iso) {
   return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** A metric for a table cell: integers as they are, fractions with `digits` decimals, "–" when missing. */
 export function fmtNumber(v, digits = 3) {
-  return typeof v === "number" && Number.isFinite(v) ? v.toFixed(digits) : "–";
+  if (typeof v !== "number" || !Number.isFinite(v)) return "–";
+  return Number.isInteger(v) ? String(v) : v.toFixed(digits);
 }
 
 /** True when a keyboard event comes from a text field (so shortcuts must not fire). */

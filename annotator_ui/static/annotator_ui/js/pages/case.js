@@ -18,7 +18,7 @@ import { applyWindow, CT_PRESETS, greyToRGBA, rgbaToGrey } from "../windowing.js
 const config = pageConfig();
 const projectId = config.project.id;
 const caseId = config.case.id;
-const template = config.template;
+const template = config.report_template;
 const $ = (id) => document.getElementById(id);
 
 const store = new MaskStore();
@@ -81,6 +81,7 @@ async function loadCase({ keepView = false } = {}) {
 }
 
 async function loadPseudo(width, height) {
+  if (!config.case.has_pseudo) return null;
   try {
     const { rgba, width: w, height: hh } = await loadPixels(paths.pseudoPng(caseId));
     if (w !== width || hh !== height) return null;

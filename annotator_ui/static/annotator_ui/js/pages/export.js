@@ -33,17 +33,22 @@ $("export-form").addEventListener("change", update);
 update();
 
 const STATES = ["unlabeled", "proposed", "in_review", "labeled"];
+const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 
 async function summary() {
   const dl = $("export-summary");
   try {
     const project = await api.get(paths.project(projectId));
     const items = [["Report template", project.template]];
+    let total = 0;
+    let labeled = 0;
     for (const [split, counts] of Object.entries(project.stats ?? {})) {
       const parts = STATES.filter((s) => counts[s]).map((s) => `${counts[s]} ${s.replace("_", " ")}`);
-      items.push([`Split ${split}`, parts.join(", ") || "empty"]);
+      items.push([`${cap(split)} split`, parts.join(", ") || "empty"]);
+      for (const n of Object.values(counts)) total += n;
+      labeled += counts.labeled ?? 0;
     }
-    items.push(["Labeled (accepted masks)", project.labeled_count ?? 0]);
+    items.push(["All cases", total], ["With an accepted mask", labeled]);
     dl.replaceChildren(...items.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
   } catch (err) {
     dl.replaceChildren(h("dt", {}, "Error"), h("dd", {}, err.message));

@@ -61,7 +61,7 @@ async function loadModels() {
       return h(
         "tr",
         { class: m.status === "active" ? "active-model" : "", "data-number": m.number },
-        h("td", {}, h("strong", {}, `v${m.number}`), m.name ? ` ${m.name}` : ""),
+        h("td", {}, h("strong", {}, `v${m.number}`), m.name && m.name !== `v${m.number}` ? ` ${m.name}` : ""),
         h("td", {}, badge(m.status)),
         h("td", {}, fmtDate(m.created_at)),
         cols.map((c) => h("td", { class: "num" }, fmtNumber(m.metrics?.[c]))),
@@ -116,7 +116,7 @@ function renderJob(job) {
   $("job-progress").setAttribute("aria-valuenow", String(pct));
   $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
   $("job-summary").textContent = summary(job) || (job.status === "pending" ? "Waiting for a GPU worker…" : "");
-  $("job-message").textContent = job.message || "";
+  $("job-message").textContent = job.message || resultText(job);
   const cancel = $("job-cancel");
   if (cancel) cancel.hidden = isFinished(job);
   const { loss, dice } = curves(job);
@@ -124,11 +124,22 @@ function renderJob(job) {
   drawChart($("chart-dice"), dice, { label: "dice", yDomain: [0, 1] });
 }
 
-/** A small line chart: axes, line, dots, and min/max labels. */
+/** What a finished training round did, from its result: the new version and whether it was promoted. */
+function resultText(job) {
+  const r = job.result ?? {};
+  if (job.status !== "succeeded" || r.number == null) return "";
+  const dice = typeof r.metrics?.val_dice === "number" ? ` (val Dice ${r.metrics.val_dice.toFixed(3)})` : "";
+  return r.promoted
+    ? `Model v${r.number}${dice} is now active: ${r.reason}.`
+    : `Model v${r.number}${dice} stored as a candidate: ${r.reason}. Promote it below if you want it.`;
+}
+
+/** A small line chart sized to its box: axes, line, dots, min/max and first/last epoch labels. */
 function drawChart(svg, points, { label, yDomain }) {
-  const W = 320;
+  const W = Math.max(200, Math.round(svg.clientWidth || 320));
   const H = 140;
-  const pad = 22;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const pad = 30;
   const ns = "http://www.w3.org/2000/svg";
   const el = (tag, attrs, text) => {
     const e = document.createElementNS(ns, tag);
@@ -156,7 +167,8 @@ function drawChart(svg, points, { label, yDomain }) {
   svg.append(g);
   svg.append(el("text", { x: 2, y: 12 }, fmtNumber(ys[1], 2)));
   svg.append(el("text", { x: 2, y: H - pad }, fmtNumber(ys[0], 2)));
-  svg.append(el("text", { x: W - 6, y: H - 6, "text-anchor": "end" }, `epoch ${points.at(-1)[0]}`));
+  svg.append(el("text", { x: pad, y: H - 6 }, `epoch ${points[0][0]}`));
+  if (points.length > 1) svg.append(el("text", { x: W - 6, y: H - 6, "text-anchor": "end" }, `epoch ${points.at(-1)[0]}`));
   svg.setAttribute("data-points", String(points.length));
 }
 

@@ -2,7 +2,7 @@
 // case; "Start next case" claims one through the server; the upload form adds scans.
 
 import { api, badge, fmtNumber, h, pageConfig, toast } from "../dom.js";
-import { paths } from "../endpoints.js";
+import { paths, socketUrl } from "../endpoints.js";
 
 const config = pageConfig();
 const projectId = config.project.id;
@@ -99,4 +99,19 @@ $("upload-form").addEventListener("submit", async (e) => {
   }
 });
 
+/** Refresh when the project changes elsewhere (a proposal arrived, a case was accepted, a model promoted). */
+function follow(delay = 1000) {
+  const socket = new WebSocket(socketUrl(paths.projectSocket(projectId)));
+  socket.addEventListener("open", () => (delay = 1000));
+  socket.addEventListener("message", (e) => {
+    if (JSON.parse(e.data).type !== "event") return;
+    clearTimeout(debounce);
+    debounce = setTimeout(load, 300);
+  });
+  socket.addEventListener("close", (e) => {
+    if (e.code !== 4403) setTimeout(() => follow(Math.min(30000, delay * 2)), delay);
+  });
+}
+
 load();
+follow();
