@@ -231,6 +231,52 @@ def api(dep: Deployment, token: str | None = None) -> requests.Session:
     return session
 
 
+@pytest.fixture(scope="module")
+def ops(deployment: Deployment) -> requests.Session:
+    """An administrator created by a one-shot (as `manage.py createsuperuser` would), using token auth."""
+    dep = deployment
+    password = "ops-" + uuid.uuid4().hex
+    dep.one_shot(
+        "createsuperuser",
+        [PYTHON, str(REPO / "manage.py"), "shell", "-c",
+         "from django.contrib.auth import get_user_model; "
+         f"get_user_model().objects.create_superuser('ops', 'ops@example.org', '{password}')"],
+    )  # fmt: skip
+    response = api(dep).post(dep.url("/api/auth/token/"), json={"username": "ops", "password": password})
+    assert response.status_code == 200, response.text
+    return api(dep, response.json()["token"])
+
+
+def create_project(dep: Deployment, client: requests.Session, name: str) -> int:
+    project = client.post(dep.url("/api/projects/"), json={"name": name, "template": "free-text"})
+    assert project.status_code == 201, project.text
+    return project.json()["id"]
+
+
+def upload_case(dep: Deployment, client: requests.Session, project_id: int) -> tuple[int, tuple[int, int]]:
+    data, name, size = scan_file()
+    upload = client.post(
+        dep.url(f"/api/projects/{project_id}/cases/"),
+        files={"image": (name, data, "application/octet-stream")},
+        data={"report": REPORT},
+        timeout=60,
+    )
+    assert upload.status_code == 201, upload.text
+    return upload.json()[0]["id"], size
+
+
+def wait_proposal(dep: Deployment, client: requests.Session, case_id: int, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        masks = client.get(dep.url(f"/api/cases/{case_id}/masks/"), timeout=10)
+        assert masks.status_code == 200, masks.text
+        proposal = next((m for m in masks.json() if m["kind"] == "proposal"), None)
+        if proposal is not None:
+            return proposal
+        time.sleep(1)
+    raise AssertionError(f"no proposal for case {case_id} after {timeout} s\n{dep.logs()}")
+
+
 def test_health_checks_pass_against_the_running_processes(deployment: Deployment) -> None:
     body = requests.get(deployment.url("/api/health/"), headers=PROXY_HEADERS, timeout=10).json()
     assert body["status"] == "ok"
@@ -302,46 +348,15 @@ def bucket_keys(dep: Deployment) -> list[str]:
     return [o["Key"] for page in paginator.paginate(Bucket=dep.bucket) for o in page.get("Contents", [])]
 
 
-def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment) -> None:
-    dep = deployment
-    password = "ops-" + uuid.uuid4().hex
-    dep.one_shot(
-        "createsuperuser",
-        [PYTHON, str(REPO / "manage.py"), "shell", "-c",
-         "from django.contrib.auth import get_user_model; "
-         f"get_user_model().objects.create_superuser('ops', 'ops@example.org', '{password}')"],
-    )  # fmt: skip
-    response = api(dep).post(dep.url("/api/auth/token/"), json={"username": "ops", "password": password})
-    assert response.status_code == 200, response.text
-    client = api(dep, response.json()["token"])
-
-    project = client.post(dep.url("/api/projects/"), json={"name": "deploy check", "template": "free-text"})
-    assert project.status_code == 201, project.text
-    project_id = project.json()["id"]
-
+def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment, ops: requests.Session) -> None:
+    dep, client = deployment, ops
+    project_id = create_project(dep, client, "deploy check")
     model = json.loads(
         dep.one_shot("register-model", [PYTHON, "-c", REGISTER_MODEL, str(project_id)]).stdout.strip().splitlines()[-1]
     )
 
-    data, name, size = scan_file()
-    upload = client.post(
-        dep.url(f"/api/projects/{project_id}/cases/"),
-        files={"image": (name, data, "application/octet-stream")},
-        data={"report": REPORT},
-        timeout=60,
-    )
-    assert upload.status_code == 201, upload.text
-    case_id = upload.json()[0]["id"]
-
-    deadline = time.monotonic() + 120
-    proposal = None
-    while proposal is None and time.monotonic() < deadline:
-        masks = client.get(dep.url(f"/api/cases/{case_id}/masks/"), timeout=10)
-        assert masks.status_code == 200, masks.text
-        proposal = next((m for m in masks.json() if m["kind"] == "proposal"), None)
-        if proposal is None:
-            time.sleep(1)
-    assert proposal is not None, f"no proposal after 120 s\n{dep.logs()}"
+    case_id, size = upload_case(dep, client, project_id)
+    proposal = wait_proposal(dep, client, case_id)
     assert proposal["report_text"] == REPORT
     assert proposal["model_version"] == 1
 
@@ -399,3 +414,49 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment)
     for process_dir in dep.root.iterdir():
         media = process_dir / "var" / "media"
         assert not media.exists() or not any(media.rglob("*")), f"{process_dir.name} wrote local media files"
+
+
+def test_torchrun_checkpoint_is_registered_activated_and_serves_proposals(
+    deployment: Deployment, ops: requests.Session, shared_data: Path
+) -> None:
+    """docs/deploy.md "Multi-GPU training with torchrun", on CPU: two DDP processes (gloo instead of NCCL) train
+    on an LViT-layout folder, deploy/register_checkpoint.py stores the result, the API activates it, and the gpu
+    worker serves the next proposal with it."""
+    dep, client = deployment, ops
+    project_id = create_project(dep, client, "torchrun check")
+    trainer_dir = dep.root / "trainer"
+    trainer_dir.mkdir()
+    run = subprocess.run(
+        [str(Path(PYTHON).parent / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "ml", "train",
+         "--data", str(shared_data / "monuseg"), "--out", str(trainer_dir / "run"), "--epochs", "1", "--limit", "4",
+         "--batch-size", "2", "--img-size", "32", "--device", "cpu", "--quiet"],
+        cwd=trainer_dir,
+        env={**dep.env, "LVIT_VAR_DIR": str(trainer_dir / "var"), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "world size 2" in run.stdout
+    checkpoint = trainer_dir / "run" / "best.pt"
+    assert checkpoint.is_file()
+
+    registered = dep.one_shot(
+        "register-checkpoint",
+        [PYTHON, str(REPO / "deploy" / "register_checkpoint.py"), "--project", str(project_id),
+         "--checkpoint", str(checkpoint), "--name", "torchrun 2x"],
+    )  # fmt: skip
+    version = json.loads(registered.stdout.strip().splitlines()[-1])
+    assert version["status"] == "candidate" and version["name"] == "torchrun 2x"
+    assert 0.0 <= version["metrics"]["val_dice"] <= 1.0
+
+    activated = client.post(dep.url(f"/api/models/{version['id']}/activate/"), timeout=30)
+    assert activated.status_code == 200, activated.text
+    assert activated.json()["status"] == "active"
+    assert activated.json()["config"]["model"]["img_size"] == 32
+
+    case_id, size = upload_case(dep, client, project_id)
+    proposal = wait_proposal(dep, client, case_id)
+    assert proposal["model_version"] == version["number"]
+    png = client.get(dep.url(proposal["png_url"]), timeout=30)
+    assert Image.open(io.BytesIO(png.content)).size == size
