@@ -47,6 +47,31 @@ def _upload_bytes(upload) -> bytes:
     return upload.read()
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _q(request, name: str) -> str | None:
+    """A query parameter; NUL characters (which PostgreSQL cannot store or compare) are a 400, not a 500."""
+    value = request.query_params.get(name)
+    if value is not None and _has_nul(value):
+        raise ServiceError({name: "must not contain NUL characters"})
+    return value
+
+
+def _clean(validated: dict) -> dict:
+    for key, value in validated.items():
+        if _has_nul(value):
+            raise ServiceError({key: "must not contain NUL characters"})
+    return validated
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").lower() in {"1", "true", "yes", "on"}
 
@@ -96,7 +121,7 @@ class ProjectListApi(APIView):
     def post(self, request):
         data = s.ProjectIn(data=request.data)
         data.is_valid(raise_exception=True)
-        project = services.project_create(user=request.user, **data.validated_data)
+        project = services.project_create(user=request.user, **_clean(data.validated_data))
         project = selectors.project_get(user=request.user, project_id=project.pk)
         return Response(s.ProjectOut(project).data, status=status.HTTP_201_CREATED)
 
@@ -114,7 +139,7 @@ class ProjectDetailApi(APIView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.ProjectPatchIn(data=request.data)
         data.is_valid(raise_exception=True)
-        project = services.project_update(project=project, user=request.user, **data.validated_data)
+        project = services.project_update(project=project, user=request.user, **_clean(data.validated_data))
         return Response(s.ProjectOut(project).data)
 
     @extend_schema(responses={204: None, **ERRORS})
@@ -136,7 +161,10 @@ class MemberListApi(APIView):
         data = s.MemberIn(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.member_set(
-            project=project, user=request.user, member=data.validated_data["user"], role=data.validated_data["role"]
+            project=project,
+            user=request.user,
+            member=_clean(data.validated_data)["user"],
+            role=_clean(data.validated_data)["role"],
         )
         return Response(s.MemberOut(membership).data, status=status.HTTP_201_CREATED)
 
@@ -148,7 +176,7 @@ class MemberDetailApi(APIView):
         data = s.MemberRoleIn(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.member_set(
-            project=project, user=request.user, member=user_id, role=data.validated_data["role"]
+            project=project, user=request.user, member=user_id, role=_clean(data.validated_data)["role"]
         )
         return Response(s.MemberOut(membership).data)
 
@@ -178,15 +206,14 @@ class CaseListApi(APIView):
     )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        q = request.query_params
         qs = selectors.case_list(
             project=project,
             user=request.user,
-            state=q.get("state"),
-            split=q.get("split"),
-            assignee=q.get("assignee"),
-            search=q.get("search"),
-            ordering=q.get("ordering"),
+            state=_q(request, "state"),
+            split=_q(request, "split"),
+            assignee=_q(request, "assignee"),
+            search=_q(request, "search"),
+            ordering=_q(request, "ordering"),
         )
         return _paginate(self, request, qs, s.CaseOut)
 
@@ -200,7 +227,7 @@ class CaseListApi(APIView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.CaseUploadIn(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = _clean(data.validated_data)
         files = request.FILES.getlist("image")
         items = []
         for upload in files:
@@ -234,7 +261,7 @@ class CaseDetailApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.CasePatchIn(data=request.data)
         data.is_valid(raise_exception=True)
-        services.case_update(case=case, user=request.user, **data.validated_data)
+        services.case_update(case=case, user=request.user, **_clean(data.validated_data))
         return Response(s.CaseDetailOut(selectors.case_get(user=request.user, case_id=case_id)).data)
 
     @extend_schema(responses={204: None, **ERRORS})
@@ -251,7 +278,7 @@ class CaseImageApi(APIView):
     )
     def get(self, request, case_id: int):
         case = selectors.case_get(user=request.user, case_id=case_id)
-        if _bool(request.query_params.get("original")) and case.original:
+        if _bool(_q(request, "original")) and case.original:
             content_type = {
                 "dicom": "application/dicom",
                 "jpeg": "image/jpeg",
@@ -286,7 +313,7 @@ class CaseReportApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.ReportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = _clean(data.validated_data)
         report = services.report_update(
             case=case, user=request.user, fields=v.get("fields"), text=v.get("text"), base_version=v.get("base_version")
         )
@@ -314,8 +341,8 @@ class CaseMaskListApi(APIView):
         mv = services.mask_save(
             case=case,
             user=request.user,
-            png_bytes=_upload_bytes(data.validated_data["mask"]),
-            base_version=data.validated_data.get("base_version"),
+            png_bytes=_upload_bytes(_clean(data.validated_data)["mask"]),
+            base_version=_clean(data.validated_data).get("base_version"),
         )
         return Response(s.MaskOut(mv).data, status=status.HTTP_201_CREATED)
 
@@ -331,12 +358,12 @@ class CaseAcceptApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.AcceptIn(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data.get("mask")
+        upload = _clean(data.validated_data).get("mask")
         mv = services.mask_accept(
             case=case,
             user=request.user,
             png_bytes=_upload_bytes(upload) if upload is not None else None,
-            base_version=data.validated_data.get("base_version"),
+            base_version=_clean(data.validated_data).get("base_version"),
         )
         return Response(s.MaskOut(mv).data)
 
@@ -347,7 +374,7 @@ class CaseRejectApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.RejectIn(data=request.data)
         data.is_valid(raise_exception=True)
-        case = services.mask_reject(case=case, user=request.user, reason=data.validated_data["reason"])
+        case = services.mask_reject(case=case, user=request.user, reason=_clean(data.validated_data)["reason"])
         return Response(s.CaseOut(case).data)
 
 
@@ -388,8 +415,8 @@ class WorklistNextApi(APIView):
         case = services.worklist_next(
             project=project,
             user=request.user,
-            strategy=request.query_params.get("strategy") or "uncertainty",
-            split=request.query_params.get("split"),
+            strategy=_q(request, "strategy") or "uncertainty",
+            split=_q(request, "split"),
         )
         if case is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -425,7 +452,7 @@ class ImportApi(APIView):
         require_role(project=project, user=request.user, role=Role.ADMIN)
         data = s.ImportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        source = ZipSource(_upload_bytes(data.validated_data["archive"]))
+        source = ZipSource(_upload_bytes(_clean(data.validated_data)["archive"]))
         result = services.lvit_import(project=project, user=request.user, source=source)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
@@ -449,11 +476,14 @@ class ExportApi(APIView):
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
         q = request.query_params
-        fmt = q.get("format") or "lvit"
+        fmt = _q(request, "format") or "lvit"
         if fmt not in {"lvit", "png", "coco"}:
             raise ServiceError({"format": f"unknown export format {fmt!r}; use lvit, png or coco"})
         qs = selectors.case_list(
-            project=project, state=q.get("state"), split=q.get("split"), accepted_only=_bool(q.get("accepted"))
+            project=project,
+            state=_q(request, "state"),
+            split=_q(request, "split"),
+            accepted_only=_bool(_q(request, "accepted")),
         )
         audit(project=project, actor=request.user, action="dataset.exported", format=fmt, filters=dict(q.items()))
         slug = "".join(c if c.isalnum() else "-" for c in project.name)[:60].strip("-") or "project"
@@ -476,7 +506,7 @@ class MetricsApi(APIView):
     )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        fmt = request.query_params.get("format") or "json"
+        fmt = _q(request, "format") or "json"
         rows = exports.metrics_rows(project)
         if fmt == "csv":
             response = HttpResponse(exports.metrics_csv(rows), content_type="text/csv; charset=utf-8")
@@ -511,9 +541,7 @@ class JobListApi(APIView):
     )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        qs = selectors.job_list(
-            project=project, kind=request.query_params.get("kind"), status=request.query_params.get("status")
-        )
+        qs = selectors.job_list(project=project, kind=_q(request, "kind"), status=_q(request, "status"))
         return _paginate(self, request, qs, s.JobOut)
 
     @extend_schema(request=s.JobIn, responses={201: s.JobOut, 409: ERROR, **ERRORS})
@@ -521,7 +549,7 @@ class JobListApi(APIView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.JobIn(data=request.data)
         data.is_valid(raise_exception=True)
-        params = data.validated_data.get("params") or {}
+        params = _clean(data.validated_data).get("params") or {}
         if not isinstance(params, dict):
             raise ServiceError({"params": "must be a JSON object"})
         job = services.training_start(project=project, user=request.user, params=params)
