@@ -251,6 +251,17 @@ def test_review_correct_accept_retrain_export(page, worker, shared_data, artifac
     assert "val dice" in page.locator("#models-head").inner_text().lower()
     shot("09-models")
 
+    # --- promote the new version, then roll back to the first -------------------------------------------
+    page.on("dialog", lambda dialog: dialog.accept())
+    v2 = ModelVersion.objects.get(project=project, number=2)
+    if v2.status != "active":
+        page.locator('#models-rows tr[data-number="2"]').get_by_role("button", name="Promote").click()
+        page.locator('#models-rows tr[data-number="2"] .badge.active').wait_for()
+    page.locator('#models-rows tr[data-number="1"]').get_by_role("button", name="Roll back to this").click()
+    page.locator('#models-rows tr[data-number="1"] .badge.active').wait_for()
+    statuses = dict(ModelVersion.objects.filter(project=project).values_list("number", "status"))
+    assert statuses[1] == "active" and statuses[2] != "active", statuses
+
     # --- export the dataset ----------------------------------------------------------------------------
     page.get_by_role("link", name="Export").click()
     page.get_by_label("Format").select_option("lvit")

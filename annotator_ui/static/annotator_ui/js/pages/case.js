@@ -167,8 +167,12 @@ function buildReportForm() {
       );
     }),
   );
-  form.addEventListener("input", updateSentence);
-  form.addEventListener("change", updateSentence);
+  const touched = () => {
+    reportTouched = true;
+    updateSentence();
+  };
+  form.addEventListener("input", touched);
+  form.addEventListener("change", touched);
   form.addEventListener("submit", (e) => e.preventDefault());
 }
 
@@ -201,6 +205,7 @@ function fillReportForm(fields) {
 }
 
 let sentence = null; // {fields, text} when the form is valid
+let reportTouched = false; // validation messages wait until the clinician edits the report or saves
 function updateSentence() {
   const fields = readFields();
   const relevant = relevantFields(template, fields);
@@ -212,12 +217,14 @@ function updateSentence() {
   } catch (err) {
     sentence = null;
     $("report-sentence").textContent = caseData?.report && !caseData.report_fields ? caseData.report : "";
-    $("report-error").textContent = err.message;
+    $("report-error").textContent = reportTouched ? err.message : "";
   }
 }
 
 async function saveReport() {
   if (!sentence) {
+    reportTouched = true;
+    updateSentence();
     $("report-error").textContent ||= "Complete the report first.";
     throw new Error("the report is incomplete");
   }

@@ -1,0 +1,162 @@
+"""Editor tools in real Chromium on a DICOM CT slice: window/level presets, polygon fill, flood fill, zoom, outline.
+
+No worker is needed (the project has no model, so nothing is proposed); the drawing is checked in the mask the
+server stores.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.studio.models import Case, MaskKind
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct-horse-42"
+
+
+def ct_dicom(size: int = 96) -> bytes:
+    """A synthetic CT slice in HU (air, a body disc of soft tissue, two lungs, a bone) as a DICOM Part 10 file."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    yy, xx = np.mgrid[:size, :size]
+    hu = np.full((size, size), -1000, np.int16)
+    hu[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.45 * size) ** 2] = 40
+    for cx in (0.32 * size, 0.68 * size):
+        hu[((yy - size / 2) / 1.6) ** 2 + (xx - cx) ** 2 < (0.12 * size) ** 2] = -750
+    hu[(yy - 0.8 * size) ** 2 + (xx - size / 2) ** 2 < (0.05 * size) ** 2] = 900
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("ct.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.PatientName = "Test^Phantom"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = -1024
+    ds.WindowCenter = 40
+    ds.WindowWidth = 400
+    ds.PixelData = (hu.astype(np.int32) + 1024).astype(np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def project(transactional_db: None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    from server.studio.models import ReportTemplate
+    from server.studio.reports import SEEDED_TEMPLATES
+    from server.studio.services.projects import project_create
+
+    for spec in SEEDED_TEMPLATES:  # flushed by earlier transactional tests
+        ReportTemplate.objects.update_or_create(
+            slug=spec["slug"], defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")}
+        )
+    user = get_user_model().objects.create_user(username="dr.ct", password=PASSWORD)
+    return project_create(user=user, name="Esophagus CT", template="esophageal-tumour")
+
+
+def _pixel(page: Any, x: float, y: float) -> tuple[int, int]:
+    page.mouse.move(x, y)
+    m = re.fullmatch(r"x (\d+)\s+y (\d+)", page.locator("#cursor-pos").inner_text().strip())
+    assert m
+    return int(m.group(1)), int(m.group(2))
+
+
+def _canvas_grey(page: Any, x: float, y: float) -> int:
+    """The red channel the canvas shows at a client position (overlays hidden by the caller)."""
+    return page.evaluate(
+        """([x, y]) => {
+            const c = document.getElementById("canvas");
+            const r = c.getBoundingClientRect();
+            const k = c.width / r.width;
+            return c.getContext("2d").getImageData(Math.round((x - r.left) * k), Math.round((y - r.top) * k), 1, 1).data[0];
+        }""",
+        [x, y],
+    )
+
+
+def test_dicom_window_polygon_fill_zoom(page, web_server, project, artifacts) -> None:
+    shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"))  # noqa: E731
+    page.goto("/login/")
+    page.get_by_label("Username").fill("dr.ct")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"/projects/{project.pk}/")
+    page.set_input_files(
+        "#upload-files", files=[{"name": "slice.dcm", "mimeType": "application/dicom", "buffer": ct_dicom()}]
+    )
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.get_by_text("Uploaded 1 case.").wait_for()
+    case = Case.objects.get(project=project)
+    assert case.original_format == "dicom"
+    page.locator(f'tr[data-case="{case.pk}"] a').click()
+
+    # --- CT window/level: the lung preset brightens the lungs (-750 HU) that the soft-tissue window shows black.
+    preset = page.get_by_label("CT window preset")
+    preset.wait_for()
+    box = page.locator("#canvas").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.keyboard.press("v")  # hide the (empty) masks while sampling the scan
+    lung_x = cx - 0.18 * min(box["width"], box["height"])
+    before = _canvas_grey(page, lung_x, cy)
+    preset.select_option("lung")
+    page.wait_for_timeout(200)
+    after = _canvas_grey(page, lung_x, cy)
+    assert before < 20 < after, (before, after)
+    page.keyboard.press("v")
+    shot("01-dicom-lung-window")
+
+    # --- polygon: four clicks and a click on the first vertex fill a square.
+    page.keyboard.press("p")
+    d = 0.15 * min(box["width"], box["height"])
+    corners = [(cx - d, cy - d), (cx + d, cy - d), (cx + d, cy + d), (cx - d, cy + d)]
+    for x, y in corners:
+        page.mouse.click(x, y)
+    page.mouse.click(*corners[0])
+    (x0, y0), (x1, y1) = _pixel(page, *corners[0]), _pixel(page, *corners[2])
+    area = (x1 - x0) * (y1 - y0)
+    # --- flood fill: shift-click clears the square, undo brings it back.
+    page.keyboard.press("f")
+    page.keyboard.down("Shift")
+    page.mouse.click(cx, cy)
+    page.keyboard.up("Shift")
+    page.keyboard.press("Control+z")
+    # --- zoom in and back to fit, outline overlay.
+    zoom = page.locator("#zoom-value")
+    fitted = zoom.inner_text()
+    page.keyboard.press("+")
+    assert zoom.inner_text() != fitted
+    page.keyboard.press("0")
+    assert zoom.inner_text() == fitted
+    page.keyboard.press("o")
+    assert page.get_by_label("Outline only").is_checked()
+    shot("02-polygon-outline")
+
+    page.keyboard.press("Control+s")
+    page.get_by_text(re.compile(r"Saved as version 1")).wait_for()
+    mv = Case.objects.get(pk=case.pk).head_mask
+    assert mv.kind == MaskKind.CORRECTION
+    with mv.png.open("rb") as fh:
+        mask = np.array(Image.open(io.BytesIO(fh.read())).convert("L")) > 127
+    assert abs(int(mask.sum()) - area) <= 0.1 * area, (int(mask.sum()), area)
+    assert mask[(y0 + y1) // 2, (x0 + x1) // 2] and not mask[0, 0]
+    assert page.console_errors == [], page.console_errors
