@@ -149,6 +149,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # served locally: no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `kind` / `status` choice field; name each enum after its choices so the schema is
+    # stable (and `check --deploy` carries no drf_spectacular.W001 warning).
+    "ENUM_NAME_OVERRIDES": {
+        "MaskKindEnum": "server.studio.models.MaskKind",
+        "JobKindEnum": "server.studio.models.JobKind",
+        "JobStatusEnum": "server.studio.models.JobStatus",
+        "ModelStatusEnum": "server.studio.models.ModelStatus",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------------------
