@@ -174,6 +174,16 @@ def test_main_compose_has_the_production_process_set() -> None:
     assert "default@" in cpu["healthcheck"]["test"][-1] and "inspect ping" in cpu["healthcheck"]["test"][-1]
 
 
+def test_app_processes_share_no_local_path(compose: dict[str, Any]) -> None:
+    """Web and workers exchange files only through the object store: no volume of theirs holds app data."""
+    for name, service in compose["services"].items():
+        if service.get("build", {}).get("target") != "app":
+            continue
+        assert not service.get("volumes"), f"{name} mounts {service.get('volumes')}: files go through S3"
+        assert "/tmp" in (service.get("tmpfs") or []), f"{name}: scratch space is private tmpfs"
+    assert env_example_active()["LVIT_STORAGE"] == "s3"
+
+
 def test_compose_interpolations_are_documented_or_defaulted() -> None:
     documented = env_example()
     for name in COMPOSE_FILES:

@@ -88,15 +88,15 @@ class Process:
 
 @dataclass
 class Deployment:
-    base_url: str
+    base_urls: list[str]  # one per web replica
     env: dict[str, str]
     root: Path
     bucket: str
     s3: S3Endpoint
     processes: dict[str, Process] = field(default_factory=dict)
 
-    def url(self, path: str) -> str:
-        return f"{self.base_url}{path}"
+    def url(self, path: str, replica: int = 0) -> str:
+        return f"{self.base_urls[replica]}{path}"
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} (rc={p.proc.poll()}):\n{p.tail()}" for p in self.processes.values())
@@ -198,22 +198,26 @@ def deployment(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
             "LVIT_JOB_STALE_AFTER_S": "60",
         }
     )
-    port = free_port()
-    dep = Deployment(base_url=f"http://127.0.0.1:{port}", env=env, root=root, bucket=bucket, s3=s3_endpoint)
+    ports = [free_port(), free_port()]
+    dep = Deployment(
+        base_urls=[f"http://127.0.0.1:{p}" for p in ports], env=env, root=root, bucket=bucket, s3=s3_endpoint
+    )
     try:
         dep.one_shot("migrate", [PYTHON, str(REPO / "manage.py"), "migrate", "--noinput"])
-        dep.start(
-            "web",
-            [PYTHON, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), "--proxy-headers",
-             "server.asgi:application"],
-        )  # fmt: skip
+        for replica, port in enumerate(ports):  # two web replicas, as behind the proxy
+            dep.start(
+                "web" if replica == 0 else f"web-{replica + 1}",
+                [PYTHON, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), "--proxy-headers",
+                 "server.asgi:application"],
+            )  # fmt: skip
         for queue, node in (("gpu", "gpu0"), ("default", "default")):
             dep.start(
                 f"worker-{queue}",
                 [PYTHON, "-m", "celery", "--app=server", "worker", f"--queues={queue}", f"--hostname={node}@%h",
                  "--concurrency=1", "--prefetch-multiplier=1", "--loglevel=INFO"],
             )  # fmt: skip
-        wait_for_port("127.0.0.1", port, 90, dep.processes["web"].proc)
+        wait_for_port("127.0.0.1", ports[0], 90, dep.processes["web"].proc)
+        wait_for_port("127.0.0.1", ports[1], 90, dep.processes["web-2"].proc)
         wait_healthy(dep, 120)
         yield dep
     finally:
@@ -265,10 +269,12 @@ def upload_case(dep: Deployment, client: requests.Session, project_id: int) -> t
     return upload.json()[0]["id"], size
 
 
-def wait_proposal(dep: Deployment, client: requests.Session, case_id: int, timeout: float = 120) -> dict[str, Any]:
+def wait_proposal(
+    dep: Deployment, client: requests.Session, case_id: int, timeout: float = 120, replica: int = 0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        masks = client.get(dep.url(f"/api/cases/{case_id}/masks/"), timeout=10)
+        masks = client.get(dep.url(f"/api/cases/{case_id}/masks/", replica=replica), timeout=10)
         assert masks.status_code == 200, masks.text
         proposal = next((m for m in masks.json() if m["kind"] == "proposal"), None)
         if proposal is not None:
@@ -355,12 +361,13 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment,
         dep.one_shot("register-model", [PYTHON, "-c", REGISTER_MODEL, str(project_id)]).stdout.strip().splitlines()[-1]
     )
 
+    # Uploaded through one web replica; everything after is read through the other (no shared local state).
     case_id, size = upload_case(dep, client, project_id)
-    proposal = wait_proposal(dep, client, case_id)
+    proposal = wait_proposal(dep, client, case_id, replica=1)
     assert proposal["report_text"] == REPORT
     assert proposal["model_version"] == 1
 
-    png = client.get(dep.url(proposal["png_url"]), timeout=30)
+    png = client.get(dep.url(proposal["png_url"], replica=1), timeout=30)
     assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
     mask = Image.open(io.BytesIO(png.content))
     assert mask.size == size, "the proposal is at the scan's own resolution"
@@ -370,11 +377,11 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment,
     assert "Task gpu.propose_mask[" in dep.processes["worker-gpu"].tail(200_000)
     assert "Task gpu.propose_mask[" not in dep.processes["worker-default"].tail(200_000)
 
-    accepted = client.post(dep.url(f"/api/cases/{case_id}/accept/"), json={}, timeout=30)
+    accepted = client.post(dep.url(f"/api/cases/{case_id}/accept/", replica=1), json={}, timeout=30)
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["kind"] == "accepted"
 
-    export = client.get(dep.url(f"/api/projects/{project_id}/export/?format=lvit"), timeout=120)
+    export = client.get(dep.url(f"/api/projects/{project_id}/export/?format=lvit", replica=1), timeout=120)
     assert export.status_code == 200, export.text[:2000]
     assert export.headers["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(export.content))
