@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -70,6 +73,25 @@ def _clean(validated: dict) -> dict:
         if _has_nul(value):
             raise ServiceError({key: "must not contain NUL characters"})
     return validated
+
+
+async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Pull a sync generator one chunk at a time in the sync thread (DB access stays there)."""
+    step = sync_to_async(lambda: next(chunks, None), thread_sensitive=True)
+    try:
+        while (chunk := await step()) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=True)()
+
+
+def _stream(request, chunks: Iterator[bytes], content_type: str, filename: str) -> StreamingHttpResponse:
+    """A streamed download. Under ASGI the content must be an async iterator: Django would otherwise collect a
+    sync iterator into a list first (all of the export in memory)."""
+    is_asgi = isinstance(getattr(request, "_request", request), ASGIRequest)
+    response = StreamingHttpResponse(_async_chunks(chunks) if is_asgi else chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def _bool(value: str | None) -> bool:
@@ -488,13 +510,9 @@ class ExportApi(APIView):
         audit(project=project, actor=request.user, action="dataset.exported", format=fmt, filters=dict(q.items()))
         slug = "".join(c if c.isalnum() else "-" for c in project.name)[:60].strip("-") or "project"
         if fmt == "coco":
-            response = StreamingHttpResponse(exports.coco_chunks(project, qs), content_type="application/json")
-            response["Content-Disposition"] = f'attachment; filename="{slug}-coco.json"'
-            return response
+            return _stream(request, exports.coco_chunks(project, qs), "application/json", f"{slug}-coco.json")
         entries = exports.lvit_entries(project, qs) if fmt == "lvit" else exports.png_entries(project, qs)
-        response = StreamingHttpResponse(exports.stream_zip(entries), content_type="application/zip")
-        response["Content-Disposition"] = f'attachment; filename="{slug}-{fmt}.zip"'
-        return response
+        return _stream(request, exports.stream_zip(entries), "application/zip", f"{slug}-{fmt}.zip")
 
 
 class MetricsApi(APIView):

@@ -167,3 +167,38 @@ def _png(shape) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros(shape, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_export_streams_asynchronously_under_asgi(people, owner_client, case):
+    """Under ASGI a sync iterator would be collected into a list by Django (all in memory): ours is async."""
+    import warnings
+
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+    from rest_framework.authtoken.models import Token
+
+    from server.studio import services
+    from tests.server.conftest import mask_png
+
+    services.mask_accept(case=case, user=people.owner, png_bytes=mask_png())
+    token, _ = Token.objects.get_or_create(user=people.owner)
+
+    async def fetch() -> tuple[bool, bytes]:
+        client = AsyncClient()
+        response = await client.get(
+            f"/api/projects/{people.project.pk}/export/?format=lvit", headers={"authorization": f"Token {token.key}"}
+        )
+        assert response.status_code == 200
+        is_async = hasattr(response.streaming_content, "__aiter__")
+        return is_async, b"".join([chunk async for chunk in response.streaming_content])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        is_async, data = async_to_sync(fetch)()
+    assert is_async
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert sorted(zf.namelist()) == [
+            "Train_Folder/Train_text.csv",
+            "Train_Folder/img/scan.png",
+            "Train_Folder/labelcol/scan.png",
+        ]
