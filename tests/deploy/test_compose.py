@@ -278,3 +278,20 @@ def test_docker_compose_config_accepts_the_files(name: str, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == set(load_compose(name)["services"])
+
+
+def test_systemd_gpu_worker_unit_pins_one_gpu_per_instance() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # keys are case-sensitive
+    text = (DEPLOY / "systemd" / "lvit-gpu-worker@.service").read_text().replace("\\\n", " ")
+    unit.read_string(text)
+    service = unit["Service"]
+    # configparser keeps only the last of repeated keys; read every Environment= line instead.
+    environment = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("Environment=")]
+    assert "CUDA_VISIBLE_DEVICES=%i" in environment and "ML_DEVICE=cuda" in environment
+    command = service["ExecStart"].split()
+    for flag in ("--queues=gpu", "--concurrency=1", "--prefetch-multiplier=1", "--hostname=gpu%i@%%h"):
+        assert flag in command, flag
+    assert service["User"] != "root"
