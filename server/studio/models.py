@@ -10,7 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 def _case_file(instance: models.Model, filename: str) -> str:
@@ -138,8 +138,22 @@ class Case(models.Model):
         indexes = [
             models.Index(fields=["project", "state", "split"], name="case_project_state"),
             models.Index(fields=["project", "assignee"], name="case_project_assignee"),
-            models.Index(fields=["project", "-al_score"], name="case_project_alscore"),
-            models.Index(fields=["project", "-inconsistency"], name="case_project_inconsistency"),
+            # Match the worklist/list ORDER BY (DESC NULLS LAST, id) so LIMIT 1 ... SKIP LOCKED walks an index.
+            models.Index(F("project"), F("al_score").desc(nulls_last=True), F("id"), name="case_project_alscore"),
+            models.Index(
+                F("project"),
+                F("al_score").desc(nulls_last=True),
+                F("id"),
+                condition=~Q(state="labeled"),
+                name="case_open_alscore",
+            ),
+            models.Index(
+                F("project"),
+                F("inconsistency").desc(nulls_last=True),
+                F("id"),
+                condition=~Q(state="labeled"),
+                name="case_open_inconsistency",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from server.core.errors import Conflict, ServiceError
 from server.studio import imaging, reports
-from server.studio.models import Case, CaseState, MaskKind, Project, Report, Role, Split
+from server.studio.models import Case, CaseState, Project, Report, Role, Split
 from server.studio.services.common import audit, delete_files_on_commit, require_role, written_files
 from server.studio.signals_hooks import on_case_needs_proposal
 
@@ -204,7 +204,7 @@ def _ordering(strategy: str) -> list:
     if strategy == "uncertainty":
         return [F("al_score").desc(nulls_last=True), "id"]
     if strategy == "inconsistency":
-        return [F("inconsistency").desc(nulls_last=True), F("al_score").desc(nulls_last=True), "id"]
+        return [F("inconsistency").desc(nulls_last=True), "id"]
     return ["?"]
 
 
@@ -231,7 +231,8 @@ def worklist_next(
         return held
     free = open_cases.filter(Q(assignee__isnull=True) | Q(assigned_at__isnull=True) | Q(assigned_at__lte=now - ttl))
     if strategy == "inconsistency":
-        free = free.filter(head_mask__kind__in=[MaskKind.PROPOSAL, MaskKind.PSEUDO])
+        # cases whose latest mask is a model's proposal (a correction in review is the clinician's own answer)
+        free = free.filter(state=CaseState.PROPOSED)
     case = free.select_for_update(skip_locked=True, of=("self",)).order_by(*_ordering(strategy)).first()
     if case is None:
         return None
