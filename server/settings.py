@@ -85,8 +85,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = parse_redis_url(env_str("REDIS_URL", default_redis_url()))
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# redis-py >= 8 reads with a 5 s socket timeout by default, exactly channels_redis's 5 s BZPOPMIN: an idle
+# consumer's read then fails and it silently stops receiving group messages. Give the read more time.
 CHANNEL_LAYERS = {
-    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}},
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+    },
 }
 
 # --- Files -----------------------------------------------------------------------------------------
