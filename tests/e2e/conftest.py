@@ -159,4 +159,4 @@ def page(browser: Any, web_server: ServerProcess, artifacts: Path) -> Iterator[A
     yield pg
     pg.screenshot(path=str(artifacts / "zz-last.png"))
     context.close()
-    (artifacts / "daphne.log").write_text(web_server.log())
+    shutil.copyfile(web_server.log_path, artifacts / "daphne.log")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,14 @@ def _stroke(page: Any, x0: float, y0: float, x1: float, y1: float) -> None:
     page.mouse.up()
 
 
-def test_review_correct_accept_retrain_export(page, worker, shared_data, artifacts, tmp_path) -> None:
+@pytest.fixture
+def worker_log(worker: Any, artifacts: Path) -> Any:
+    yield worker
+    if worker.log_path is not None:
+        shutil.copyfile(worker.log_path, artifacts / "worker.log")
+
+
+def test_review_correct_accept_retrain_export(page, worker_log, shared_data, artifacts, tmp_path) -> None:
     ctx = _setup(shared_data, tmp_path)
     project = ctx["project"]
     shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"))  # noqa: E731
@@ -245,6 +253,7 @@ def test_review_correct_accept_retrain_export(page, worker, shared_data, artifac
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.message
     assert page.locator("#job-progress").get_attribute("aria-valuenow") == "100"
+    assert int(page.locator("#job").get_attribute("data-socket-messages")) >= 3, "progress came over the websocket"
     assert page.locator("#chart-loss").get_attribute("data-points") == "2"
     assert page.locator("#chart-dice").get_attribute("data-points") == "2"
     page.locator('#models-rows tr[data-number="2"]').wait_for()

@@ -216,7 +216,9 @@ function updateSentence() {
     $("report-error").textContent = "";
   } catch (err) {
     sentence = null;
-    $("report-sentence").textContent = caseData?.report && !caseData.report_fields ? caseData.report : "";
+    // A stored report the template cannot parse (e.g. imported free text) is still shown as it is.
+    const unstructured = caseData?.report && !Object.keys(caseData.report_fields ?? {}).length;
+    $("report-sentence").textContent = unstructured ? caseData.report : "";
     $("report-error").textContent = reportTouched ? err.message : "";
   }
 }

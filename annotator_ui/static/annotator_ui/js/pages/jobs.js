@@ -2,15 +2,16 @@
 // Dice curves, model versions with their metrics side by side, promote and roll back.
 
 import { api, badge, fmtDate, fmtNumber, h, pageConfig, toast } from "../dom.js";
-import { paths, socketUrl } from "../endpoints.js";
-import { curves, extent, isFinished, jobFromMessage, linePath, progressFraction, summary } from "../jobs.js";
+import { paths } from "../endpoints.js";
+import { watchJob } from "../job_watch.js";
+import { curves, extent, isFinished, linePath, progressFraction, summary } from "../jobs.js";
 
 const config = pageConfig();
 const projectId = config.project.id;
 const isAdmin = config.project.role === "admin";
 const $ = (id) => document.getElementById(id);
 
-let watched = null; // {id, socket, poll}
+let watched = null; // {id, stop} of the training job shown
 
 // --- model versions -------------------------------------------------------------------------------
 
@@ -172,56 +173,29 @@ function drawChart(svg, points, { label, yDomain }) {
   svg.setAttribute("data-points", String(points.length));
 }
 
+/** Show a training job and follow it live; when it finishes, refresh the model versions and the job list. */
 function watch(job) {
   unwatch();
-  renderJob(job);
-  if (isFinished(job)) return;
-  const state = { id: job.id, socket: null, poll: null, retries: 0 };
-  watched = state;
-  const finished = async (j) => {
+  const box = $("job");
+  box.dataset.socketMessages = "0";
+  const alreadyFinished = isFinished(job);
+  const current = watchJob(api, job, (j, via) => {
+    if (via === "socket") box.dataset.socketMessages = String(Number(box.dataset.socketMessages) + 1);
     renderJob(j);
-    unwatch();
+  });
+  watched = { id: job.id, stop: current.stop };
+  current.done.then(async (j) => {
+    if (watched?.id !== j.id) return;
+    watched = null;
+    if (alreadyFinished) return;
     toast(j.status === "succeeded" ? "Training finished." : `Training ${j.status}.`, { error: j.status === "failed" });
     await Promise.all([loadModels(), loadJobs()]);
-  };
-  const connect = () => {
-    const socket = new WebSocket(socketUrl(paths.jobSocket(job.id)));
-    state.socket = socket;
-    socket.addEventListener("message", (e) => {
-      const msg = JSON.parse(e.data);
-      if (msg.type && msg.type !== "job") return;
-      const j = jobFromMessage(msg);
-      state.retries = 0;
-      if (isFinished(j)) finished(j);
-      else renderJob(j);
-    });
-    socket.addEventListener("close", (e) => {
-      if (watched !== state) return;
-      if (e.code === 4403 || e.code === 4404) return toast("You cannot follow this job.", { error: true });
-      // Reconnect with backoff; poll the REST endpoint meanwhile so progress never freezes.
-      state.retries += 1;
-      setTimeout(() => watched === state && connect(), Math.min(10000, 500 * 2 ** state.retries));
-    });
-  };
-  connect();
-  state.poll = setInterval(async () => {
-    if (state.socket?.readyState === WebSocket.OPEN) return;
-    try {
-      const j = await api.get(paths.job(job.id));
-      if (isFinished(j)) finished(j);
-      else renderJob(j);
-    } catch {
-      // the socket retry loop reports persistent failures
-    }
-  }, 3000);
+  });
 }
 
 function unwatch() {
-  if (!watched) return;
-  const w = watched;
+  watched?.stop();
   watched = null;
-  clearInterval(w.poll);
-  w.socket?.close();
 }
 
 $("train-form")?.addEventListener("submit", async (e) => {

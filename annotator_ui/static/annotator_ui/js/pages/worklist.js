@@ -100,16 +100,19 @@ $("upload-form").addEventListener("submit", async (e) => {
 });
 
 /** Refresh when the project changes elsewhere (a proposal arrived, a case was accepted, a model promoted). */
-function follow(delay = 1000) {
+function follow(delay = 1000, reconnect = false) {
   const socket = new WebSocket(socketUrl(paths.projectSocket(projectId)));
-  socket.addEventListener("open", () => (delay = 1000));
+  socket.addEventListener("open", () => {
+    delay = 1000;
+    if (reconnect) load(); // catch up on what happened while the socket was down
+  });
   socket.addEventListener("message", (e) => {
     if (JSON.parse(e.data).type !== "event") return;
     clearTimeout(debounce);
     debounce = setTimeout(load, 300);
   });
   socket.addEventListener("close", (e) => {
-    if (e.code !== 4403) setTimeout(() => follow(Math.min(30000, delay * 2)), delay);
+    if (e.code !== 4403) setTimeout(() => follow(Math.min(30000, delay * 2), true), delay);
   });
 }
 
