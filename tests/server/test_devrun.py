@@ -100,7 +100,7 @@ def test_run_command_on_a_fresh_machine(tmp_path: Path) -> None:
         status, projects = http("GET", f"{base}/api/projects/", token=token)
         assert status == 200
         names = [p["name"] for p in projects.get("results", projects)]
-        assert any("SYNTHETIC" in name for name in names), names
+        assert any("SYNTHETIC" in name for name in names), (names, log.read_text()[-2000:])
     finally:
         stop(proc, [web, redis_port])
 

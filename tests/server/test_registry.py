@@ -91,3 +91,15 @@ def test_training_needs_admin_and_enough_labels(people, owner_client, settings):
     assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
     assert owner_client.get(url, {"kind": "training"}).json()["count"] == 1
     assert Job.objects.get(pk=r.json()["id"]).created_by == people.owner
+
+
+def test_checkpoint_from_a_file_is_streamed_to_storage(people, tmp_path):
+    from django.core.files import File
+
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"x" * 100_000)
+    with path.open("rb") as fh:
+        mv = services.model_version_create(project=people.project, checkpoint=File(fh), config={"arch": "lvit"})
+    with mv.checkpoint.open("rb") as fh:
+        assert fh.read() == b"x" * 100_000
+    assert mv.checkpoint.name.endswith(".pt") and mv.config == {"arch": "lvit"}

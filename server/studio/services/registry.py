@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.dispatch import Signal
@@ -39,7 +40,7 @@ FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 def model_version_create(
     *,
     project: Project,
-    checkpoint: bytes,
+    checkpoint: bytes | File,
     config: dict | None = None,
     metrics: dict | None = None,
     parent: ModelVersion | None = None,
@@ -47,8 +48,9 @@ def model_version_create(
     name: str = "",
     checkpoint_name: str = "model.pt",
 ) -> ModelVersion:
-    """A candidate model version; the checkpoint is written through the storage API (remote workers)."""
-    if not checkpoint:
+    """A candidate model version; the checkpoint (bytes, or a Django ``File`` for large ones, streamed) is written
+    through the storage API, so workers on other hosts can load it."""
+    if isinstance(checkpoint, bytes | bytearray) and not checkpoint:
         raise ServiceError("the checkpoint is empty")
     if parent is not None and parent.project_id != project.pk:
         raise ServiceError("the parent model belongs to another project")
@@ -64,7 +66,11 @@ def model_version_create(
             parent=parent,
             training_job=training_job,
         )
-        janitor.save(mv.checkpoint, checkpoint_name, checkpoint)
+        if isinstance(checkpoint, bytes | bytearray):
+            janitor.save(mv.checkpoint, checkpoint_name, bytes(checkpoint))
+        else:
+            mv.checkpoint.save(checkpoint_name, checkpoint, save=False)
+            janitor.names.append(mv.checkpoint.name)
         mv.save()
     return mv
 
