@@ -85,6 +85,12 @@ export class CanvasView {
     this.#viewChanged();
   }
 
+  /** Pan by a screen offset in CSS pixels (keyboard panning). */
+  panBy(dx, dy) {
+    this.#view.panBy(dx, dy);
+    this.#viewChanged();
+  }
+
   zoomBy(factor) {
     const r = this.#canvas.getBoundingClientRect();
     this.#view.zoomAt(r.width / 2, r.height / 2, factor);

@@ -4,7 +4,7 @@
 import { ConflictError, formatDetail } from "../api.js";
 import { CanvasView, LAYER_STYLES } from "../canvas_view.js";
 import { api, badge, h, isTyping, loadPixels, maskToPng, pageConfig, toast } from "../dom.js";
-import { paths } from "../endpoints.js";
+import { paths, socketUrl } from "../endpoints.js";
 import { ViewTransform } from "../geometry.js";
 import { InputMachine } from "../input.js";
 import { watchJob } from "../job_watch.js";
@@ -507,6 +507,7 @@ canvasView.onHover = (p) => {
 // --- keyboard -------------------------------------------------------------------------------------
 
 const TOOL_KEYS = { b: "brush", e: "eraser", p: "polygon", f: "fill", h: "pan" };
+const PAN_KEYS = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
 
 document.addEventListener("keydown", (e) => {
   if ($("help-dialog").open || isTyping(e)) return;
@@ -544,6 +545,7 @@ document.addEventListener("keydown", (e) => {
   }
   const lower = key.toLowerCase();
   if (TOOL_KEYS[lower]) selectTool(TOOL_KEYS[lower]);
+  else if (PAN_KEYS[key]) canvasView.panBy(PAN_KEYS[key][0] * (e.shiftKey ? 200 : 50), PAN_KEYS[key][1] * (e.shiftKey ? 200 : 50));
   else if (key === "[") setBrush(input.brushRadius - (input.brushRadius > 10 ? 2 : 1));
   else if (key === "]") setBrush(input.brushRadius + (input.brushRadius >= 10 ? 2 : 1));
   else if (key === "+" || key === "=") canvasView.zoomBy(1.25);
@@ -570,7 +572,32 @@ window.onbeforeunload = (e) => {
   return undefined;
 };
 
+// --- live project events: a proposal or an acceptance of this case made elsewhere ------------------------
+
+function followProject(delay = 1000) {
+  const socket = new WebSocket(socketUrl(paths.projectSocket(projectId)));
+  socket.addEventListener("open", () => (delay = 1000));
+  socket.addEventListener("message", async (e) => {
+    const msg = JSON.parse(e.data);
+    if (msg.type !== "event" || msg.data?.case !== caseId || proposing || busy) return;
+    if (msg.event === "proposal.created") {
+      if (!store.dirty) {
+        await loadCase({ keepView: true });
+        toast("A new proposal arrived and is shown.");
+      } else {
+        toast("A new proposal arrived; your drawing is kept. Saving will ask you to compare.");
+      }
+    } else if (msg.event === "case.accepted" && msg.data.mask !== caseData?.head_mask?.id) {
+      toast("Someone else accepted this case.", { ms: 8000 });
+    }
+  });
+  socket.addEventListener("close", (e) => {
+    if (e.code !== 4403) setTimeout(() => followProject(Math.min(30000, delay * 2)), delay);
+  });
+}
+
 buildReportForm();
+followProject();
 loadCase().catch((err) => {
   setStatus("");
   showError(err);
