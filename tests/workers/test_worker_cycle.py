@@ -6,6 +6,8 @@ cases): honest for the pipeline, tiny for 2 CPU cores.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from server.studio.models import (
     ModelStatus,
     ModelVersion,
     Project,
+    PseudoLabel,
     Role,
     Split,
 )
@@ -154,3 +157,177 @@ def test_upload_and_report_change_each_store_a_proposal(worker, tmp_path) -> Non
     second = MaskVersion.objects.get(pk=second_job.result["mask"])
     assert second.report_text == new_text and second.version == first.version + 1 and second.parent_id == first.pk
     assert second_job.result["model_loaded"] is False  # the warm worker kept the model loaded
+
+
+# --------------------------------------------------------------------------- training
+
+
+def session_headers(user: Any) -> list[tuple[bytes, bytes]]:
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    return [(b"cookie", cookie.encode()), (b"origin", b"http://testserver")]
+
+
+def held_training(monkeypatch: pytest.MonkeyPatch, project: Project, user: Any, **params: Any) -> Job:
+    """A committed training job whose task is not sent yet (so a websocket can subscribe before it starts)."""
+    from server.workers import services
+
+    held: list[Job] = []
+    monkeypatch.setattr(services, "_enqueue_on_commit", lambda job, countdown=None: held.append(job))
+    job = start_training(project, user, **params)
+    monkeypatch.undo()
+    assert held == [job]
+    return job
+
+
+def send(job: Job) -> None:
+    from server.workers.services import TASK_FOR_KIND
+    from server.workers.tasks import TASKS
+
+    TASKS[TASK_FOR_KIND[job.kind]].apply_async(args=[job.pk], task_id=job.celery_task_id)
+
+
+async def watch_job(job: Job, user: Any, headers: list, timeout: float = 180.0) -> list[dict]:
+    """Subscribe to ``/ws/jobs/<id>/`` through the real ASGI app, send the task, collect messages until done."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from server.asgi import application
+
+    communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    messages = [await communicator.receive_json_from(timeout=10)]
+    await sync_to_async(send)(job)
+    deadline = time.monotonic() + timeout
+    while messages[-1]["job"]["status"] not in ("succeeded", "failed", "cancelled"):
+        messages.append(await communicator.receive_json_from(timeout=max(1.0, deadline - time.monotonic())))
+    await communicator.disconnect()
+    await close_thread_connections()
+    return messages
+
+
+async def close_thread_connections() -> None:
+    """The consumer's database calls ran in asgiref's executor thread; close its connection (test DB teardown)."""
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
+def test_cold_start_says_how_many_accepted_cases_are_missing(worker, settings) -> None:
+    from server.core.errors import ServiceError
+
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 5
+    users = make_users()
+    project = labeled_project(users, train=2, val=0, unlabeled=0)
+    with pytest.raises(ServiceError) as err:
+        start_training(project, users["admin"], epochs=1)
+    assert err.value.code == "not_enough_labels"
+    assert {k: err.value.detail[k] for k in ("accepted", "needed", "missing")} == {
+        "accepted": 2,
+        "needed": 5,
+        "missing": 3,
+    }
+
+    from django.test import Client
+
+    client = Client()
+    client.force_login(users["admin"])
+    response = client.post(f"/api/projects/{project.pk}/training-jobs/", {"epochs": 1}, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "not_enough_labels" and response.json()["detail"]["missing"] == 3
+    client.force_login(users["outsider"])
+    assert (
+        client.post(f"/api/projects/{project.pk}/training-jobs/", {}, content_type="application/json").status_code
+        == 404
+    )
+    client.force_login(users["annotator"])
+    assert (
+        client.post(f"/api/projects/{project.pk}/training-jobs/", {}, content_type="application/json").status_code
+        == 403
+    )
+    assert not Job.objects.filter(kind=JobKind.TRAINING).exists()
+
+
+def test_training_round_streams_progress_creates_a_version_and_promotes_it(worker, settings, monkeypatch) -> None:
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 4
+    users = make_users()
+    project = labeled_project(users, train=4, val=2, unlabeled=2)
+    job = held_training(monkeypatch, project, users["admin"], epochs=2, mode="semi_supervised")
+
+    try:
+        messages = asyncio.run(watch_job(job, users["annotator"], session_headers(users["annotator"]), timeout=120))
+    except Exception:
+        job.refresh_from_db()
+        raise AssertionError(f"job {job.status} {job.progress} {job.message}\n{worker.log()}") from None
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.message + worker.log()
+    assert messages[0]["job"]["status"] == "pending"  # the current state on connect, then relays
+    relayed = [m["job"]["progress"] for m in messages[1:]]
+    epochs = [p for p in relayed if p.get("val_dice") is not None]
+    assert epochs and epochs[-1]["epoch"] == 2 and epochs[-1]["epochs"] == 2
+    assert {"sup_dice", "sup_bce", "loss"} <= set(epochs[-1]["losses"]) and "eta_s" in epochs[-1]
+    assert any("unsup_dice" in (p.get("losses") or {}) for p in relayed)  # the semi-supervised epoch ran
+    assert [h["epoch"] for h in job.progress["history"]] == [1, 2]
+
+    mv = ModelVersion.objects.get(training_job=job)
+    assert job.result["model_version"] == mv.pk and job.result["promoted"] is True
+    assert mv.status == ModelStatus.ACTIVE and mv.parent is None and mv.metrics["init"] == "scratch"
+    assert mv.metrics["n_labeled"] == 4 and mv.metrics["n_val"] == 2 and mv.metrics["n_unlabeled"] == 2
+    assert 0.0 <= mv.metrics["val_dice"] <= 1.0 and mv.metrics["val_source"] == "val"
+
+    # promotion -> re-proposals for the unlabeled cases and an EPI update, with the new model
+    follow = wait_for(
+        lambda: list(Job.objects.filter(project=project, kind__in=[JobKind.BATCH_PROPOSAL, JobKind.EPI_UPDATE])),
+        what="follow-up jobs",
+    )
+    for f in follow:
+        assert wait_job(f.pk, worker).status == JobStatus.SUCCEEDED
+    unlabeled = Case.objects.filter(project=project).exclude(state=CaseState.LABELED)
+    for case in unlabeled:
+        assert case.head_mask.model_version_id == mv.pk and case.state == CaseState.PROPOSED
+        label = PseudoLabel.objects.get(case=case)
+        assert label.model_version_id == mv.pk and label.iterations == 1
+
+
+def test_manual_policy_keeps_a_candidate_then_admin_promotes_and_rolls_back(worker, settings, tmp_path) -> None:
+    from django.test import Client
+
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 4
+    users = make_users()
+    project = labeled_project(users, train=4, val=2, unlabeled=1)
+    first = random_model(project, tmp_path)
+    job = start_training(project, users["admin"], epochs=1, mode="labeled_only", promotion="manual")
+    job = wait_job(job.pk, worker)
+    assert job.status == JobStatus.SUCCEEDED, job.message
+    candidate = ModelVersion.objects.get(training_job=job)
+    assert candidate.status == ModelStatus.CANDIDATE and job.result["promoted"] is False
+    assert candidate.parent_id == first.pk and candidate.metrics["init"] == "finetune"
+    assert candidate.metrics["baseline"]["model_version"] == first.pk  # compared on the same val cases
+
+    client = Client()
+    client.force_login(users["admin"])
+    assert client.post(f"/api/models/{candidate.pk}/activate/").status_code == 200
+    candidate.refresh_from_db()
+    first.refresh_from_db()
+    assert (candidate.status, first.status) == (ModelStatus.ACTIVE, ModelStatus.RETIRED)
+    batch = wait_for(lambda: Job.objects.filter(project=project, kind=JobKind.BATCH_PROPOSAL).first(), what="batch")
+    assert wait_job(batch.pk, worker).status == JobStatus.SUCCEEDED
+    case = Case.objects.filter(project=project).exclude(state=CaseState.LABELED).get()
+    assert case.head_mask.model_version_id == candidate.pk
+
+    assert client.post(f"/api/models/{first.pk}/activate/").status_code == 200  # rollback
+    first.refresh_from_db()
+    assert first.status == ModelStatus.ACTIVE
+    rollback_batch = wait_for(
+        lambda: Job.objects.filter(project=project, kind=JobKind.BATCH_PROPOSAL).exclude(pk=batch.pk).first(),
+        what="rollback batch",
+    )
+    assert wait_job(rollback_batch.pk, worker).status == JobStatus.SUCCEEDED
+    case.refresh_from_db()
+    assert case.head_mask.model_version_id == first.pk
