@@ -159,4 +159,15 @@ def test_dicom_window_polygon_fill_zoom(page, web_server, project, artifacts) ->
         mask = np.array(Image.open(io.BytesIO(fh.read())).convert("L")) > 127
     assert abs(int(mask.sum()) - area) <= 0.1 * area, (int(mask.sum()), area)
     assert mask[(y0 + y1) // 2, (x0 + x1) // 2] and not mask[0, 0]
+
+    # --- reject sends the case back to unlabeled; "next case" claims the only open case (this one) for us.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Reject").click()
+    page.locator("#case-state.badge.unlabeled").wait_for()
+    page.keyboard.press("n")
+    page.wait_for_function("document.getElementById('case-meta').textContent.includes('held by dr.ct')")
+    assert Case.objects.get(pk=case.pk).assignee.username == "dr.ct"
+    page.get_by_role("link", name="Worklist").click()
+    page.locator(f'tr[data-case="{case.pk}"] .holder', has_text="you").wait_for()
+    shot("03-worklist-held")
     assert page.console_errors == [], page.console_errors

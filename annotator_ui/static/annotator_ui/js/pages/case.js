@@ -320,6 +320,7 @@ function showConflict(err, retry) {
     `Someone saved this case after you opened it (you started from version ${store.baseVersion ?? "none"}).${theirs} ` +
     "Your drawing is still here and nothing was lost: compare with their version, then save yours on top if it is right.";
   $("conflict").hidden = false;
+  $("conflict").scrollIntoView({ block: "nearest" });
   $("conflict-show").disabled = d.current_version == null;
 }
 
@@ -331,6 +332,7 @@ function hideConflict() {
 function showError(err) {
   $("error").textContent = err.message || String(err);
   $("error").hidden = false;
+  $("error").scrollIntoView({ block: "nearest" });
 }
 
 $("conflict-show").addEventListener("click", async () => {
