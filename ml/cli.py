@@ -134,6 +134,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, model_cfg, labeled, val, unlabeled, on_progress=on_progress, text_embedder=text, resume=args.resume
     )
     result = trainer.fit()
+    if trainer.distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        if not trainer.is_main:
+            return 0
     print()
     print(
         format_table(
@@ -280,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     def text_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--text-model", default=None, help="local BERT-family directory (default: bundled MiniLM)")
         p.add_argument("--text-cache", default=None, help="on-disk text feature cache folder")
+        p.add_argument(
+            "--threads", type=int, default=0, help="torch CPU threads (0: default; 1 is fastest on a busy machine)"
+        )
 
     t = sub.add_parser("train", help="train on an LViT-layout folder (supervised or semi-supervised)")
     t.add_argument("--data", required=True, help="dataset root holding <Split>_Folder/")
@@ -351,4 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "bench":
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     return int(args.func(args) or 0)

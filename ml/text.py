@@ -195,6 +195,17 @@ class TextEmbedder:
         with self._lock:
             self._memory.clear()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the text model and the lock (DataLoader workers under ``spawn``); the memory cache
+        travels, and a worker that misses reloads the model lazily."""
+        state = self.__dict__.copy()
+        state.update(_model=None, _tokenizer=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     # ------------------------------------------------------------------ cache
 
     def _disk_path(self, key: str) -> Path | None:

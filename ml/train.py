@@ -165,7 +165,8 @@ class Trainer:
         unlabeled: unlabeled training samples; non-empty switches on the semi-supervised path.
         on_progress: called with event dicts (rank 0 only): ``type`` is one of ``start``, ``step``,
             ``pseudo_labels``, ``epoch``, ``done``; see :meth:`_emit` call sites for the keys.
-        should_stop: polled before every step; returning True ends training after saving a last checkpoint.
+        should_stop: polled before every epoch and step; returning True ends training at once (a partial
+            epoch is dropped; ``last.pt`` keeps the last complete epoch for resuming).
         text_embedder: shared embedder (else one is built from ``cfg.text_model``/``cfg.text_cache_dir``).
         resume: path of a ``last.pt`` checkpoint to continue from (its EPI store is read from beside it).
         epi_store: existing EPI maps keyed by sample name (e.g. the server's per-case maps from earlier
@@ -192,6 +193,8 @@ class Trainer:
             raise ValueError("no validation samples")
         if any(not s.labeled for s in val):
             raise ValueError("validation samples must be labeled")
+        if model_cfg.n_classes != 1:
+            raise ValueError(f"the trainer segments one foreground class; got n_classes={model_cfg.n_classes}")
         self.cfg = cfg
         self.model_cfg = model_cfg
         self.on_progress = on_progress
@@ -274,13 +277,18 @@ class Trainer:
             device=str(self.device),
             world_size=self.world_size,
         )
-        stopped = "completed"
-        epoch = self.start_epoch - 1
+        stopped, completed = "completed", 0
         for epoch in range(self.start_epoch, cfg.epochs):
+            if self._agree(self._stop_requested()):
+                stopped = "cancelled"
+                break
             started = time.perf_counter()
             semi_epoch = self.semi and epoch >= cfg.prototype_epochs
             pseudo = self.update_pseudo_labels(epoch) if semi_epoch else None
             losses, cancelled = self.train_epoch(epoch, semi_epoch)
+            if cancelled:  # the partial epoch is dropped: last.pt still holds the last complete epoch
+                stopped = "cancelled"
+                break
             self.scheduler.step()
             val = self.validate()
             improved = self._track_best(val, epoch)
@@ -297,16 +305,14 @@ class Trainer:
             self.history.append(record)
             self._save_checkpoints(epoch, improved)
             self._emit("epoch", **record, best_dice=self.best_dice, best_epoch=self.best_epoch, epochs=cfg.epochs)
-            if cancelled or self._agree(self._stop_requested()):
-                stopped = "cancelled"
-                break
+            completed += 1
             if self._agree(self.bad_epochs >= cfg.patience):
                 stopped = "early_stopping"
                 break
         result = FitResult(
             best_dice=self.best_dice,
             best_epoch=self.best_epoch,
-            epochs_run=epoch + 1 - self.start_epoch,
+            epochs_run=completed,
             stopped=stopped,
             best_checkpoint=str(self.out_dir / "best.pt") if self.best_epoch >= 0 and cfg.save_best else None,
             history=self.history,
@@ -334,7 +340,7 @@ class Trainer:
         unlabeled = _cycle(self.unlabeled_loader, self.unlabeled_sampler, epoch) if semi else None
         totals: dict[str, float] = {}
         for step in range(steps):
-            if self._agree(self._stop_requested()):
+            if step > 0 and self._agree(self._stop_requested()):  # step 0: checked by fit() just before
                 return self._means(totals, step), True
             losses = self.train_step(next(labeled), next(unlabeled) if unlabeled is not None else None)
             for k, v in losses.items():

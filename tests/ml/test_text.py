@@ -106,3 +106,13 @@ def test_bad_arguments_raise(tmp_path) -> None:
         TextEmbedder(tmp_path / "no-such-model")
     with pytest.raises(TypeError):
         TextEmbedder().embed(None)  # type: ignore[arg-type]
+
+
+def test_pickles_for_dataloader_workers(embedder: TextEmbedder) -> None:
+    import pickle
+
+    want = embedder.embed("Lower left lung.")
+    clone = pickle.loads(pickle.dumps(embedder))
+    assert clone._model is None  # the text model is not shipped to workers
+    np.testing.assert_array_equal(clone.embed("Lower left lung."), want)  # served from the copied cache
+    assert clone.model_calls == embedder.model_calls
