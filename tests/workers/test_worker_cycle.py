@@ -331,3 +331,134 @@ def test_manual_policy_keeps_a_candidate_then_admin_promotes_and_rolls_back(work
     assert wait_job(rollback_batch.pk, worker).status == JobStatus.SUCCEEDED
     case.refresh_from_db()
     assert case.head_mask.model_version_id == first.pk
+
+
+# --------------------------------------------------------------------------- failure, duplicates, cancel
+
+
+def wait_training_steps(job: Job, worker: Any) -> None:
+    wait_for(lambda: Job.objects.get(pk=job.pk).progress.get("losses"), 120, "training steps", worker)
+
+
+def test_killed_worker_leaves_a_failed_job_and_no_model_version(worker, settings) -> None:
+    from server.workers.services import job_reap_stale
+
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 2
+    users = make_users()
+    project = labeled_project(users, train=2, val=1, unlabeled=0)
+    job = start_training(project, users["admin"], epochs=500, mode="labeled_only")
+    wait_training_steps(job, worker)
+    beat = Job.objects.get(pk=job.pk).heartbeat_at
+    wait_for(lambda: Job.objects.get(pk=job.pk).heartbeat_at > beat, 10, "a heartbeat", worker)
+
+    worker.kill()  # SIGKILL: no cleanup, no acknowledgement, no final write
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING
+    assert job_reap_stale(stale_after_s=60, job_ids=[job.pk]) == []  # a fresh heartbeat is not stale
+    wait_for(lambda: job_reap_stale(stale_after_s=2, job_ids=[job.pk]), 30, "the reaper to see the dead job")
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "worker lost" in job.message
+    assert not ModelVersion.objects.filter(project=project).exists()
+
+    worker.start()  # a restarted worker (and a late redelivery) leaves the failed job alone
+    time.sleep(2)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and not ModelVersion.objects.exists()
+
+
+def test_job_of_a_lost_worker_is_retried_and_completes(worker, tmp_path) -> None:
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from server.workers.services import job_reap_stale
+
+    users = make_users()
+    project = make_project(users)
+    case = upload(project, users["admin"], seed=3)  # no model yet: no proposal job
+    mv = random_model(project, tmp_path)
+    long_ago = timezone.now() - timedelta(minutes=10)
+    job = Job.objects.create(  # what a worker that died mid-proposal leaves behind
+        project=project,
+        case=case,
+        kind=JobKind.PROPOSAL,
+        status=JobStatus.RUNNING,
+        params={"attempt": 1, "max_attempts": 3},
+        celery_task_id=str(uuid.uuid4()),
+        started_at=long_ago,
+        heartbeat_at=long_ago,
+    )
+    assert job_reap_stale(stale_after_s=60) == [job.pk]
+    job.refresh_from_db()
+    assert job.status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED) and job.params["attempt"] == 2
+    job = wait_job(job.pk, worker)
+    assert job.status == JobStatus.SUCCEEDED, job.message
+    assert MaskVersion.objects.get(case=case, kind=MaskKind.PROPOSAL).model_version_id == mv.pk
+
+
+def test_two_claims_one_winner_and_duplicate_deliveries_do_nothing(worker, tmp_path, monkeypatch) -> None:
+    import threading
+
+    from django.db import connection
+
+    from server.workers import services
+
+    users = make_users()
+    project = make_project(users)
+    case = upload(project, users["admin"], seed=4)
+    random_model(project, tmp_path)
+
+    held: list[Job] = []
+    monkeypatch.setattr(services, "_enqueue_on_commit", lambda job, countdown=None: held.append(job))
+    racing = services.job_create(kind=JobKind.PROPOSAL, project=project, case=case)
+    job = services.job_create(kind=JobKind.PROPOSAL, project=project, case=case)
+    monkeypatch.undo()
+
+    barrier, winners = threading.Barrier(2), []
+
+    def claim() -> None:
+        barrier.wait()
+        winners.append(services.job_claim(job_id=racing.pk, task_id=racing.celery_task_id))
+        connection.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(w is not None for w in winners) == [False, True]
+    Job.objects.filter(pk=racing.pk).update(status=JobStatus.CANCELLED)
+
+    from server.workers.tasks import propose_mask
+
+    propose_mask.apply_async(args=[job.pk], task_id=str(__import__("uuid").uuid4()))  # a stale delivery
+    send(job)
+    assert wait_job(job.pk, worker).status == JobStatus.SUCCEEDED
+    send(job)  # the broker delivers the same message again
+    wait_for(lambda: worker.log().count(f"job {job.pk} not claimed") >= 2, 60, "both extra deliveries", worker)
+    assert MaskVersion.objects.filter(case=case).count() == 1
+
+
+def test_cancel_stops_a_running_round_and_a_pending_job_never_runs(worker, settings, monkeypatch) -> None:
+    from django.test import Client
+
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 2
+    users = make_users()
+    project = labeled_project(users, train=2, val=1, unlabeled=0)
+    client = Client()
+    client.force_login(users["admin"])
+
+    pending = held_training(monkeypatch, project, users["admin"], epochs=1)
+    response = client.post(f"/api/jobs/{pending.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    send(pending)
+    wait_for(lambda: f"job {pending.pk} not claimed" in worker.log(), 60, "the cancelled job's delivery", worker)
+
+    job = start_training(project, users["admin"], epochs=500, mode="labeled_only")
+    wait_training_steps(job, worker)
+    assert client.post(f"/api/jobs/{job.pk}/cancel/").status_code == 200
+    wait_for(lambda: f"job {job.pk} stopped: cancelled" in worker.log(), 120, "the worker to stop", worker)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and not ModelVersion.objects.filter(project=project).exists()
+    assert client.post(f"/api/jobs/{job.pk}/cancel/").status_code == 409
