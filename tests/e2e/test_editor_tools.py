@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.studio.models import Case, MaskKind
+from server.studio.models import Case, MaskKind, Project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -59,19 +59,17 @@ def ct_dicom(size: int = 96) -> bytes:
 
 
 @pytest.fixture
-def project(transactional_db: None) -> Any:
+def ct_user(transactional_db: None) -> Any:
     from django.contrib.auth import get_user_model
 
     from server.studio.models import ReportTemplate
     from server.studio.reports import SEEDED_TEMPLATES
-    from server.studio.services.projects import project_create
 
     for spec in SEEDED_TEMPLATES:  # flushed by earlier transactional tests
         ReportTemplate.objects.update_or_create(
             slug=spec["slug"], defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")}
         )
-    user = get_user_model().objects.create_user(username="dr.ct", password=PASSWORD)
-    return project_create(user=user, name="Esophagus CT", template="esophageal-tumour")
+    return get_user_model().objects.create_user(username="dr.ct", password=PASSWORD)
 
 
 def _pixel(page: Any, x: float, y: float) -> tuple[int, int]:
@@ -94,13 +92,22 @@ def _canvas_grey(page: Any, x: float, y: float) -> int:
     )
 
 
-def test_dicom_window_polygon_fill_zoom(page, web_server, project, artifacts) -> None:
+def test_dicom_window_polygon_fill_zoom(page, web_server, ct_user, artifacts) -> None:
     shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"))  # noqa: E731
     page.goto("/login/")
     page.get_by_label("Username").fill("dr.ct")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.goto(f"/projects/{project.pk}/")
+
+    # --- a new project from the projects page, with the esophageal tumour report template.
+    page.get_by_text("You are not a member of any project yet").wait_for()
+    page.get_by_label("Name").fill("Esophagus CT")
+    page.get_by_label("Report template").select_option("esophageal-tumour")
+    page.get_by_role("button", name="Create project").click()
+    page.wait_for_url(re.compile(r"/projects/\d+/$"))
+    project = Project.objects.get(name="Esophagus CT")
+    assert project.template.slug == "esophageal-tumour"
+    assert project.memberships.get(user=ct_user).role == "admin"
     page.set_input_files(
         "#upload-files", files=[{"name": "slice.dcm", "mimeType": "application/dicom", "buffer": ct_dicom()}]
     )

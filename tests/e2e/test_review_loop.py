@@ -243,6 +243,7 @@ def test_review_correct_accept_retrain_export(page, worker_log, shared_data, art
     # --- retrain, watch progress, see the new version ---------------------------------------------------
     page.get_by_role("link", name="Jobs & models").click()
     page.locator('#models-rows tr[data-number="1"]').wait_for()
+    page.get_by_text("3 accepted training cases. Ready to train (fine-tunes the active model).").wait_for()
     page.get_by_label("Epochs").fill("2")
     page.get_by_role("button", name="Start retraining").click()
     page.locator("#job").wait_for()

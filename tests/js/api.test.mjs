@@ -108,6 +108,7 @@ describe("helpers", () => {
   it("formatDetail flattens strings, lists and field errors", () => {
     assert.equal(formatDetail(["a", "b"]), "a b");
     assert.equal(formatDetail({ non_field_errors: ["x"], name: ["taken"] }), "x; name: taken");
+    assert.equal(formatDetail({ message: "the first model needs 8 accepted cases", missing: 5 }), "the first model needs 8 accepted cases");
   });
 
   it("queryString repeats list values", () => {

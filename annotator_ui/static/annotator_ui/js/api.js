@@ -32,6 +32,8 @@ export function formatDetail(detail) {
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) return detail.map(formatDetail).filter(Boolean).join(" ");
   if (typeof detail === "object") {
+    // Services that add numbers to an error put the sentence under "message" (e.g. not_enough_labels).
+    if (typeof detail.message === "string") return detail.message;
     return Object.entries(detail)
       .map(([field, msg]) => (field === "non_field_errors" || field === "detail" ? "" : `${field}: `) + formatDetail(msg))
       .join("; ");

@@ -189,7 +189,7 @@ function watch(job) {
     watched = null;
     if (alreadyFinished) return;
     toast(j.status === "succeeded" ? "Training finished." : `Training ${j.status}.`, { error: j.status === "failed" });
-    await Promise.all([loadModels(), loadJobs()]);
+    await Promise.all([loadModels(), loadJobs(), loadReadiness()]);
   });
 }
 
@@ -227,7 +227,23 @@ $("job-cancel")?.addEventListener("click", async () => {
   }
 });
 
+/** How many accepted cases there are, and how many the first model still needs. */
+async function loadReadiness() {
+  try {
+    const r = await api.get(paths.readiness(projectId));
+    const accepted = `${r.accepted} accepted training case${r.accepted === 1 ? "" : "s"}`;
+    $("readiness").textContent = r.ready
+      ? `${accepted}. Ready to train${r.has_active_model ? " (fine-tunes the active model)" : " the first model"}.`
+      : `${accepted}; the first model needs ${r.needed} (${r.missing} more to accept).`;
+    const start = $("train-start");
+    if (start) start.disabled = !r.ready;
+  } catch {
+    $("readiness").textContent = "";
+  }
+}
+
 async function init() {
+  loadReadiness();
   try {
     const [jobs] = await Promise.all([loadJobs(), loadModels()]);
     const live = jobs.find((j) => j.kind === "training" && !isFinished(j)) ?? jobs.find((j) => j.kind === "training");
