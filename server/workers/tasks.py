@@ -10,15 +10,17 @@ else fails the job with the error message.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import worker_ready
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from server.studio.models import Job, JobStatus
-from server.workers import pipeline
+from server.workers import conf, pipeline
 from server.workers.services import JobCancelled, job_claim, job_finish, job_heartbeat, job_reap_stale, job_requeue
 
 logger = logging.getLogger(__name__)
@@ -100,9 +102,21 @@ TASKS: dict[str, Task] = {
 
 
 @worker_ready.connect
-def _reap_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
-    """A restarted worker looks for jobs its predecessor left running (the reaper respects the stale window)."""
-    try:
-        reap_stale_jobs.apply_async(countdown=5)
-    except Exception:
-        logger.warning("could not schedule the stale-job reaper", exc_info=True)
+def _start_reaper(sender: Any = None, **kwargs: Any) -> None:
+    """Every live worker looks for jobs whose worker died, every half stale window (no beat process needed).
+
+    Safe with any number of workers: each transition is a conditional update (see ``job_reap_stale``).
+    """
+    interval = max(1.0, conf.stale_after_s() / 2)
+
+    def loop() -> None:
+        while True:
+            try:
+                job_reap_stale()
+            except Exception:
+                logger.warning("stale-job reaper failed", exc_info=True)
+            finally:
+                connection.close()
+            time.sleep(interval)
+
+    threading.Thread(target=loop, name="stale-job-reaper", daemon=True).start()
