@@ -93,7 +93,7 @@ async function loadJobs() {
       ? jobs.slice(0, 15).map((j) =>
           h(
             "tr",
-            {},
+            { "data-job": j.id },
             h("td", {}, `#${j.id}`),
             h("td", {}, j.kind.replaceAll("_", " ")),
             h("td", {}, badge(j.status)),
@@ -116,7 +116,15 @@ function renderJob(job) {
   $("job-bar").style.width = `${pct}%`;
   $("job-progress").setAttribute("aria-valuenow", String(pct));
   $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
-  $("job-summary").textContent = summary(job) || (job.status === "pending" ? "Waiting for a GPU worker…" : "");
+  const waiting = { pending: "Waiting for a GPU worker…", running: "Preparing the data…" }[job.status] ?? "";
+  $("job-summary").textContent = summary(job) || waiting;
+  const start = $("train-start");
+  if (start && !isFinished(job)) start.disabled = true;
+  const row = document.querySelector(`#jobs-rows tr[data-job="${job.id}"]`);
+  if (row) {
+    row.cells[2].replaceChildren(badge(job.status));
+    row.cells[3].textContent = summary(job) || job.message || "";
+  }
   $("job-message").textContent = job.message || resultText(job);
   const cancel = $("job-cancel");
   if (cancel) cancel.hidden = isFinished(job);
@@ -236,7 +244,7 @@ async function loadReadiness() {
       ? `${accepted}. Ready to train${r.has_active_model ? " (fine-tunes the active model)" : " the first model"}.`
       : `${accepted}; the first model needs ${r.needed} (${r.missing} more to accept).`;
     const start = $("train-start");
-    if (start) start.disabled = !r.ready;
+    if (start) start.disabled = !r.ready || watched !== null; // one training round at a time
   } catch {
     $("readiness").textContent = "";
   }
