@@ -325,6 +325,12 @@ class LViTDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def preload(self) -> None:
+        """Decode and resize every sample now (forked DataLoader workers then inherit the cache)."""
+        if self.cache:
+            for i in range(len(self.samples)):
+                self._load(i)
+
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         if index in self._cache:
             return self._cache[index]

@@ -232,6 +232,10 @@ class Trainer:
             unlabeled, augment=cfg.augment, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **ds_args
         )
         self.unlabeled_plain = LViTDataset(unlabeled, augment=False, **ds_args)  # for pseudo-label passes
+        self.unlabeled_plain._cache = self.unlabeled_set._cache  # same images, decoded once
+        if cfg.num_workers > 0:  # workers are forked per epoch: decode once here so they inherit the images
+            for ds in (self.train_set, self.val_set, self.unlabeled_set, self.unlabeled_plain):
+                ds.preload()
         self.train_loader, self.train_sampler = self._loader(self.train_set, shuffle=True)
         self.unlabeled_loader, self.unlabeled_sampler = self._loader(self.unlabeled_set, shuffle=self.semi)
 
@@ -365,6 +369,9 @@ class Trainer:
         loss = sup["loss"]
         out = {"sup_dice": sup["dice"].item(), "sup_bce": sup["bce"].item()}
         if unlabeled is not None:
+            if not all(unlabeled["has_pseudo"]):
+                missing = [n for n, ok in zip(unlabeled["name"], unlabeled["has_pseudo"], strict=True) if not ok]
+                raise RuntimeError(f"no pseudo-label for unlabeled cases {missing}")
             pseudo = unlabeled["pseudo"].to(self.device, non_blocking=True)  # (Bu, 1, S, S)
             if self.cfg.pseudo_label == "hard":
                 pseudo = (pseudo >= 0.5).float()
