@@ -459,3 +459,25 @@ def test_cancel_stops_a_running_round_and_a_pending_job_never_runs(worker, setti
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and not ModelVersion.objects.filter(project=project).exists()
     assert client.post(f"/api/jobs/{job.pk}/cancel/").status_code == 409
+
+
+def test_bootstrap_model_trains_promotes_and_proposes(worker, settings) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 2
+    users = make_users()
+    project = labeled_project(users, train=2, val=1, unlabeled=1)
+    out = StringIO()
+    args = {"project": project.pk, "epochs": 1, "img_size": TEST_IMG_SIZE, "batch_size": 2}
+    call_command("bootstrap_model", **args, wait=True, timeout=300, stdout=out)
+    mv = ModelVersion.objects.get(project=project)
+    assert mv.status == ModelStatus.ACTIVE and mv.training_job.kind == JobKind.TRAINING
+    case = Case.objects.filter(project=project).exclude(state=CaseState.LABELED).get()
+    assert case.head_mask.model_version_id == mv.pk, out.getvalue()
+
+    again = StringIO()
+    call_command("bootstrap_model", **args, stdout=again)
+    assert "already has an active model" in again.getvalue()
+    assert Job.objects.filter(project=project, kind=JobKind.TRAINING).count() == 1
