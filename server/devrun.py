@@ -86,7 +86,8 @@ def start_embedded_redis(var: Path, children: list[subprocess.Popen]) -> str:
     raise SystemExit(f"embedded Redis did not start; see {data / 'redis.log'}")
 
 
-def ensure_admin(var: Path) -> None:
+def ensure_admin(var: Path) -> str:
+    """Make sure an admin account exists and return its username."""
     from django.contrib.auth import get_user_model
 
     user_model = get_user_model()
@@ -100,20 +101,22 @@ def ensure_admin(var: Path) -> None:
         log(
             f"admin account {username!r} {'created' if created else 'updated'} from LVIT_ADMIN_USER/LVIT_ADMIN_PASSWORD"
         )
-        return
+        return username
     if username or password:
         raise SystemExit("set both LVIT_ADMIN_USER and LVIT_ADMIN_PASSWORD, or neither")
     credentials = var / "admin-credentials.txt"
-    if user_model.objects.filter(is_superuser=True).exists():
+    existing = user_model.objects.filter(is_superuser=True).order_by("pk").first()
+    if existing is not None:
         hint = f" (password kept in {credentials})" if credentials.exists() else ""
-        log(f"admin account exists{hint}")
-        return
+        log(f"admin account {existing.get_username()!r} exists{hint}")
+        return existing.get_username()
     password = secrets.token_urlsafe(12)
     user_model.objects.create_superuser(username="admin", email="", password=password)
     fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(f"username: admin\npassword: {password}\n")
     log(f"created admin account: username 'admin', password {password!r} (printed once; kept in a private file)")
+    return "admin"
 
 
 def manage(*args: str, **options: object) -> None:
@@ -126,6 +129,20 @@ def command_exists(name: str) -> bool:
     from django.core.management import get_commands
 
     return name in get_commands()
+
+
+def wait_until_ready(host: str, port: int, worker: subprocess.Popen, timeout: float = 300) -> None:
+    """Block until the web server accepts connections and the worker answers a ping, so health is green."""
+    from server.celery import app
+
+    deadline = time.time() + timeout
+    while not port_open(host, port):
+        if time.time() > deadline:
+            raise SystemExit(f"the web server did not start listening on port {port}")
+        time.sleep(0.2)
+    while not app.control.ping(timeout=1.0):
+        if worker.poll() is not None or time.time() > deadline:
+            raise SystemExit("the Celery worker did not come up; see the worker log")
 
 
 def terminate(children: list[subprocess.Popen]) -> None:
@@ -155,9 +172,9 @@ def prepare(var: Path, children: list[subprocess.Popen]) -> None:
     manage("migrate", "--noinput", verbosity=0)
     log(f"database ready ({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]})")
     manage("collectstatic", "--noinput", verbosity=0)
-    ensure_admin(var)
+    admin = ensure_admin(var)
     if command_exists("seed_demo"):
-        manage("seed_demo")
+        manage("seed_demo", user=admin)
 
 
 def serve(var: Path, children: list[subprocess.Popen]) -> None:
@@ -174,16 +191,13 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
     worker_cmd = [python, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "-c", "1", "-l", "INFO"]
     web_cmd = [python, "-m", "daphne", "-b", host, "-p", str(port), "server.asgi:application"]
     with open(logs / "worker.log", "ab") as worker_log:
-        children.append(
-            subprocess.Popen(
-                worker_cmd, cwd=BASE_DIR, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        worker = subprocess.Popen(
+            worker_cmd, cwd=BASE_DIR, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    children.append(subprocess.Popen(web_cmd, cwd=BASE_DIR, env=env, start_new_session=True))
-    for _ in range(300):
-        if port_open(local, port):
-            break
-        time.sleep(0.1)
+    children.append(worker)
+    web = subprocess.Popen(web_cmd, cwd=BASE_DIR, env=env, start_new_session=True)
+    children.append(web)
+    wait_until_ready(local, port, worker)
     if env.get("LVIT_BOOTSTRAP_MODEL", "1") != "0" and command_exists("bootstrap_model"):
         with open(logs / "bootstrap.log", "ab") as boot_log:
             children.append(
@@ -199,9 +213,8 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
         log(f"training the first model in the background (log: {logs / 'bootstrap.log'})")
     log(f"worker log: {logs / 'worker.log'}")
     log(f"LViT Studio is up at http://{local}:{port}/  (Ctrl-C stops everything)")
-    services = [c for c in children if c.args in (worker_cmd, web_cmd)]
     while True:
-        for child in services:
+        for child in (worker, web):
             if child.poll() is not None:
                 raise SystemExit(
                     f"a process exited unexpectedly: {' '.join(map(str, child.args[:6]))} (code {child.returncode})"

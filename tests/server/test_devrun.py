@@ -83,9 +83,9 @@ def test_run_command_on_a_fresh_machine(tmp_path: Path) -> None:
         LVIT_BOOTSTRAP_MODEL="0",  # training on CPU is covered by the worker tests
         PYTHONUNBUFFERED="1",
     )
-    log = tmp_path / "run.log"
     base = f"http://127.0.0.1:{web}"
 
+    log = tmp_path / "run-1.log"
     proc = start(env, log)
     try:
         status, health = http("GET", f"{base}/api/health/")
@@ -104,6 +104,7 @@ def test_run_command_on_a_fresh_machine(tmp_path: Path) -> None:
     finally:
         stop(proc, [web, redis_port])
 
+    log = tmp_path / "run-2.log"
     proc = start(env, log)  # safe to run twice: same data, no duplicates
     try:
         status, body = http(

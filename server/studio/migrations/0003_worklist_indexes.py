@@ -4,6 +4,22 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+class AddIndexPostgresOnly(migrations.AddIndex):
+    """DESC NULLS LAST index keys are PostgreSQL's; SQLite (the local default) refuses them in CREATE INDEX.
+
+    SQLite databases are small single-user ones where these worklist indexes don't matter, so they are
+    skipped there while the migration state stays the same on every backend.
+    """
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("studio", "0002_seed_templates"),
@@ -19,7 +35,7 @@ class Migration(migrations.Migration):
             model_name="case",
             name="case_project_inconsistency",
         ),
-        migrations.AddIndex(
+        AddIndexPostgresOnly(
             model_name="case",
             index=models.Index(
                 models.F("project"),
@@ -28,7 +44,7 @@ class Migration(migrations.Migration):
                 name="case_project_alscore",
             ),
         ),
-        migrations.AddIndex(
+        AddIndexPostgresOnly(
             model_name="case",
             index=models.Index(
                 models.F("project"),
@@ -38,7 +54,7 @@ class Migration(migrations.Migration):
                 name="case_open_alscore",
             ),
         ),
-        migrations.AddIndex(
+        AddIndexPostgresOnly(
             model_name="case",
             index=models.Index(
                 models.F("project"),
