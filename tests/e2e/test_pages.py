@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from server.studio.models import Case, Membership, PseudoLabel, Role
-from tests.e2e.test_editor_tools import ct_dicom
+from tests.e2e.dicom import ct_dicom
 
 pytestmark = pytest.mark.django_db
 
