@@ -98,9 +98,13 @@ def _bool(value: str | None) -> bool:
     return (value or "").lower() in {"1", "true", "yes", "on"}
 
 
+def _header_safe(name: str) -> str:
+    return "".join(c if c.isprintable() and c not in '"\\' else "_" for c in name)[:200] or "file"
+
+
 def _file_response(field, content_type: str, filename: str) -> FileResponse:
     response = FileResponse(field.open("rb"), content_type=content_type)
-    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    response["Content-Disposition"] = f'inline; filename="{_header_safe(filename)}"'
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

@@ -380,7 +380,7 @@ def safe_filename(name: str) -> str:
     """The base name of an uploaded file, refusing path-like names (``../../etc/passwd.png``)."""
     cleaned = (name or "").replace("\\", "/")
     base = posixpath.basename(cleaned)
-    if cleaned != base or base in {"", ".", ".."} or base.startswith(".") or "\x00" in base:
+    if cleaned != base or base in {"", ".", ".."} or base.startswith(".") or any(ord(c) < 32 for c in base):
         raise ImageError(f"refusing the file name {name!r}: give a plain file name without folders")
     if len(base) > 200:
         raise ImageError("the file name is longer than 200 characters")

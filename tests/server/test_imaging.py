@@ -164,7 +164,7 @@ def test_decompression_bomb_png_is_refused_before_decoding(settings):
 
 
 @pytest.mark.parametrize(
-    "name", ["../../etc/passwd.png", "/etc/passwd.png", "a/b.png", "..", ".hidden.png", "a\\..\\b.png"]
+    "name", ["../../etc/passwd.png", "/etc/passwd.png", "a/b.png", "..", ".hidden.png", "a\\..\\b.png", "a\nb.png"]
 )
 def test_path_like_file_names_are_refused(name):
     with pytest.raises(ImageError):

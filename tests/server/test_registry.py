@@ -103,3 +103,20 @@ def test_checkpoint_from_a_file_is_streamed_to_storage(people, tmp_path):
     with mv.checkpoint.open("rb") as fh:
         assert fh.read() == b"x" * 100_000
     assert mv.checkpoint.name.endswith(".pt") and mv.config == {"arch": "lvit"}
+
+
+def test_jobs_without_heartbeat_are_reaped(people):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    alive = services.job_create(kind=JobKind.EPI_UPDATE, project=people.project)
+    dead = services.job_create(kind=JobKind.EPI_UPDATE, project=people.project)
+    for job in (alive, dead):
+        services.job_claim(job_id=job.pk)
+    Job.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert services.job_reap_stale(older_than=timedelta(minutes=10)) == [dead.pk]
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == JobStatus.FAILED and "heartbeat" in dead.message
+    assert alive.status == JobStatus.RUNNING

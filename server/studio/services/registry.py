@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -210,6 +211,21 @@ def job_finish(*, job_id: int, status: str, message: str = "", result: dict | No
         job = Job.objects.get(pk=job_id)
         transaction.on_commit(lambda: _broadcast(job))
     return done
+
+
+def job_reap_stale(*, older_than: timedelta = timedelta(minutes=10)) -> list[int]:
+    """Mark running jobs whose heartbeat is older than ``older_than`` as failed (a worker died mid-job); returns
+    their ids. Meant for a periodic task; each job is finished by the same conditional update as ``job_finish``."""
+    cutoff = timezone.now() - older_than
+    stale = list(
+        Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)[:1000]
+    )
+    reaped = []
+    for job_id in stale:
+        message = f"no heartbeat for more than {int(older_than.total_seconds())} s: the worker stopped"
+        if job_finish(job_id=job_id, status=JobStatus.FAILED, message=message):
+            reaped.append(job_id)
+    return reaped
 
 
 def job_cancel(*, job: Job, user: Any) -> Job:
