@@ -131,8 +131,8 @@ def celery_worker(
 
 
 @pytest.fixture
-def worker(celery_worker: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
-    """The running worker (restarted if an earlier test killed it); seeded templates re-created after flushes."""
+def seeded_templates(transactional_db: None) -> None:
+    """The report templates a data migration seeds (transactional tests flush them)."""
     from server.studio.models import ReportTemplate
     from server.studio.reports import SEEDED_TEMPLATES
 
@@ -141,6 +141,11 @@ def worker(celery_worker: WorkerProcess, transactional_db: None) -> Iterator[Wor
             slug=spec["slug"],
             defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")},
         )
+
+
+@pytest.fixture
+def worker(celery_worker: WorkerProcess, seeded_templates: None) -> Iterator[WorkerProcess]:
+    """The running worker (restarted if an earlier test killed it)."""
     if not celery_worker.alive:
         celery_worker.start()
     yield celery_worker

@@ -199,7 +199,7 @@ async def watch_job(job: Job, user: Any, headers: list, timeout: float = 180.0) 
     from server.asgi import application
 
     communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=15)
     assert connected
     messages = [await communicator.receive_json_from(timeout=10)]
     await sync_to_async(send)(job)

@@ -1,0 +1,96 @@
+"""Websocket access rules and the training-loop API (real Redis channel layer; no worker process needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from server.studio.models import Job, JobKind
+from tests.workers.test_worker_cycle import close_thread_connections, make_project, make_users, session_headers
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_templates")]
+
+
+async def _connect(path: str, headers: list) -> tuple[Any, dict]:
+    from channels.testing import WebsocketCommunicator
+
+    from server.asgi import application
+
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=15)
+    assert connected
+    return communicator, await communicator.receive_output(timeout=10)
+
+
+def test_job_socket_is_for_project_members_only(worker_media) -> None:
+    users = make_users()
+    project = make_project(users)
+    job = Job.objects.create(project=project, kind=JobKind.TRAINING, progress={"epoch": 3})
+    member, outsider = session_headers(users["annotator"]), session_headers(users["outsider"])
+    anonymous = [(b"origin", b"http://testserver")]
+
+    async def scenario() -> None:
+        c, first = await _connect(f"/ws/jobs/{job.pk}/", member)
+        assert first["type"] == "websocket.send" and '"epoch": 3' in first["text"]  # current state on connect
+        await c.disconnect()
+        for headers in (outsider, anonymous):
+            c, first = await _connect(f"/ws/jobs/{job.pk}/", headers)
+            assert first == {"type": "websocket.close", "code": 4403}
+        c, first = await _connect(f"/ws/jobs/{job.pk + 1000}/", member)
+        assert first == {"type": "websocket.close", "code": 4404}
+        c, first = await _connect(f"/ws/projects/{project.pk}/", outsider)
+        assert first == {"type": "websocket.close", "code": 4403}
+        await close_thread_connections()
+
+    asyncio.run(scenario())
+
+
+def test_project_socket_relays_project_events(worker_media) -> None:
+    from asgiref.sync import sync_to_async
+
+    from server.workers.progress import project_event
+
+    users = make_users()
+    project = make_project(users)
+    headers = session_headers(users["annotator"])
+
+    async def scenario() -> None:
+        c, first = await _connect(f"/ws/projects/{project.pk}/", headers)
+        assert '"hello"' in first["text"]
+        await sync_to_async(project_event)(project.pk, "case.accepted", {"case": 7, "mask": 9})
+        assert await c.receive_json_from(timeout=10) == {
+            "type": "event",
+            "event": "case.accepted",
+            "data": {"case": 7, "mask": 9},
+        }
+        await c.disconnect()
+        await close_thread_connections()
+
+    asyncio.run(scenario())
+
+
+def test_readiness_and_policy_endpoints(settings) -> None:
+    from django.test import Client
+
+    settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 3
+    users = make_users()
+    project = make_project(users)
+    client = Client()
+    client.force_login(users["annotator"])
+    body = client.get(f"/api/projects/{project.pk}/training-readiness/").json()
+    assert body == {"ready": False, "accepted": 0, "needed": 3, "missing": 3, "has_active_model": False}
+    assert client.get(f"/api/projects/{project.pk}/training-policy/").json()["promotion"] == "auto_if_better"
+    put = {"promotion": "manual", "min_improvement": 0.01}
+    assert (
+        client.put(f"/api/projects/{project.pk}/training-policy/", put, content_type="application/json").status_code
+        == 403
+    )
+    client.force_login(users["admin"])
+    response = client.put(f"/api/projects/{project.pk}/training-policy/", put, content_type="application/json")
+    assert response.status_code == 200 and response.json() == put
+    bad = client.post(f"/api/projects/{project.pk}/training-jobs/", {"img_size": 30}, content_type="application/json")
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid"
+    client.force_login(users["outsider"])
+    assert client.get(f"/api/projects/{project.pk}/training-readiness/").status_code == 404
