@@ -467,3 +467,93 @@ def test_torchrun_checkpoint_is_registered_activated_and_serves_proposals(
     assert proposal["model_version"] == version["number"]
     png = client.get(dep.url(proposal["png_url"]), timeout=30)
     assert Image.open(io.BytesIO(png.content)).size == size
+
+
+def proxy_config(dep: Deployment, workdir: Path, static_root: Path, http_port: int, https_port: int) -> Path:
+    """deploy/nginx.conf with only this machine's addresses, ports and paths substituted."""
+    text = (REPO / "deploy" / "nginx.conf").read_text()
+    ports = [url.rsplit(":", 1)[1] for url in dep.base_urls]
+    substitutions = {
+        "server web:8000 max_fails=3 fail_timeout=10s;": " ".join(
+            f"server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in ports
+        ),
+        "listen 80 default_server;": f"listen 127.0.0.1:{http_port} default_server;",
+        "listen 443 ssl http2 default_server;": f"listen 127.0.0.1:{https_port} ssl http2 default_server;",
+        "/etc/nginx/certs/": f"{workdir}/certs/",
+        "alias /usr/share/lvit/static/;": f"alias {static_root}/;",
+        "pid /tmp/nginx.pid;": f"pid {workdir}/nginx.pid;",
+        "access_log /dev/stdout;": f"access_log {workdir}/access.log;",
+        "error_log /dev/stderr warn;": f"error_log {workdir}/error.log warn;",
+    }
+    for old, new in substitutions.items():
+        assert old in text, f"deploy/nginx.conf no longer contains {old!r}; update this test"
+        text = text.replace(old, new)
+    # The test's files live in root-only temporary folders; the image's nginx reads files it owns.
+    config = workdir / "nginx.conf"
+    config.write_text("user root;\n" + text)
+    return config
+
+
+def test_nginx_proxy_terminates_tls_serves_static_and_balances_the_replicas(deployment: Deployment) -> None:
+    """deploy/nginx.conf itself (distribution nginx here, nginx:1.27 in the image) in front of the two replicas."""
+    import shutil
+
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light); the compose proxy is checked structurally")
+    dep = deployment
+    workdir = dep.root / "proxy"
+    (workdir / "certs").mkdir(parents=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={HOST}",
+         "-addext", f"subjectAltName=DNS:{HOST},IP:127.0.0.1",
+         "-keyout", str(workdir / "certs" / "privkey.pem"), "-out", str(workdir / "certs" / "fullchain.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    dep.one_shot("collectstatic", [PYTHON, str(REPO / "manage.py"), "collectstatic", "--noinput", "--verbosity", "0"])
+    static_root = dep.root / "collectstatic" / "var" / "static"
+    http_port, https_port = free_port(), free_port()
+    config = proxy_config(dep, workdir, static_root, http_port, https_port)
+    check = subprocess.run([nginx, "-t", "-c", str(config)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+
+    proc = subprocess.Popen([nginx, "-c", str(config), "-g", "daemon off;"], stderr=subprocess.PIPE)
+    try:
+        wait_for_port("127.0.0.1", https_port, 30, proc)
+        https = f"https://127.0.0.1:{https_port}"
+        client = requests.Session()
+        client.trust_env = False  # verify against this certificate only, whatever CA bundle the environment names
+        client.verify = str(workdir / "certs" / "fullchain.pem")
+        client.headers["Host"] = HOST
+        # HTTPS through the proxy: nginx says so in X-Forwarded-Proto, Django trusts it (no redirect) and adds
+        # HSTS. The client sends no forwarding header of its own, and a forged one is overwritten.
+        for forged in ({}, {"X-Forwarded-Proto": "http"}):
+            health = client.get(f"{https}/api/health/", headers=forged, allow_redirects=False, timeout=15)
+            assert health.status_code == 200, health.text
+            assert health.json()["status"] == "ok"
+            assert "max-age=31536000" in health.headers["Strict-Transport-Security"]
+
+        # Requests are spread over both replicas (round robin).
+        before = [len(dep.processes[name].tail(10**7).splitlines()) for name in ("web", "web-2")]
+        for _ in range(6):
+            assert client.get(f"{https}/api/projects/", timeout=30).status_code in (401, 403)
+        after = [len(dep.processes[name].tail(10**7).splitlines()) for name in ("web", "web-2")]
+        assert after[0] > before[0] and after[1] > before[1], (before, after)
+
+        # Static files come from the proxy (the replicas run with LVIT_SERVE_STATIC=0).
+        asset = next(static_root.rglob("*.js"))
+        url_path = "/static/" + asset.relative_to(static_root).as_posix()
+        static = client.get(f"{https}{url_path}", timeout=15)
+        assert static.status_code == 200 and static.content == asset.read_bytes()
+        assert "javascript" in static.headers["Content-Type"]
+        assert url_path not in dep.processes["web"].tail(10**7) + dep.processes["web-2"].tail(10**7)
+
+        # Plain HTTP never reaches Django: a probe for the container health check, a redirect for the rest.
+        plain = requests.get(
+            f"http://127.0.0.1:{http_port}/api/health/", headers={"Host": HOST}, allow_redirects=False, timeout=10
+        )
+        assert plain.status_code == 301 and plain.headers["Location"] == f"https://{HOST}/api/health/"
+        probe = requests.get(f"http://127.0.0.1:{http_port}/healthz", timeout=10)
+        assert probe.status_code == 200 and probe.text == "ok\n"
+    finally:
+        stop(proc)
