@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import socket
 import subprocess
 import time
@@ -35,6 +36,7 @@ from PIL import Image
 
 from tests.conftest import shared_data_dir
 from tests.deploy.conftest import PYTHON, REPO, S3Endpoint, free_port, production_env, stop, wait_for_port
+from tests.deploy.wsclient import WebSocket
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
@@ -94,6 +96,7 @@ class Deployment:
     bucket: str
     s3: S3Endpoint
     processes: dict[str, Process] = field(default_factory=dict)
+    credentials: tuple[str, str] | None = None  # the administrator the `ops` fixture created
 
     def url(self, path: str, replica: int = 0) -> str:
         return f"{self.base_urls[replica]}{path}"
@@ -248,6 +251,7 @@ def ops(deployment: Deployment) -> requests.Session:
     )  # fmt: skip
     response = api(dep).post(dep.url("/api/auth/token/"), json={"username": "ops", "password": password})
     assert response.status_code == 200, response.text
+    dep.credentials = ("ops", password)
     return api(dep, response.json()["token"])
 
 
@@ -494,8 +498,12 @@ def proxy_config(dep: Deployment, workdir: Path, static_root: Path, http_port: i
     return config
 
 
-def test_nginx_proxy_terminates_tls_serves_static_and_balances_the_replicas(deployment: Deployment) -> None:
-    """deploy/nginx.conf itself (distribution nginx here, nginx:1.27 in the image) in front of the two replicas."""
+def test_nginx_proxy_terminates_tls_serves_static_and_balances_the_replicas(
+    deployment: Deployment, ops: requests.Session
+) -> None:
+    """deploy/nginx.conf itself (distribution nginx here, nginx:1.27 in the image) in front of the two replicas:
+    TLS, static files, round robin, a browser sign-in (CSRF and secure cookies behind the proxy), and the project
+    websocket through the proxy receiving the event the gpu worker publishes through Redis."""
     import shutil
 
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -547,6 +555,50 @@ def test_nginx_proxy_terminates_tls_serves_static_and_balances_the_replicas(depl
         assert static.status_code == 200 and static.content == asset.read_bytes()
         assert "javascript" in static.headers["Content-Type"]
         assert url_path not in dep.processes["web"].tail(10**7) + dep.processes["web-2"].tail(10**7)
+
+        # A browser signs in through the proxy: CSRF (Referer checked on HTTPS) and Secure cookies work.
+        username, password = dep.credentials or ("", "")
+        form = client.get(f"{https}/login/", timeout=15)
+        assert form.status_code == 200, form.text[:500]
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert token, "no CSRF token in the sign-in form"
+        signed_in = client.post(
+            f"{https}/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": token.group(1)},
+            headers={"Referer": f"https://{HOST}/login/"},
+            allow_redirects=False,
+            timeout=15,
+        )
+        assert signed_in.status_code == 302, signed_in.text[:1000]
+        session_cookie = next(c for c in client.cookies if c.name == "sessionid")
+        assert session_cookie.secure, "the session cookie must be Secure"
+
+        # The project websocket through the proxy (upgrade passed on), then a proposal made by the gpu worker
+        # arrives on it through the Redis channel layer, whichever replica holds the socket.
+        project_id = create_project(dep, ops, "websocket check")
+        socket_ = WebSocket.connect(
+            "127.0.0.1",
+            https_port,
+            f"/ws/projects/{project_id}/",
+            server_name=HOST,
+            cafile=str(workdir / "certs" / "fullchain.pem"),
+            headers={"Origin": f"https://{HOST}", "Cookie": f"sessionid={session_cookie.value}"},
+        )
+        try:
+            assert socket_.receive_json(timeout=20) == {"type": "hello", "project": project_id}
+            dep.one_shot("register-model-ws", [PYTHON, "-c", REGISTER_MODEL, str(project_id)])
+            case_id, _ = upload_case(dep, ops, project_id)
+            deadline = time.monotonic() + 120
+            event = None
+            while time.monotonic() < deadline:
+                message = socket_.receive_json(timeout=max(1.0, deadline - time.monotonic()))
+                assert message is not None, f"websocket closed with {socket_.close_code}"
+                if message.get("event") == "proposal.created":
+                    event = message
+                    break
+            assert event is not None and event["data"]["case"] == case_id, f"no proposal event\n{dep.logs()}"
+        finally:
+            socket_.close()
 
         # Plain HTTP never reaches Django: a probe for the container health check, a redirect for the rest.
         plain = requests.get(
