@@ -228,6 +228,8 @@ def deployment(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
             stop(process.proc, timeout=20)
         flush_redis_db()
         drop_database(db_name)
+        for checkpoint in root.rglob("*.pt"):  # ~0.1-0.35 GB each; the logs stay for a failed run's post-mortem
+            checkpoint.unlink()
 
 
 def api(dep: Deployment, token: str | None = None) -> requests.Session:
