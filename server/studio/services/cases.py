@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -98,12 +98,15 @@ def case_create_many(
     taken = list(Case.objects.filter(project=project, name__in=names).values_list("name", flat=True)[:20])
     if taken:
         raise Conflict(f"cases with these names already exist in the project: {taken}", code="duplicate_name")
-    with written_files() as janitor, transaction.atomic():
-        cases = [_store_case(project=project, user=user, item=i, split=split, janitor=janitor) for i in items]
-        audit(project=project, actor=user, action="cases.uploaded", count=len(cases))
-        if notify:
-            for case in cases:
-                on_case_needs_proposal(case.pk, reason="uploaded")
+    try:
+        with written_files() as janitor, transaction.atomic():
+            cases = [_store_case(project=project, user=user, item=i, split=split, janitor=janitor) for i in items]
+            audit(project=project, actor=user, action="cases.uploaded", count=len(cases))
+            if notify:
+                for case in cases:
+                    on_case_needs_proposal(case.pk, reason="uploaded")
+    except IntegrityError:  # a concurrent upload took one of the names between the check and the insert
+        raise Conflict("a case with one of these names was created meanwhile; retry", code="duplicate_name") from None
     return cases
 
 

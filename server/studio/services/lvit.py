@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from server.core.errors import Conflict, ServiceError
 from server.studio import imaging, reports
@@ -220,6 +220,14 @@ def lvit_import(*, project: Project, user: Any, source: Source, check_role: bool
         raise Conflict(f"cases with these names already exist in the project: {taken}", code="duplicate_name")
     result = ImportResult(warnings=warnings)
     actor = user if getattr(user, "is_authenticated", False) else None
+    try:
+        _store_planned(project=project, planned=planned, actor=actor, result=result)
+    except IntegrityError:
+        raise Conflict("a case with one of these names was created meanwhile; retry", code="duplicate_name") from None
+    return result
+
+
+def _store_planned(*, project: Project, planned: list[_Planned], actor: Any, result: ImportResult) -> None:
     with written_files() as janitor, transaction.atomic():
         for p in planned:
             case = _store_case(project=project, user=actor, item=p.item, split=p.split, janitor=janitor, meta=p.meta)
@@ -235,7 +243,6 @@ def lvit_import(*, project: Project, user: Any, source: Source, check_role: bool
             else:
                 on_case_needs_proposal(case.pk, reason="uploaded")
         audit(project=project, actor=actor, action="dataset.imported", **{k: v for k, v in result.as_dict().items()})
-    return result
 
 
 def guess_template(source: Source) -> str:
