@@ -1,0 +1,217 @@
+"""CPU inference benchmark: eager model vs the Predictor's fast path (and optionally ``torch.compile``).
+
+Modes: ``eager`` = the model as trained (eval, ``torch.no_grad``, NCHW float32); ``fast`` = the Predictor's
+default path (``ml.predict.optimize_for_inference`` under ``torch.inference_mode``, float32); ``compiled`` =
+``fast`` + ``torch.compile`` (inductor, freezing); ``bf16`` = ``fast`` under bfloat16 autocast (not exact).
+
+Timing: one process builds the eager model and the other modes' copies, warms each up, then runs the modes
+**interleaved** - repeat r runs eager, fast, (compiled) back to back - so load changes on the machine hit all
+modes alike. Reported: median (and min) seconds per image over ``repeats`` forwards of a random batch; the
+speed-up is median eager time / median mode time. Images go straight into the network (no resizing), so the
+numbers are the model's. Threads: whatever torch uses by default (all cores); nothing here sets them.
+
+Peak memory: for each (mode, batch size) a fresh Python subprocess builds the model (and its fast copy),
+runs 4 forwards and reports its peak resident set (``VmHWM`` in ``/proc/self/status``) and the resident set
+just before the first forward, so ``peak - model`` is what inference itself adds. (``ru_maxrss`` is not used:
+Linux carries the parent's peak across fork/exec into the child's value.) Linux only; elsewhere "-".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ml.config import LViTConfig
+from ml.models import build_model
+from ml.models.counting import count_macs, example_inputs
+from ml.predict import optimize_for_inference
+
+MODES = ("eager", "fast", "compiled", "bf16")
+
+
+def _build(cfg: LViTConfig, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(cfg).eval()
+
+
+def _runner(model: nn.Module, mode: str, inputs: tuple[torch.Tensor, ...]) -> Callable[[], torch.Tensor]:
+    """A zero-argument callable running one forward pass the way ``mode`` does."""
+    if mode == "eager":
+
+        def run() -> torch.Tensor:
+            with torch.no_grad():
+                return model(*inputs)
+
+        return run
+    fast = optimize_for_inference(model, compile=mode == "compiled")
+    images = inputs[0].contiguous(memory_format=torch.channels_last)
+    args = (images, *inputs[1:])
+
+    def run_fast() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=mode == "bf16"):
+            return fast(*args)
+
+    return run_fast
+
+
+def _status_kb(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in kB (0 where /proc is unavailable)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _memory_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a fresh process: peak RSS for one (mode, batch size)."""
+    cfg = LViTConfig.from_dict(spec["config"])
+    model = _build(cfg, spec["seed"])
+    inputs = example_inputs(cfg, spec["batch_size"])
+    run = _runner(model, spec["mode"], inputs)
+    model_kb = _status_kb("VmRSS")
+    for _ in range(4):
+        run()
+    return {"model_rss_mb": model_kb / 1024, "peak_rss_mb": _status_kb("VmHWM") / 1024}
+
+
+def measure_memory(cfg: LViTConfig, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]:
+    """Peak RSS of a fresh subprocess running ``mode`` at ``batch_size`` (see the module docstring)."""
+    spec = {"config": cfg.to_dict(), "mode": mode, "batch_size": batch_size, "seed": seed}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ml.bench", "--memory-child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_inference_bench(
+    variant: str = "T",
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 10,
+    *,
+    with_text: bool = True,
+    text_dim: int = 384,
+    arch: str = "lvit",
+    modes: Sequence[str] = ("eager", "fast"),
+    warmup: int = 2,
+    memory: bool = True,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time eager vs fast (vs compiled) inference on CPU; one result row per (batch size, mode).
+
+    Returns dicts with: model, mode, batch_size, repeats, s_per_image (median), s_per_image_min,
+    images_per_s, speedup_vs_eager, macs_per_image, max_abs_logit_diff (vs eager), setup_s (fast-path
+    preparation or compilation, incl. the first call), and peak_rss_mb / model_rss_mb when ``memory``.
+    """
+    unknown = set(modes) - set(MODES)
+    if unknown or "eager" not in modes:
+        raise ValueError(f"modes must include 'eager' and come from {MODES}, got {tuple(modes)}")
+    if repeats < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError("need repeats >= 1, warmup >= 0 and positive batch sizes")
+    cfg = LViTConfig(arch=arch, variant=variant, with_text=with_text, text_dim=text_dim)
+    model = _build(cfg, seed)
+    macs = count_macs(model, cfg)
+    rows: list[dict[str, Any]] = []
+    for batch_size in batch_sizes:
+        torch.manual_seed(seed + batch_size)
+        inputs = example_inputs(cfg, batch_size)
+        inputs = (torch.rand_like(inputs[0]), *(torch.randn_like(t) for t in inputs[1:]))
+        runners, setup, outputs = {}, {}, {}
+        for mode in modes:
+            start = time.perf_counter()
+            runners[mode] = _runner(model, mode, inputs)
+            outputs[mode] = runners[mode]().float()
+            setup[mode] = time.perf_counter() - start
+            for _ in range(max(warmup - 1, 0)):
+                runners[mode]()
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(repeats):
+            for mode in modes:  # interleaved
+                start = time.perf_counter()
+                runners[mode]()
+                times[mode].append((time.perf_counter() - start) / batch_size)
+        eager_median = statistics.median(times["eager"])
+        for mode in modes:
+            median = statistics.median(times[mode])
+            row: dict[str, Any] = {
+                "model": cfg.model_name,
+                "mode": mode,
+                "batch_size": batch_size,
+                "repeats": repeats,
+                "s_per_image": median,
+                "s_per_image_min": min(times[mode]),
+                "images_per_s": 1.0 / median,
+                "speedup_vs_eager": eager_median / median,
+                "macs_per_image": macs,
+                "max_abs_logit_diff": float((outputs[mode] - outputs["eager"]).abs().max()),
+                "setup_s": setup[mode],
+            }
+            if memory:
+                row.update(measure_memory(cfg, mode, batch_size, seed))
+            rows.append(row)
+            if log is not None:
+                log(format_row(row))
+    return rows
+
+
+TABLE_HEADER = (
+    "| model | batch | mode | s / image (median) | min | images / s | speed-up vs eager | GMACs / image "
+    "| max abs logit diff | setup s | peak RSS MB (model only) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    memory = f"{row['peak_rss_mb']:.0f} ({row['model_rss_mb']:.0f})" if row.get("peak_rss_mb") else "-"
+    return (
+        f"| {row['model']} | {row['batch_size']} | {row['mode']} | {row['s_per_image']:.4f} "
+        f"| {row['s_per_image_min']:.4f} | {row['images_per_s']:.2f} | {row['speedup_vs_eager']:.2f}x "
+        f"| {row['macs_per_image'] / 1e9:.2f} | {row['max_abs_logit_diff']:.1e} | {row['setup_s']:.1f} | {memory} |"
+    )
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    return "\n".join([TABLE_HEADER, *(format_row(r) for r in rows)])
+
+
+def machine_summary() -> str:
+    """One line: CPU model, cores torch uses, torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args(argv)
+    if args.memory_child:
+        print(json.dumps(_memory_child(json.loads(args.memory_child))))
+        return 0
+    parser.error("use bench/bench_inference.py (or python -m ml bench) to run the benchmark")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,359 @@
+"""Checkpoints and the inference predictor.
+
+Checkpoint format (``torch.save`` of a dict)::
+
+    {"config": LViTConfig.to_dict(), "model": state_dict, "optimizer": ..., "epoch": ..., "best_metric": ...}
+
+``config`` and ``model`` are required; everything else is optional and passed through. Files are written to a
+temporary name in the target folder and renamed with ``os.replace``, so a reader never sees a half-written
+checkpoint.
+
+``Predictor`` loads a checkpoint once and segments images of any size:
+
+1. image -> float [0, 1] (uint8 / 255, uint16 / 65535; float input must already be in [0, 1]), gray <-> RGB
+   to the model's channel count (gray = ITU-R 601 luma, as PIL's ``convert("L")`` in ``ml.data``);
+2. resize to ``img_size`` bilinear (antialiased when shrinking, which matches the PIL resize used in training);
+3. model -> logits -> sigmoid probabilities at ``img_size``; uncertainty is computed there;
+4. probabilities resized bilinear back to the image's (H, W); mask = probability > threshold (0.5).
+
+Uncertainty score: mean binary entropy of the probability map at the model's resolution, in bits, so it lies
+in [0, 1]: 0 when every pixel is predicted 0 or 1 with certainty, 1 when every pixel is 0.5. It rises
+monotonically as any pixel's probability moves toward 0.5, and it does not depend on the image's size.
+
+Fast path (``fast=True``, the default): a copy of the model in eval mode with BatchNorm folded into the
+preceding convolutions, the CNN-ViT interaction's 1x1 conv run before (instead of after) the nearest
+upsampling, channels-last memory format, ``torch.inference_mode``. In float32 its logits equal the eager model's
+within ``FAST_TOLERANCE`` = 1e-3 absolute (measured: <1e-4 on logits of std 4). ``compile=True`` adds
+``torch.compile`` (off by default: see ``docs/results.md`` for what it buys on CPU and its compile time).
+``precision="bf16"`` runs under bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA) and is *not* exact: on
+random weights with logits rescaled to std 4 the mean absolute probability difference was 0.03-0.05 and
+4-8% of mask pixels flipped; check the validation Dice of a trained model before using it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ml.config import LViTConfig
+from ml.models import build_model
+from ml.models.fold import fold_batchnorm
+from ml.models.lvit import ViTToCNN
+
+FAST_TOLERANCE = 1e-3  # max |logit_fast - logit_eager| guaranteed (and tested) for the float32 fast path
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL "L"
+
+ImageLike = np.ndarray | torch.Tensor
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The underlying module of DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, cfg: LViTConfig, /, **extra: Any) -> Path:
+    """Write ``{"config", "model", **extra}`` atomically (temp file in the same folder, fsync, ``os.replace``).
+
+    ``extra`` values should be plain Python values or tensors (``load_checkpoint`` uses ``weights_only``);
+    an ``optimizer`` given as a ``torch.optim.Optimizer`` is stored as its ``state_dict()``.
+    """
+    if not isinstance(cfg, LViTConfig):
+        raise ValueError(f"cfg must be an LViTConfig, got {type(cfg).__name__}")
+    reserved = {"config", "model"} & set(extra)
+    if reserved:
+        raise ValueError(f"extra keys {sorted(reserved)} are reserved")
+    if isinstance(extra.get("optimizer"), torch.optim.Optimizer):
+        extra["optimizer"] = extra["optimizer"].state_dict()
+    payload = {"config": cfg.to_dict(), "model": _unwrap(model).state_dict(), **extra}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; ``ckpt["config"]`` stays a dict.
+
+    Raises ``ValueError`` if the file lacks the ``config`` / ``model`` entries.
+    """
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or not {"config", "model"} <= set(ckpt):
+        raise ValueError(f"{path} is not an LViT checkpoint (needs 'config' and 'model' entries)")
+    return ckpt
+
+
+def load_model(
+    path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu"
+) -> tuple[nn.Module, LViTConfig, dict[str, Any]]:
+    """Build the network a checkpoint describes and load its weights. Returns (model in eval mode, cfg, ckpt)."""
+    ckpt = load_checkpoint(path, map_location)
+    cfg = LViTConfig.from_dict(ckpt["config"])
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["model"])
+    if map_location is not None:
+        model.to(map_location)
+    return model.eval(), cfg, ckpt
+
+
+# ------------------------------------------------------------------------------------------------- fast path
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    *,
+    device: str | torch.device | None = None,
+    channels_last: bool = True,
+    compile: bool = False,
+) -> nn.Module:
+    """A frozen inference copy of ``model`` (the original is untouched): eval mode, BatchNorm folded into the
+    preceding convolutions, ViT-to-CNN 1x1 convs on the token grid, no gradients, channels-last weights,
+    optionally ``torch.compile``d. Call it under ``torch.inference_mode()`` / ``torch.no_grad()``.
+    """
+    fast = copy.deepcopy(_unwrap(model)).eval()
+    if device is not None:
+        fast.to(device)
+    fold_batchnorm(fast)
+    for module in fast.modules():
+        if isinstance(module, ViTToCNN):
+            module.upsample_first = False  # exact: 1x1 conv + BN + ReLU commute with nearest upsampling
+    fast.requires_grad_(False)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    if compile:
+        fast = torch.compile(fast, dynamic=False, options={"freezing": True})
+    return fast
+
+
+# -------------------------------------------------------------------------------------------------- predictor
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: ``probability`` float32 (H, W) in [0, 1], ``mask`` bool (H, W), ``uncertainty``."""
+
+    probability: np.ndarray
+    mask: np.ndarray
+    uncertainty: float
+
+
+def binary_entropy_score(prob: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy in bits over all but the first dim: (N, ...) -> (N,), each in [0, 1]."""
+    p = prob.double().clamp(1e-12, 1 - 1e-12)
+    h = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+    return h.flatten(1).mean(1)
+
+
+def _as_chw_float(image: ImageLike) -> torch.Tensor:
+    """numpy (H, W) / (H, W, C) or tensor (H, W) / (C, H, W) -> float32 tensor (C, H, W) in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise ValueError(f"numpy images must be (H, W) or (H, W, 1|3|4), got {image.shape}")
+        dtype = image.dtype
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    elif isinstance(image, torch.Tensor):
+        if image.ndim == 2:
+            image = image[None]
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+            raise ValueError(f"tensor images must be (H, W) or (1|3|4, H, W), got {tuple(image.shape)}")
+        dtype = image.dtype
+        t = image.detach().cpu()
+    else:
+        raise ValueError(f"images must be numpy arrays or torch tensors, got {type(image).__name__}")
+    if t.shape[0] == 4:
+        t = t[:3]  # drop alpha
+    if dtype in (np.uint8, torch.uint8):
+        return t.float() / 255.0
+    if dtype in (np.uint16, torch.uint16):
+        return t.float() / 65535.0
+    if t.is_floating_point():
+        return t.float()
+    raise ValueError(f"unsupported image dtype {dtype}; use uint8, uint16 or float in [0, 1]")
+
+
+def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if x.shape[0] == channels:
+        return x
+    if channels == 3:  # gray -> RGB
+        return x.expand(3, -1, -1)
+    weights = torch.tensor(LUMA, dtype=x.dtype).view(3, 1, 1)
+    return (x * weights).sum(0, keepdim=True)  # RGB -> gray
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (N, C, H, W); antialiased when shrinking (like PIL's BILINEAR)."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+class Predictor:
+    """Segments images with a model loaded once.
+
+    Args:
+        model: the trained network (any of ``build_model``'s). The fast path works on a copy; with
+            ``fast=False`` the model itself is moved to ``device`` and put in eval mode.
+        cfg: its config.
+        device: where to run (``"cpu"``, ``"cuda"``, ...).
+        fast: use :func:`optimize_for_inference` (float32 results equal the eager model's within 1e-3).
+        compile: also ``torch.compile`` the fast model (off by default; first call per batch shape compiles).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast; faster on CPUs with BF16 units, not exact).
+        threshold: probability above which a pixel is in the mask.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: LViTConfig,
+        *,
+        device: str | torch.device = "cpu",
+        fast: bool = True,
+        compile: bool = False,
+        precision: Literal["fp32", "bf16"] = "fp32",
+        threshold: float = 0.5,
+    ) -> None:
+        if not isinstance(cfg, LViTConfig):
+            raise ValueError(f"cfg must be an LViTConfig, got {type(cfg).__name__}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if compile and not fast:
+            raise ValueError("compile=True needs fast=True")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.precision = precision
+        self.threshold = threshold
+        self.channels_last = fast
+        self.compiled = compile
+        if fast:
+            self.model = optimize_for_inference(model, device=self.device, compile=compile)
+        else:
+            self.model = _unwrap(model).to(self.device).eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> Predictor:
+        """Load ``path`` (see :func:`save_checkpoint`) and build a predictor; ``kwargs`` as for ``__init__``."""
+        model, cfg, _ = load_model(path, map_location=device)
+        return cls(model, cfg, device=device, **kwargs)
+
+    def _context(self) -> AbstractContextManager[Any]:
+        stack = ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.precision == "bf16":
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        return stack
+
+    def _text_batch(self, text: Any, n: int) -> torch.Tensor | None:
+        cfg = self.cfg
+        if not cfg.uses_text:
+            if text is not None:
+                raise ValueError(f"{cfg.model_name} takes no text; pass text=None")
+            return None
+        if text is None:
+            raise ValueError(f"{cfg.model_name} needs text features ({cfg.text_len}, {cfg.text_dim}) per image")
+        if isinstance(text, list | tuple):
+            text = torch.stack([torch.as_tensor(t) for t in text])
+        t = torch.as_tensor(text).float()
+        if t.ndim == 2:
+            t = t[None]
+        if tuple(t.shape) != (n, cfg.text_len, cfg.text_dim):
+            raise ValueError(f"text must be ({n}, {cfg.text_len}, {cfg.text_dim}) for {n} images, got {tuple(t.shape)}")
+        return t
+
+    def logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw model call on a prepared batch (N, C, S, S) float in [0, 1] -> float32 logits (N, K, S, S)."""
+        x = images.to(self.device, torch.float32)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        args = (x,) if text is None else (x, text.to(self.device, torch.float32))
+        with self._context():
+            return self.model(*args).float()
+
+    def _padded_logits(self, images: torch.Tensor, text: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """A compiled model is specialised to one batch shape: pad a short last batch instead of recompiling."""
+        n = images.shape[0]
+        if not self.compiled or n == batch_size:
+            return self.logits(images, text)
+        pad = batch_size - n
+        images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
+        text = None if text is None else torch.cat([text, text.new_zeros((pad, *text.shape[1:]))])
+        return self.logits(images, text)[:n]
+
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], text: Any = None, *, batch_size: int = 8
+    ) -> list[Prediction]:
+        """Segment one image or a batch of images of any sizes.
+
+        Args:
+            images: one image, a list of images (sizes may differ), or a 4-d stack of same-size images.
+                numpy arrays are (H, W) or (H, W, C) (image layout, stacks (N, H, W, C)); tensors are (H, W) or
+                (C, H, W) (torch layout, stacks (N, C, H, W)); uint8, uint16, or float in [0, 1].
+            text: word features, (L, D) per image: an array / tensor (N, L, D) (or (L, D) for a single
+                image), or a sequence of (L, D). Required iff the model uses text.
+            batch_size: images per forward pass.
+
+        Returns:
+            one :class:`Prediction` per image, at the image's full size (class 0 for multi-class models).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        single = isinstance(images, np.ndarray | torch.Tensor) and images.ndim in (2, 3)
+        batch = [images] if single else list(images)  # one image, a list, or the first axis of a 4-d stack
+        if not batch:
+            return []
+        text_all = self._text_batch(text, len(batch))
+        results: list[Prediction] = []
+        for start, chunk in _chunks(batch, batch_size):
+            tensors = [_match_channels(_as_chw_float(im), self.cfg.in_channels) for im in chunk]
+            sizes = [tuple(t.shape[-2:]) for t in tensors]
+            side = (self.cfg.img_size, self.cfg.img_size)
+            x = torch.cat([_resize(t[None], side) for t in tensors]).clamp_(0.0, 1.0)
+            t = None if text_all is None else text_all[start : start + len(chunk)]
+            prob = torch.sigmoid(self._padded_logits(x, t, batch_size)[:, :1]).cpu()  # (n, 1, S, S)
+            scores = binary_entropy_score(prob)
+            for i, size in enumerate(sizes):
+                full = _resize(prob[i : i + 1], size)[0, 0].clamp_(0.0, 1.0).numpy().astype(np.float32)
+                results.append(Prediction(full, full > self.threshold, float(scores[i])))
+        return results
+
+    def predict_one(self, image: ImageLike, text: Any = None) -> Prediction:
+        """Segment a single image; ``text`` is (L, D) or None."""
+        return self.predict([image], None if text is None else torch.as_tensor(text)[None], batch_size=1)[0]
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    for start in range(0, len(items), size):
+        yield start, items[start : start + size]
