@@ -202,3 +202,11 @@ def test_export_streams_asynchronously_under_asgi(people, owner_client, case):
             "Train_Folder/img/scan.png",
             "Train_Folder/labelcol/scan.png",
         ]
+
+
+def test_import_command_failure_leaves_no_project(shared_data, db):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no images found"):
+        call_command("import_lvit", str(shared_data / "lv_loss"), "--project", "LV templates")
+    assert not Project.objects.filter(name="LV templates").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from server.core.errors import ServiceError
 from server.studio import services
@@ -33,15 +34,16 @@ class Command(BaseCommand):
                 owner = get_user_model().objects.filter(username=user).first()
                 if owner is None:
                     raise CommandError(f"no user {user!r}")
-            found = Project.objects.filter(name=project).first()
-            if found is None:
-                slug = template or guess_template(source)
-                if owner is not None:
-                    found = services.project_create(user=owner, name=project, template=slug)
-                else:
-                    found = Project.objects.create(name=project, template=ReportTemplate.objects.get(slug=slug))
-                self.stdout.write(f"created project {found.name!r} (id {found.pk}, template {slug})")
-            result = lvit_import(project=found, user=owner, source=source, check_role=owner is not None)
+            with transaction.atomic():  # a failed import leaves no new, empty project behind
+                found = Project.objects.filter(name=project).first()
+                if found is None:
+                    slug = template or guess_template(source)
+                    if owner is not None:
+                        found = services.project_create(user=owner, name=project, template=slug)
+                    else:
+                        found = Project.objects.create(name=project, template=ReportTemplate.objects.get(slug=slug))
+                    self.stdout.write(f"created project {found.name!r} (id {found.pk}, template {slug})")
+                result = lvit_import(project=found, user=owner, source=source, check_role=owner is not None)
         except ServiceError as exc:
             raise CommandError(str(exc.detail)) from None
         except ReportTemplate.DoesNotExist:
