@@ -20,6 +20,7 @@ from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from server.core.errors import ServiceError
+from server.studio.reports import body_box
 
 
 class ImageError(ServiceError):
@@ -179,6 +180,7 @@ def _decode_pil(data: bytes) -> DecodedImage:
     else:  # RGB, RGBA, CMYK, YCbCr, ...
         out = np.asarray(im.convert("RGB"))
     height, width = out.shape[:2]
+    meta["body_box"] = list(body_box(out))
     return DecodedImage(
         normalized_png=encode_png(out),
         original=data,
@@ -283,6 +285,7 @@ def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
         arr = np.asarray(pixels)
         out = arr.astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(arr, float(arr.min()), float(arr.max()))
     meta["deidentified"] = deidentify(ds)
+    meta["body_box"] = list(body_box(out))
     buf = io.BytesIO()
     try:
         ds.save_as(buf, enforce_file_format=False)

@@ -408,35 +408,62 @@ def expected_cells(fields: dict) -> set[tuple[str, str]] | None:
     return cells
 
 
-def observed_cells(mask: Any, *, min_fraction: float = 0.05) -> set[tuple[str, str]]:
-    """``{(side, zone)}`` holding lesion pixels of a binary mask (numpy ``(H, W)``).
+def body_box(image: Any, *, threshold: int = 40) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of the body in an 8-bit image: rows/columns where more than 1 % of the pixels
+    are brighter than ``threshold`` (the covid_ct text rule; for a chest X-ray this is about the whole image)."""
+    import numpy as np
 
-    Radiological display: the patient's left lung is on the image's RIGHT half. Each side's lesion rows are cut at
-    the image's thirds; a cell counts when it holds at least ``min_fraction`` of all lesion pixels.
+    a = np.asarray(image)
+    if a.ndim == 3:
+        a = a.mean(axis=2)
+    bright = a > threshold
+    rows = np.nonzero(bright.mean(axis=1) > 0.01)[0]
+    cols = np.nonzero(bright.mean(axis=0) > 0.01)[0]
+    if rows.size == 0 or cols.size == 0:
+        return 0, a.shape[0], 0, a.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def observed_cells(
+    mask: Any, *, box: tuple[int, int, int, int] | None = None, min_side: float = 0.002, min_zone: float = 0.05
+) -> set[tuple[str, str]]:
+    """``{(side, zone)}`` holding lesion pixels of a binary mask (numpy ``(H, W)``), following the dataset text rules.
+
+    Radiological display: the patient's left lung is on the RIGHT half of ``box`` (default: the whole image). A side
+    is affected when it holds at least ``min_side`` of the image area in lesion pixels or holds the most; each
+    affected side's rows are cut into thirds of ``box``, and a third counts when it holds at least ``min_zone`` of
+    that side's lesion pixels.
     """
     import numpy as np
 
     m = np.asarray(mask) > 0
-    total = int(m.sum())
-    if total == 0:
-        return set()
     h, w = m.shape
-    halves = {"right": m[:, : w // 2], "left": m[:, w // 2 :]}  # patient's right = image's left
-    cuts = [0, h // 3, 2 * h // 3, h]
+    top, bottom, left, right = box or (0, h, 0, w)
+    m = m[top:bottom, left:right]
+    if not m.any():
+        return set()
+    mid = m.shape[1] // 2
+    halves = {"right": m[:, :mid], "left": m[:, mid:]}  # patient's right = image's left
+    counts = {side: int(half.sum()) for side, half in halves.items()}
+    most = max(counts, key=counts.get)
+    cuts = [0, m.shape[0] // 3, 2 * m.shape[0] // 3, m.shape[0]]
     cells = set()
     for side, half in halves.items():
+        if counts[side] == 0 or (counts[side] < min_side * h * w and side != most):
+            continue
         for i, zone in enumerate(ZONE_NAMES):
-            if half[cuts[i] : cuts[i + 1]].sum() >= min_fraction * total:
+            if half[cuts[i] : cuts[i + 1]].sum() >= min_zone * counts[side]:
                 cells.add((side, zone))
     return cells
 
 
-def inconsistency_score(fields: dict, mask: Any) -> float | None:
-    """1 - Jaccard(claimed cells, observed cells): 0 when report and mask agree, 1 when disjoint."""
+def inconsistency_score(fields: dict, mask: Any, *, box: tuple[int, int, int, int] | None = None) -> float | None:
+    """1 - Jaccard(claimed cells, observed cells): 0 when report and mask agree, 1 when disjoint. ``box`` is the
+    body's bounding box (:func:`body_box` of the image) when known."""
     expected = expected_cells(fields)
     if expected is None:
         return None
-    observed = observed_cells(mask)
+    observed = observed_cells(mask, box=box)
     union = expected | observed
     if not union:
         return 0.0

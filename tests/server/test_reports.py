@@ -103,3 +103,28 @@ def test_inconsistency_uses_radiological_display():
     assert reports.inconsistency_score(right_lower, mask) == 1.0
     assert reports.inconsistency_score({"laterality": "none"}, np.zeros((9, 9), bool)) == 0.0
     assert reports.inconsistency_score({"text": "free"}, mask) is None
+
+
+def _swap_sides(fields: dict) -> dict:
+    out = dict(fields)
+    out["left_zones"], out["right_zones"] = fields.get("right_zones"), fields.get("left_zones")
+    return {k: v for k, v in out.items() if v}
+
+
+@pytest.mark.parametrize("dataset", ["covid_ct", "covid_cxr"])
+def test_inconsistency_separates_true_reports_from_side_swapped_ones(shared_data, dataset):
+    """On expert masks with their own (rule-generated) reports the score is low; with left and right swapped in
+    the report, unilateral cases score high. The image halves stand in for the lungs (no lung masks at runtime)."""
+    from PIL import Image
+
+    own, swapped = [], []
+    for text_file in sorted((shared_data / dataset).glob("*_Folder/*_text.csv")):
+        with text_file.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                mask = np.asarray(Image.open(text_file.parent / "labelcol" / row["Image"])) > 0
+                fields = parse(LUNG, row["Description"])
+                own.append(reports.inconsistency_score(fields, mask))
+                if fields["laterality"] == "unilateral":
+                    swapped.append(reports.inconsistency_score(_swap_sides(fields), mask))
+    assert np.mean(own) < 0.15
+    assert np.mean(swapped) > 0.8

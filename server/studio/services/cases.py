@@ -160,9 +160,9 @@ def report_update(
     case.report = report
     update = ["report", "updated_at"]
     if case.head_mask_id is not None:
-        from server.studio.services.masks import load_mask
+        from server.studio.services.masks import _inconsistency, load_mask
 
-        case.inconsistency = reports.inconsistency_score(parsed, load_mask(case.head_mask))
+        case.inconsistency = _inconsistency(case, load_mask(case.head_mask))
         update.append("inconsistency")
     case.save(update_fields=update)
     if case.state != CaseState.LABELED:

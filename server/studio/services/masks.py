@@ -39,6 +39,13 @@ def _reference_proposal(case: Case, parent: MaskVersion | None) -> MaskVersion |
     )
 
 
+def _inconsistency(case: Case, mask: np.ndarray) -> float | None:
+    if case.report is None:
+        return None
+    box = (case.meta or {}).get("body_box")
+    return reports.inconsistency_score(case.report.fields, mask, box=tuple(box) if box else None)
+
+
 def change_stats(*, mask: np.ndarray, reference: np.ndarray | None, reference_version: int | None) -> dict:
     stats: dict[str, Any] = {"foreground": int(mask.sum())}
     if reference is not None:
@@ -155,7 +162,7 @@ def mask_create_proposal(
         if case.state in (CaseState.UNLABELED, CaseState.PROPOSED):
             case.head_mask = mv
             case.state = CaseState.PROPOSED
-            case.inconsistency = reports.inconsistency_score(case.report.fields, mask) if case.report else None
+            case.inconsistency = _inconsistency(case, mask) if case.report else None
             update += ["head_mask", "state", "inconsistency"]
         case.save(update_fields=update)
     return mv
@@ -207,7 +214,7 @@ def mask_save(
             case.head_mask = mv
             case.state = CaseState.LABELED if accept else CaseState.IN_REVIEW
             update = ["head_mask", "state", "updated_at", "inconsistency"]
-            case.inconsistency = reports.inconsistency_score(case.report.fields, mask) if case.report else None
+            case.inconsistency = _inconsistency(case, mask) if case.report else None
             if accept:
                 case.assignee, case.assigned_at = None, None
                 update += ["assignee", "assigned_at"]
@@ -261,7 +268,7 @@ def mask_import_accepted(*, case: Case, png: bytes, mask: np.ndarray, user: Any,
     mv = _create(case=case, kind=MaskKind.ACCEPTED, png=png, mask=mask, parent=None, author=user, janitor=janitor)
     case.head_mask = mv
     case.state = CaseState.LABELED
-    case.inconsistency = reports.inconsistency_score(case.report.fields, mask) if case.report else None
+    case.inconsistency = _inconsistency(case, mask) if case.report else None
     case.save(update_fields=["head_mask", "state", "inconsistency", "updated_at"])
     return mv
 
