@@ -217,6 +217,17 @@ def deidentify(ds: Any) -> list[str]:
                     strip(item)
 
     strip(ds)
+    # Instance UIDs can be traced back to the hospital's records: replace them by UIDs derived from them, so slices
+    # of one series still group together but the originals are not stored.
+    from pydicom.uid import generate_uid
+
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+        if keyword in ds:
+            setattr(ds, keyword, generate_uid(entropy_srcs=[str(getattr(ds, keyword))]))
+            removed.append(keyword)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "LViT Studio: basic profile identifiers and private tags removed"
     return sorted(set(removed))

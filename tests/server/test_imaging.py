@@ -43,6 +43,10 @@ def test_ct_is_windowed_from_its_tags_and_deidentified():
     assert "PatientName" not in kept and "PatientID" not in kept and "PatientBirthDate" not in kept
     assert not any(e.tag.is_private for e in kept)
     assert kept.PatientIdentityRemoved == "YES"
+    assert kept.StudyInstanceUID != original.StudyInstanceUID and kept.SOPInstanceUID != original.SOPInstanceUID
+    assert kept.file_meta.MediaStorageSOPInstanceUID == kept.SOPInstanceUID
+    again = pydicom.dcmread(io.BytesIO(decode_upload(raw, filename="again.dcm").original))
+    assert again.SeriesInstanceUID == kept.SeriesInstanceUID  # deterministic: a series still groups together
     assert bytes(str(original.PatientName), "ascii") not in decoded.original
     np.testing.assert_array_equal(kept.pixel_array, original.pixel_array)  # pixels untouched
 
