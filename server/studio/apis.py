@@ -103,7 +103,13 @@ def _header_safe(name: str) -> str:
 
 
 def _file_response(field, content_type: str, filename: str) -> FileResponse:
-    response = FileResponse(field.open("rb"), content_type=content_type)
+    try:
+        handle = field.open("rb")
+    except (FileNotFoundError, OSError):
+        raise ServiceError(
+            f"the stored file {field.name!r} is missing from storage", code="file_missing", status_code=404
+        ) from None
+    response = FileResponse(handle, content_type=content_type)
     response["Content-Disposition"] = f'inline; filename="{_header_safe(filename)}"'
     response["Cache-Control"] = "private, max-age=3600"
     return response

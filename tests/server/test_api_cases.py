@@ -278,3 +278,24 @@ def test_rgb_image_stays_rgb(people):
     rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     c = services.case_create(project=people.project, user=people.owner, data=png_bytes(rgb), filename="rgb.png")
     assert c.channels == 3 and (c.width, c.height) == (30, 20)
+
+
+def test_missing_storage_file_is_404_not_500(people, owner_client, case):
+    from django.core.files.storage import default_storage
+
+    default_storage.delete(case.image.name)
+    r = owner_client.get(f"/api/cases/{case.pk}/image/")
+    assert r.status_code == 404 and r.json()["error"] == "file_missing"
+
+
+def test_project_delete_removes_every_file(people, owner_client, case, settings, django_capture_on_commit_callbacks):
+    from server.studio import services
+    from tests.server.conftest import mask_png
+
+    services.mask_accept(case=case, user=people.owner, png_bytes=mask_png())
+    services.model_version_create(project=people.project, checkpoint=b"w")
+    assert len(media_files(settings)) == 4
+    with django_capture_on_commit_callbacks(execute=True):
+        assert owner_client.delete(f"/api/projects/{people.project.pk}/").status_code == 204
+    assert media_files(settings) == []
+    assert owner_client.get(f"/api/projects/{people.project.pk}/").status_code == 404
