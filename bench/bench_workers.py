@@ -185,6 +185,7 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
     for size in (256, 512):
         times = [upload_and_wait(size * 1000 + i, size) for i in range(args.latency_uploads)]
         jobs = Job.objects.filter(kind=JobKind.PROPOSAL, case__name__startswith=f"u{size * 1000}")
+        wait(lambda: not jobs.filter(finished_at__isnull=True).exists(), 60, "proposal jobs to finish", log)  # noqa: B023
         run_s = [(j.finished_at - j.started_at).total_seconds() for j in jobs]
         queue_s = [(j.started_at - j.created_at).total_seconds() for j in jobs]
         latency[size] = {
@@ -213,24 +214,36 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
             log,
         )
 
-    t0 = time.perf_counter()
-    batch = run_job(JobKind.BATCH_PROPOSAL)
-    batch_wall = time.perf_counter() - t0
-    assert batch.status == JobStatus.SUCCEEDED, batch.message
-    batch_run = (batch.finished_at - batch.started_at).total_seconds()
-
     images = [np.asarray(Image.open(Case.objects.get(pk=c.pk).image.open("rb")).convert("L")) for c in cases]
     embedder = TextEmbedder(length=cfg.text_len)
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
     predictor.predict(images[:8], embedder.embed_many([SENTENCE] * len(images[:8])), batch_size=8)  # warm-up
-    raw_times = []
-    for _ in range(2):
+
+    def raw_once() -> float:
         t0 = time.perf_counter()
         predictor.predict(images, embedder.embed_many([SENTENCE] * n), batch_size=8)
-        raw_times.append(time.perf_counter() - t0)
-    raw = min(raw_times)
-    rows["batch"] = {"n": n, "size": size, "job_s": batch_run, "wall_s": batch_wall, "raw_s": raw}
-    del predictor
+        return time.perf_counter() - t0
+
+    # Interleaved (raw, job, raw, job, raw) and the minimum of each: the machine is shared, and the minimum is
+    # the measurement least disturbed by other processes.
+    raw_times, job_times, walls, timings = [raw_once()], [], [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        batch = run_job(JobKind.BATCH_PROPOSAL)
+        walls.append(time.perf_counter() - t0)
+        assert batch.status == JobStatus.SUCCEEDED, batch.message
+        job_times.append((batch.finished_at - batch.started_at).total_seconds())
+        timings.append(batch.result["timings"])
+        raw_times.append(raw_once())
+    best = min(range(len(job_times)), key=job_times.__getitem__)
+    rows["batch"] = {
+        "n": n,
+        "size": size,
+        "job_s": job_times[best],
+        "wall_s": min(walls),
+        "raw_s": min(raw_times),
+        "timings": timings[best],
+    }
 
     # 3. EPI: the first generation initialises P_0, the second is an EMA step
     epi = []
@@ -238,6 +251,7 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
         job = run_job(JobKind.EPI_UPDATE)
         assert job.status == JobStatus.SUCCEEDED, job.message
         epi.append((job.finished_at - job.started_at).total_seconds())
+        rows.setdefault("epi_timings", []).append(job.result["timings"])
     rows["epi"] = {"n": n, "size": size, "first_s": epi[0], "second_s": epi[1]}
 
     # 4. one retraining round on 100 accepted cases
@@ -337,6 +351,12 @@ def report(rows: dict, args: argparse.Namespace) -> str:
         f"| {b['job_s']:.2f} | {job_tput:.2f} | {100 * (b['job_s'] / b['raw_s'] - 1):+.0f} % |",
         f"| same, enqueue to done (wall) | {b['n']} | {b['wall_s']:.2f} | {b['n'] / b['wall_s']:.2f} "
         f"| {100 * (b['wall_s'] / b['raw_s'] - 1):+.0f} % |",
+        "",
+        "Raw and job runs interleaved (raw, job, raw, job, raw), minimum of each (shared machine). Inside the "
+        f"job (its own clock): model (text features + forward) {b['timings']['predict_s']:.2f} s, reading images "
+        f"{b['timings']['read_s']:.2f} s, writing masks + soft maps + rows {b['timings']['write_s']:.2f} s, total "
+        f"{b['timings']['total_s']:.2f} s: the pipeline adds "
+        f"{100 * (b['timings']['total_s'] / b['timings']['predict_s'] - 1):.1f} % to the model time it contains.",
         "",
         "| EPI update (`gpu.epi_update`, predict + β-EMA + store uint8 map) | cases | seconds | cases/s |",
         "|---|---|---|---|",

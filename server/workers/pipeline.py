@@ -70,12 +70,40 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _predict_cases(model: LoadedModel, cases: Sequence[Case]) -> list[tuple[Case, str, Any]]:
+class _Timings:
+    """Where a batch job's time goes: reading images, the model (text features + forward), writing results."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds = {"read": 0.0, "predict": 0.0, "write": 0.0}
+
+    def add(self, key: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[key] += now - since
+        return now
+
+    def as_dict(self) -> dict[str, float]:
+        out = {f"{k}_s": round(v, 4) for k, v in self.seconds.items()}
+        out["total_s"] = round(time.perf_counter() - self.started, 4)
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+        return out
+
+
+def _predict_cases(
+    model: LoadedModel, cases: Sequence[Case], timings: _Timings | None = None
+) -> list[tuple[Case, str, Any]]:
+    t0 = time.perf_counter()
     images, sentences = [], []
     for case in cases:
         images.append(_case_image(case))
         sentences.append(services.case_sentence(case)[0])
+    t1 = time.perf_counter()
     preds = model.predict(images, sentences, batch_size=INFERENCE_BATCH)
+    if timings is not None:
+        timings.seconds["read"] += t1 - t0
+        timings.add("predict", t1)
     return list(zip(cases, sentences, preds, strict=True))
 
 
@@ -123,9 +151,11 @@ def propose_batch(job: Job) -> dict[str, Any]:
     cases = services.unlabeled_cases(job.project, splits=splits)
     mv = ModelVersion.objects.get(pk=model.model_version_id)
     _progress(job, phase="predict", done=0, total=len(cases), model_version=mv.pk)
-    started, done, masks = time.perf_counter(), 0, []
+    started, done, masks, timings = time.perf_counter(), 0, [], _Timings()
     for chunk in _batches(cases, INFERENCE_BATCH):
-        for case, sentence, pred in _predict_cases(model, chunk):
+        predictions = _predict_cases(model, chunk, timings)
+        t0 = time.perf_counter()
+        for case, sentence, pred in predictions:
             mask = services.proposal_create(
                 case=case,
                 model_version=mv,
@@ -135,9 +165,16 @@ def propose_batch(job: Job) -> dict[str, Any]:
                 report_text=sentence,
             )
             masks.append(mask.pk)
+        timings.add("write", t0)
         done += len(chunk)
         _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
-    return {"cases": done, "masks": masks, "model_version": mv.pk, "model_loaded": loaded_now}
+    return {
+        "cases": done,
+        "masks": masks,
+        "model_version": mv.pk,
+        "model_loaded": loaded_now,
+        "timings": timings.as_dict(),
+    }
 
 
 def score_worklist(job: Job) -> dict[str, Any]:
@@ -177,9 +214,11 @@ def update_pseudo_labels(job: Job) -> dict[str, Any]:
     mv = ModelVersion.objects.get(pk=model.model_version_id)
     existing = {p.case_id: p for p in PseudoLabel.objects.filter(case__in=cases)}
     _progress(job, phase="epi", done=0, total=len(cases), beta=beta)
-    started, done, first = time.perf_counter(), 0, 0
+    started, done, first, timings = time.perf_counter(), 0, 0, _Timings()
     for chunk in _batches(cases, INFERENCE_BATCH):
-        for case, _, pred in _predict_cases(model, chunk):
+        predictions = _predict_cases(model, chunk, timings)
+        t0 = time.perf_counter()
+        for case, _, pred in predictions:
             label = existing.get(case.pk)
             prev = services.read_uint8_png(label.soft_map.name) if label is not None else None
             if prev is not None and prev.shape != pred.prob.shape:
@@ -188,9 +227,10 @@ def update_pseudo_labels(job: Job) -> dict[str, Any]:
             iteration = label.iterations if label is not None else 0
             soft = epi_update(prev, pred.prob, beta, seed=_epi_seed(case.pk, iteration))
             pseudolabel_update(case=case, soft_map=soft, model_version=mv)
+        timings.add("write", t0)
         done += len(chunk)
         _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
-    return {"cases": done, "initialised": first, "beta": beta, "model_version": mv.pk}
+    return {"cases": done, "initialised": first, "beta": beta, "model_version": mv.pk, "timings": timings.as_dict()}
 
 
 def _eta(started: float, done: int, total: int) -> float | None:
