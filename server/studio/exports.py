@@ -103,6 +103,15 @@ def mask_export_name(case: Case) -> str:
     return lvit.get("mask_name") or posixpath.splitext(case.name)[0] + ".png"
 
 
+def _unique(name: str, case: Case, seen: set[str]) -> str:
+    """``name``, or ``<stem>-<case id><ext>`` when another case of the export already used it (a.png and a.jpg)."""
+    if name in seen:
+        stem, ext = posixpath.splitext(name)
+        name = f"{stem}-{case.pk}{ext}"
+    seen.add(name)
+    return name
+
+
 def _text_file(split: str, rows: list[tuple[Any, str, str]], fmt: str) -> tuple[str, bytes]:
     rows = sorted(rows, key=lambda r: (r[0] is None, r[0] if r[0] is not None else 0, r[1]))
     folder = FOLDERS[Split(split)]
@@ -132,6 +141,7 @@ def lvit_entries(project: Project, qs: QuerySet[Case]) -> Iterator[tuple[str, by
     current: str | None = None
     rows: list[tuple[Any, str, str]] = []
     formats: dict[str, int] = {}
+    seen: set[str] = set()
 
     def flush() -> Iterator[tuple[str, bytes, bool]]:
         if current is not None and rows:
@@ -142,10 +152,10 @@ def lvit_entries(project: Project, qs: QuerySet[Case]) -> Iterator[tuple[str, by
     for case in export_cases(project, qs).iterator(chunk_size=200):
         if case.split != current:
             yield from flush()
-            current, rows, formats = case.split, [], {}
+            current, rows, formats, seen = case.split, [], {}, set()
         folder = FOLDERS[Split(case.split)]
         yield f"{folder}_Folder/img/{image_export_name(case)}", image_export_bytes(case), False
-        mask_name = mask_export_name(case)
+        mask_name = _unique(mask_export_name(case), case, seen)
         if case.accepted_png:
             yield f"{folder}_Folder/labelcol/{mask_name}", _read(case.accepted_png), False
         lvit = (case.meta or {}).get("lvit") or {}
@@ -161,10 +171,11 @@ def png_entries(project: Project, qs: QuerySet[Case]) -> Iterator[tuple[str, byt
     manifest = io.StringIO()
     writer = csv.writer(manifest)
     writer.writerow(["case_id", "name", "split", "state", "mask", "mask_version", "report"])
+    seen: set[str] = set()
     for case in export_cases(project, qs).iterator(chunk_size=200):
         path = ""
         if case.accepted_png:
-            path = f"masks/{case.split}/{posixpath.splitext(case.name)[0]}.png"
+            path = _unique(f"masks/{case.split}/{posixpath.splitext(case.name)[0]}.png", case, seen)
             yield path, _read(case.accepted_png), False
         writer.writerow(
             [

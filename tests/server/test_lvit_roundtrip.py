@@ -19,6 +19,9 @@ from pycocotools import mask as mask_utils
 from server.studio.models import Case, CaseState, MaskVersion, Project, Role
 from server.studio.services import member_set
 
+# pycocotools' decode passes copy=False to numpy 2 (its own deprecation, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 
 def read_text_rows(path: Path) -> list[tuple[str, str]]:
     if path.suffix == ".csv":
@@ -210,3 +213,21 @@ def test_import_command_failure_leaves_no_project(shared_data, db):
     with pytest.raises(CommandError, match="no images found"):
         call_command("import_lvit", str(shared_data / "lv_loss"), "--project", "LV templates")
     assert not Project.objects.filter(name="LV templates").exists()
+
+
+def test_export_names_stay_unique_when_stems_collide(people, owner_client):
+    from server.studio import services
+    from tests.server.conftest import gray_image, mask_png
+
+    jpeg = io.BytesIO()
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(jpeg, format="JPEG")
+    for name, data in (("a.png", gray_image()), ("a.jpg", jpeg.getvalue())):
+        c = services.case_create(project=people.project, user=people.owner, data=data, filename=name)
+        services.mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+    for fmt in ("lvit", "png"):
+        r = owner_client.get(f"/api/projects/{people.project.pk}/export/?format={fmt}")
+        with zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))) as zf:
+            names = zf.namelist()
+        assert len(names) == len(set(names)), names
+        masks = [n for n in names if "labelcol/" in n or n.startswith("masks/")]
+        assert len(masks) == 2, names
