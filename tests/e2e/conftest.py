@@ -1,9 +1,10 @@
 """Browser tests: real Chromium (Playwright) against a real daphne process and a real Celery worker.
 
-The server under test is ``daphne server.asgi:application`` on a free port whose ``DATABASE_URL`` names the
-pytest-django test database; the worker and the shared media folder come from ``tests/workers/conftest.py``.
-Tests use ``transactional_db`` (through the ``worker`` fixture) so both processes see committed rows.
-Screenshots of every page land in ``test-artifacts/e2e/`` (gitignored).
+The e2e stack is self-contained and lives for one test module: its own media folder, its own Redis database
+(broker and channel layer, so a worker started by ``tests/workers`` in the same session never takes its tasks),
+``daphne server.asgi:application`` on a free port and, for modules that ask for it, one Celery worker (the
+``WorkerProcess`` harness of ``tests/workers``). Both processes use the pytest-django test database; tests are
+``transaction=True`` so everyone sees committed rows. Screenshots land in ``test-artifacts/e2e/<test>/``.
 """
 
 from __future__ import annotations
@@ -18,15 +19,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.workers import conftest as workers_conftest
-
-# The worker process and the media folder it shares with this process and the server (fixtures re-exported).
-celery_worker = workers_conftest.celery_worker
-worker = workers_conftest.worker
-worker_media = workers_conftest.worker_media
+from tests.workers.conftest import WorkerProcess, _database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
@@ -46,6 +43,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def e2e_redis_url(url: str) -> str:
+    """The session's Redis URL with another database number (``LVIT_E2E_REDIS_DB``, default: 8 further on)."""
+    parts = urlsplit(url)
+    current = int(parts.path.strip("/") or 0)
+    db = int(os.environ.get("LVIT_E2E_REDIS_DB", (current + 8) % 16))
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 class ServerProcess:
@@ -86,38 +91,125 @@ class ServerProcess:
         self._log.close()
 
 
-@pytest.fixture(scope="session")
-def web_server(
-    django_db_setup: None, worker_media: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+class Stack:
+    """What the processes of one e2e module share: environment (database, Redis, media) and log folder."""
+
+    def __init__(self, env: dict[str, str], base: Path, media: Path) -> None:
+        self.env = env
+        self.base = base
+        self.media = media
+        self.server: ServerProcess | None = None
+
+    @property
+    def broker_url(self) -> str:
+        return self.env["REDIS_URL"]
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Media folder (also this process's, through override_settings), environment, and the daphne server."""
     from django.conf import settings
+    from django.test import override_settings
 
     db = settings.DATABASES["default"]
     if not db["ENGINE"].endswith("postgresql"):
         pytest.skip("browser tests need PostgreSQL (set DATABASE_URL): the server process shares the test database")
-    base = tmp_path_factory.mktemp("web")
+    base = tmp_path_factory.mktemp("e2e")
+    media = base / "media"
+    media.mkdir()
     env = {
         **os.environ,
-        "DATABASE_URL": workers_conftest._database_url(db),
-        "REDIS_URL": settings.REDIS_URL,
-        "LVIT_MEDIA_ROOT": str(worker_media),
+        "DATABASE_URL": _database_url(db),
+        "REDIS_URL": e2e_redis_url(settings.REDIS_URL),
+        "LVIT_MEDIA_ROOT": str(media),
         "LVIT_STORAGE": "local",
         "LVIT_TEXT_CACHE_DIR": str(settings.LVIT_TEXT_CACHE_DIR),
+        "LVIT_CHECKPOINT_CACHE_DIR": str(base / "checkpoints"),
         "LVIT_SERVE_STATIC": "1",
         "LVIT_CELERY_EAGER": "0",
+        "LVIT_JOB_HEARTBEAT_S": "1",
+        "LVIT_JOB_STALE_AFTER_S": "30",
         "ML_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     }
-    server = ServerProcess(env, base / "daphne.log")
+    override = override_settings(MEDIA_ROOT=str(media))
+    override.enable()
+    stack = Stack(env, base, media)
+    stack.server = ServerProcess(env, base / "daphne.log")
     try:
-        server.wait_ready()
-        yield server
+        stack.server.wait_ready()
+        yield stack
     finally:
-        server.stop()
+        stack.server.stop()
+        override.disable()
 
 
 @pytest.fixture(scope="module")
-def browser(web_server: ServerProcess) -> Iterator[Any]:
+def web_server(stack: Stack) -> ServerProcess:
+    assert stack.server is not None
+    return stack.server
+
+
+def _control(stack: Stack) -> Any:
+    """A Celery control client on the e2e broker (no tasks needed to inspect or purge)."""
+    from celery import Celery
+
+    return Celery("lvit-e2e-control", broker=stack.broker_url)
+
+
+@pytest.fixture(scope="module")
+def e2e_worker(stack: Stack) -> Iterator[WorkerProcess]:
+    """One Celery worker (queues gpu, default) on the e2e broker and media folder, for this module."""
+    control = _control(stack)
+    control.control.purge()  # messages left by an interrupted run
+    worker = WorkerProcess(stack.env, stack.base)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        control.close()
+
+
+@pytest.fixture
+def seeded_templates(transactional_db: None) -> None:
+    """The seeded report templates (a flush between transactional tests removes migration data)."""
+    from server.studio.models import ReportTemplate
+    from server.studio.reports import SEEDED_TEMPLATES
+
+    for spec in SEEDED_TEMPLATES:
+        ReportTemplate.objects.update_or_create(
+            slug=spec["slug"], defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")}
+        )
+
+
+@pytest.fixture
+def worker(e2e_worker: WorkerProcess, stack: Stack, seeded_templates: None, artifacts: Path) -> Iterator[WorkerProcess]:
+    """The module's worker for one test; afterwards queued jobs are cancelled and the running one may finish,
+    so the database flush never races a task. The worker's log is kept with the test's artifacts."""
+    if not e2e_worker.alive:
+        e2e_worker.start()
+    yield e2e_worker
+    from server.studio.models import Job, JobStatus
+
+    Job.objects.filter(status__in=[JobStatus.PENDING, JobStatus.RUNNING]).update(
+        status=JobStatus.CANCELLED, message="test teardown"
+    )
+    control = _control(stack)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and e2e_worker.alive:
+        active = control.control.inspect(timeout=1.0).active() or {}
+        if not any(active.values()):
+            break
+        time.sleep(0.3)
+    control.close()
+    if e2e_worker.log_path is not None:
+        shutil.copyfile(e2e_worker.log_path, artifacts / "worker.log")
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[Any]:
     """Chromium for one test module. Playwright's sync API keeps an event loop running in this thread, so the
     tests' own (synchronous) ORM calls and the database flushes between tests need Django's async guard off
     while it lives; it is restored when the module's browser closes."""

@@ -23,16 +23,9 @@ PASSWORD = "correct-horse-42"
 
 
 @pytest.fixture
-def ct_user(transactional_db: None) -> Any:
+def ct_user(seeded_templates: None) -> Any:
     from django.contrib.auth import get_user_model
 
-    from server.studio.models import ReportTemplate
-    from server.studio.reports import SEEDED_TEMPLATES
-
-    for spec in SEEDED_TEMPLATES:  # flushed by earlier transactional tests
-        ReportTemplate.objects.update_or_create(
-            slug=spec["slug"], defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")}
-        )
     return get_user_model().objects.create_user(username="dr.ct", password=PASSWORD)
 
 

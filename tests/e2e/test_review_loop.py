@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -109,14 +108,7 @@ def _stroke(page: Any, x0: float, y0: float, x1: float, y1: float) -> None:
     page.mouse.up()
 
 
-@pytest.fixture
-def worker_log(worker: Any, artifacts: Path) -> Any:
-    yield worker
-    if worker.log_path is not None:
-        shutil.copyfile(worker.log_path, artifacts / "worker.log")
-
-
-def test_review_correct_accept_retrain_export(page, worker_log, shared_data, artifacts, tmp_path) -> None:
+def test_review_correct_accept_retrain_export(page, worker, shared_data, artifacts, tmp_path) -> None:
     ctx = _setup(shared_data, tmp_path)
     project = ctx["project"]
     shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"))  # noqa: E731

@@ -71,13 +71,13 @@ async function loadCase({ keepView = false } = {}) {
     baseVersion: caseData.head_version ?? null,
     layers: { [LAYERS.PROPOSAL]: proposalMask, [LAYERS.ACCEPTED]: acceptedMask, [LAYERS.PSEUDO]: pseudoMask },
   });
-  canvasView.setImage(scanRGBA, width, height);
+  showScan();
   if (!keepView) canvasView.fit();
   renderCaseInfo();
   renderLayers();
-  fillReportForm(caseData.report_fields ?? {});
+  if (!keepView || !reportTouched) fillReportForm(caseData.report_fields ?? {}); // keep what is being typed
   setStatus("");
-  if (config.case.dicom) loadHU();
+  if (config.case.dicom && !hu) loadHU();
 }
 
 async function loadPseudo(width, height) {
@@ -441,9 +441,10 @@ async function loadHU() {
 
 const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 
-$("window-preset").addEventListener("change", (e) => {
-  const opt = e.target.selectedOptions[0];
-  if (!hu || !opt.value) {
+/** Draw the scan as uploaded, or through the chosen CT window (DICOM cases). */
+function showScan() {
+  const opt = $("window-preset").selectedOptions[0];
+  if (!hu || !opt?.value) {
     canvasView.setImage(scanRGBA, store.width, store.height);
     grey = rgbaToGrey(scanRGBA);
     return;
@@ -451,7 +452,9 @@ $("window-preset").addEventListener("change", (e) => {
   const g = applyWindow(hu.values, { width: Number(opt.dataset.width), level: Number(opt.dataset.level) });
   grey = Uint8Array.from(g);
   canvasView.setImage(greyToRGBA(g), hu.width, hu.height);
-});
+}
+
+$("window-preset").addEventListener("change", showScan);
 
 // --- toolbar --------------------------------------------------------------------------------------
 
