@@ -231,3 +231,27 @@ def test_export_names_stay_unique_when_stems_collide(people, owner_client):
         assert len(names) == len(set(names)), names
         masks = [n for n in names if "labelcol/" in n or n.startswith("masks/")]
         assert len(masks) == 2, names
+
+
+def test_import_warns_about_orphan_masks_and_text_rows(people, owner_client, shared_data):
+    img = next(iter(sorted((shared_data / "covid_cxr/Val_Folder/img").iterdir())))
+    mask = shared_data / "covid_cxr/Val_Folder/labelcol" / f"mask_{img.name}"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f"Val_Folder/img/{img.name}", img.read_bytes())
+        zf.writestr(f"Val_Folder/labelcol/mask_{img.name}", mask.read_bytes())
+        zf.writestr("Val_Folder/labelcol/mask_ghost.png", mask.read_bytes())
+        zf.writestr(
+            "Val_Folder/Val_text.csv",
+            f"Image,Description\r\nmask_{img.name},No pulmonary infection.\r\nmask_nobody.png,x\r\n",
+        )
+    r = owner_client.post(
+        f"/api/projects/{people.project.pk}/import/",
+        {"archive": SimpleUploadedFile("v.zip", buf.getvalue())},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.json()
+    body = r.json()
+    assert (body["cases"], body["labeled"], body["structured_reports"], body["splits"]) == (1, 1, 1, {"val": 1})
+    assert any("mask_ghost.png has no image" in w for w in body["warnings"])
+    assert any("'mask_nobody.png' names no image" in w for w in body["warnings"])

@@ -203,6 +203,10 @@ def _plan(project: Project, source: Source) -> tuple[list[_Planned], list[str]]:
             planned.append(_Planned(SPLIT_FOLDERS[split_folder], item, mask, meta, bool(sentence)))
         for orphan in sorted(set(split_masks) - used_masks):
             warnings.append(f"{split_folder}_Folder/labelcol/{orphan} has no image; skipped")
+        keys_used = {p.meta["lvit"]["mask_name"] for p in planned if p.split == SPLIT_FOLDERS[split_folder]}
+        keys_used |= {p.item.name for p in planned if p.split == SPLIT_FOLDERS[split_folder]}
+        for key in sorted(set(table) - keys_used)[:50]:
+            warnings.append(f"{split_folder} text row {key!r} names no image or mask; skipped")
     return planned, warnings
 
 
