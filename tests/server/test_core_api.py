@@ -113,3 +113,14 @@ def test_schema_and_docs_are_served(api: APIClient) -> None:
     docs = api.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+@pytest.mark.django_db
+def test_forged_session_cookie_with_nul_is_ignored_not_a_500(api: APIClient) -> None:
+    from django.test import Client
+
+    response = Client().get("/api/health/", HTTP_COOKIE="sessionid=abcdefghijklmnopq\x00rstuvwxyz123456")
+    assert response.status_code in {200, 503}
+    listing = Client().get("/api/projects/", HTTP_COOKIE="sessionid=abcdefghijklmnopq\x00rstuvwxyz123456")
+    assert listing.status_code in {401, 403}
+    assert listing.json()["error"] == "not_authenticated"
