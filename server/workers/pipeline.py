@@ -465,6 +465,7 @@ def train(job: Job) -> dict[str, Any]:
             save_last=False,
         )
         tracker = _TrainingProgress(job)
+        epi_store = _stored_epi(unlabeled, model_cfg.img_size, cfg) if unlabeled else None
         trainer = Trainer(
             cfg,
             model_cfg,
@@ -474,6 +475,7 @@ def train(job: Job) -> dict[str, Any]:
             on_progress=tracker,
             should_stop=tracker.should_stop,
             text_embedder=embedder,
+            epi_store=epi_store,
         )
         if parent_ckpt is not None:
             trainer.model.load_state_dict(parent_ckpt["model"])  # fine-tune from the active version
@@ -535,6 +537,20 @@ def train(job: Job) -> dict[str, Any]:
         "reason": reason,
         "stopped": fit.stopped,
     }
+
+
+def _stored_epi(cases: Sequence[Case], size: int, cfg: Any) -> Any:
+    """The project's EPI maps (kept at image size by ``epi_update`` jobs) as the trainer's starting store, so a
+    round continues ``P_t = β·P_{t-1} + (1-β)·P̂_t`` across rounds instead of restarting from one prediction."""
+    from ml.epi import EPIStore
+
+    store = EPIStore(beta=cfg.epi_beta, seed=cfg.seed)
+    for label in PseudoLabel.objects.filter(case__in=cases, iterations__gte=1):
+        q = Image.fromarray(services.read_uint8_png(label.soft_map.name)).resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
+        store.set(f"case-{label.case_id}", np.asarray(q, dtype=np.uint8), label.iterations)
+    return store
 
 
 def _parent_checkpoint(mv: ModelVersion) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,9 +39,11 @@ def _database_url(db: dict[str, Any]) -> str:
 class WorkerProcess:
     """One ``celery worker`` subprocess; ``start``/``stop``/``kill`` (SIGKILL, as a crashed host would)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, namespace: str) -> None:
         self.env = env
         self.log_dir = log_dir
+        self.namespace = namespace
+        self.node = ""
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self.starts = 0
@@ -48,11 +51,13 @@ class WorkerProcess:
     def start(self, timeout: float = 90.0) -> None:
         assert self.proc is None or self.proc.poll() is not None, "worker already running"
         self.starts += 1
-        name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.node = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         self.log_path = self.log_dir / f"worker-{self.starts}.log"
         log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "--pool=solo"]
-        cmd += ["-n", name, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"]
+        queues = f"{self.namespace}.gpu,{self.namespace}.default"
+        cmd = [sys.executable, "-m", "celery", "-A", "tests.workers.celery_isolated", "worker", "-Q", queues]
+        cmd += ["--pool=solo", "-n", self.node, "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        cmd += ["-l", "INFO"]
         self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -100,17 +105,26 @@ def worker_media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def celery_worker(
     django_db_setup: None, django_db_blocker: Any, worker_media: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
+    """A worker on this run's own queues (``<ns>.gpu``, ``<ns>.default``) and channel prefix: parallel runs that
+    share the Redis database never take each other's tasks or see each other's websocket messages."""
     from django.conf import settings
+    from django.test import override_settings
+
+    from server.celery import app
+    from tests.workers.celery_isolated import channel_layers, isolate
 
     db = settings.DATABASES["default"]
     if not db["ENGINE"].endswith("postgresql"):
         pytest.skip("worker tests need PostgreSQL (set DATABASE_URL): the worker process shares the test database")
-    from server.celery import app
-
-    app.control.purge()  # messages left by an earlier, interrupted run
+    namespace = f"lvit-test-{uuid.uuid4().hex[:10]}"
+    saved = (app.conf.task_queues, app.conf.task_default_queue, app.conf.task_routes)
+    isolate(app, namespace)
+    layers = override_settings(CHANNEL_LAYERS=channel_layers(settings.CHANNEL_LAYERS, namespace))
+    layers.enable()
     base = tmp_path_factory.mktemp("worker")
     env = {
         **os.environ,
+        "LVIT_TEST_NAMESPACE": namespace,
         "DATABASE_URL": _database_url(db),
         "REDIS_URL": settings.REDIS_URL,
         "LVIT_MEDIA_ROOT": str(worker_media),
@@ -124,10 +138,17 @@ def celery_worker(
         "OMP_NUM_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     }
-    worker = WorkerProcess(env, base)
-    worker.start()
-    yield worker
-    worker.stop()
+    worker = WorkerProcess(env, base, namespace)
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
+        layers.disable()
+        app.conf.task_queues, app.conf.task_default_queue, app.conf.task_routes = saved
+        with app.connection_for_write() as conn:  # the run's queues are not needed any more
+            for queue in (f"{namespace}.gpu", f"{namespace}.default"):
+                conn.default_channel.queue_delete(queue)
 
 
 @pytest.fixture
@@ -160,16 +181,16 @@ def _wait_idle(worker: WorkerProcess, timeout: float = 120.0) -> None:
     Job.objects.filter(status=JobStatus.RUNNING).update(status=JobStatus.CANCELLED, message="test teardown")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not worker.alive or not worker_busy():
+        if not worker.alive or not worker_busy(worker):
             return
         time.sleep(0.2)
 
 
-def worker_busy() -> bool:
+def worker_busy(worker: WorkerProcess) -> bool:
     """Whether a task is executing in the worker (the cancelled row may still be held by a stopping task)."""
     from server.celery import app
 
-    active = app.control.inspect(timeout=1.0).active() or {}
+    active = app.control.inspect(destination=[worker.node], timeout=1.0).active() or {}
     return any(active.values())
 
 

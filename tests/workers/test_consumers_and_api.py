@@ -13,6 +13,16 @@ from tests.workers.test_worker_cycle import close_thread_connections, make_proje
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_templates")]
 
 
+@pytest.fixture(autouse=True)
+def own_channel_prefix(settings) -> None:
+    """Parallel runs share Redis and restart ids at 1: give this test its own channel-layer key prefix."""
+    import uuid
+
+    from tests.workers.celery_isolated import channel_layers
+
+    settings.CHANNEL_LAYERS = channel_layers(settings.CHANNEL_LAYERS, f"lvit-test-{uuid.uuid4().hex[:10]}")
+
+
 async def _connect(path: str, headers: list) -> tuple[Any, dict]:
     from channels.testing import WebsocketCommunicator
 

@@ -302,9 +302,15 @@ def test_manual_policy_keeps_a_candidate_then_admin_promotes_and_rolls_back(work
     users = make_users()
     project = labeled_project(users, train=4, val=2, unlabeled=1)
     first = random_model(project, tmp_path)
-    job = start_training(project, users["admin"], epochs=1, mode="labeled_only", promotion="manual")
+    from server.workers.services import job_create
+
+    epi = wait_job(job_create(kind=JobKind.EPI_UPDATE, project=project).pk, worker)
+    assert epi.status == JobStatus.SUCCEEDED and epi.result["initialised"] == 1
+    job = start_training(project, users["admin"], epochs=1, mode="semi_supervised", promotion="manual")
     job = wait_job(job.pk, worker)
     assert job.status == JobStatus.SUCCEEDED, job.message
+    # fine-tuning has no prototype epochs; the round continued the stored EPI map (P_0 from the EPI job)
+    assert job.progress["pseudo"]["iterations"] == 2
     candidate = ModelVersion.objects.get(training_job=job)
     assert candidate.status == ModelStatus.CANDIDATE and job.result["promoted"] is False
     assert candidate.parent_id == first.pk and candidate.metrics["init"] == "finetune"
