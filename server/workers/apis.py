@@ -63,7 +63,7 @@ class TrainingJobInput(serializers.Serializer):
     init = serializers.ChoiceField(choices=["finetune", "scratch"], required=False)
     promotion = serializers.ChoiceField(choices=conf.PROMOTION_POLICIES, required=False)
     lr = serializers.FloatField(required=False, min_value=1e-7, max_value=0.5)
-    seed = serializers.IntegerField(required=False, min_value=0)
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
 
 
 class JobOutput(serializers.Serializer):

@@ -487,3 +487,22 @@ def test_bootstrap_model_trains_promotes_and_proposes(worker, settings) -> None:
     call_command("bootstrap_model", **args, stdout=again)
     assert "already has an active model" in again.getvalue()
     assert Job.objects.filter(project=project, kind=JobKind.TRAINING).count() == 1
+
+
+def test_scoring_and_evaluation_jobs(worker, tmp_path) -> None:
+    from server.workers.services import job_create
+
+    users = make_users()
+    project = labeled_project(users, train=0, val=2, unlabeled=2)
+    mv = random_model(project, tmp_path)
+    Case.objects.filter(project=project).update(al_score=None)
+    scoring = wait_job(job_create(kind=JobKind.SCORING, project=project).pk, worker)
+    assert scoring.status == JobStatus.SUCCEEDED and scoring.result["cases"] == 2
+    unlabeled = Case.objects.filter(project=project).exclude(state=CaseState.LABELED)
+    assert all(0.0 <= c.al_score <= 1.0 for c in unlabeled)
+    assert not MaskVersion.objects.filter(case__in=unlabeled).exists()  # scores only, no new masks
+
+    evaluation = wait_job(job_create(kind=JobKind.EVALUATION, project=project).pk, worker)
+    assert evaluation.status == JobStatus.SUCCEEDED, evaluation.message
+    assert evaluation.result["model_version"] == mv.pk and evaluation.result["metrics"]["n"] == 2
+    assert 0.0 <= evaluation.result["metrics"]["dice"] <= 1.0
