@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from server.core.errors import ServiceError
 from server.studio.models import Job, JobKind, JobStatus, Project
+from server.workers import conf
 from server.workers.services import ACTIVE_STATUSES, active_model, training_job_create
 
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -26,7 +27,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", type=int, required=True, help="project id")
-        parser.add_argument("--epochs", type=int, default=5)
+        parser.add_argument("--epochs", type=int, default=None, help="default: LVIT_TRAIN_EPOCHS (3 on CPU, 20 on GPU)")
         parser.add_argument("--img-size", type=int, default=224, help="network input size (multiple of 16)")
         parser.add_argument("--batch-size", type=int, default=4)
         parser.add_argument("--mode", choices=["labeled_only", "semi_supervised"], default="labeled_only")
@@ -44,7 +45,7 @@ class Command(BaseCommand):
         job = Job.objects.filter(project=project, kind=JobKind.TRAINING, status__in=ACTIVE_STATUSES).first()
         if job is None:
             params = {
-                "epochs": opts["epochs"],
+                "epochs": opts["epochs"] or conf.default_training_params()["epochs"],
                 "img_size": opts["img_size"],
                 "batch_size": opts["batch_size"],
                 "mode": opts["mode"],
