@@ -7,7 +7,9 @@ Runs (each: same epochs, seeds, batch size, augmentation, LR schedule for every 
   Val Dice is reported too, marked as selected on the same split.
 * ``monuseg``: MoNuSeg Train -> Test (RGB, lr 1e-3), best epoch selected on Val, scored on Test (as the
   reference); the final model's Test Dice is reported too.
-* ``cxr-semi``: covid_cxr with 25 % of Train labeled (same split for every variant): labeled only;
+* ``cxr-semi``: covid_cxr with 25 % of Train labeled (same split for every variant): labeled only (same
+  epochs, so 1/3 of the steps the semi-supervised runs take); labeled only with the labeled list repeated
+  to the same number of steps per epoch as the semi-supervised runs (a control for the extra labeled steps);
   pseudo-labels without EPI (β = 0, plain self-training); EPI (β = 0.99); EPI + LV loss (alpha = 0.1, bank:
   the 14 LViT templates mirrored left-right for patient-side text).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import statistics
 import sys
 import time
@@ -45,6 +48,7 @@ MODELS = {
 }
 SEMI_VARIANTS = {
     "labeled only": None,
+    "labeled only, same steps": "repeat",
     "pseudo (no EPI)": {"use_epi": False, "lv_alpha": 0.0},
     "EPI": {"use_epi": True, "lv_alpha": 0.0},
     "EPI + LV": {"use_epi": True, "lv_alpha": 0.1},
@@ -84,7 +88,9 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedder: TextEmbedde
     if group == "cxr-semi":
         train, hidden = split_labeled(train, 0.25, seed=seed)
         variant = SEMI_VARIANTS[run["variant"]]
-        if variant is not None:
+        if variant == "repeat":  # as many labeled steps per epoch as the semi-supervised runs take
+            train = train * math.ceil(len(hidden) / len(train))
+        elif variant is not None:
             unlabeled = hidden
             overrides = dict(variant, prototype_epochs=max(1, epochs // 3), lv_bank=str(data / "lv_loss"))
     model_cfg = LViTConfig(**MODELS[run["model"]], img_size=args.img_size, in_channels=in_ch, text_dim=embedder.dim)
