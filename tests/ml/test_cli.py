@@ -90,3 +90,20 @@ def test_format_table() -> None:
     assert table.splitlines()[0] == "| a     | b      | c |"
     assert "1,234" in table and "0.5000" in table
     assert format_table([]) == "(no rows)"
+
+
+def test_train_with_forked_loader_workers_in_a_fresh_process(shared_data: Path, tmp_path: Path) -> None:
+    """DataLoader workers are forked per epoch; run where forking is safe: a new, single-threaded interpreter.
+
+    (Forking from the long-lived pytest process, which holds threads from earlier tests, can deadlock.)
+    """
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ml", "train", "--data", str(shared_data / "covid_cxr"), "--in-channels", "1"]
+    cmd += ["--img-size", "32", "--epochs", "2", "--limit", "2", "--workers", "1", "--out", str(run), "--quiet"]
+    cmd += ["--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "completed" in proc.stdout and (run / "best.pt").is_file()

@@ -103,7 +103,7 @@ def test_lv_bank_from_labeled_cases_and_plain_pseudo_labels(cxr: dict, tmp_path:
         pseudo_label="hard",
         save_best=False,
         save_last=False,
-        num_workers=1,  # workers forked per epoch must see the current pseudo-labels
+        num_workers=0,  # forking loader workers from this threaded test process can deadlock; see test_cli
     )
     trainer = Trainer(
         cfg, _small(with_text=False), cxr["labeled"], cxr["val"], cxr["unlabeled"], text_embedder=embedder
