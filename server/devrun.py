@@ -125,12 +125,6 @@ def manage(*args: str, **options: object) -> None:
     call_command(*args, **options)
 
 
-def command_exists(name: str) -> bool:
-    from django.core.management import get_commands
-
-    return name in get_commands()
-
-
 def wait_until_ready(host: str, port: int, worker: subprocess.Popen, timeout: float = 300) -> None:
     """Block until the web server accepts connections and the worker answers a ping, so health is green."""
     from server.celery import app
@@ -173,8 +167,15 @@ def prepare(var: Path, children: list[subprocess.Popen]) -> None:
     log(f"database ready ({settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]})")
     manage("collectstatic", "--noinput", verbosity=0)
     admin = ensure_admin(var)
-    if command_exists("seed_demo"):
-        manage("seed_demo", user=admin)
+    manage("seed_demo", user=admin)
+
+
+def demo_project_id() -> int | None:
+    """The seeded demo project, which gets a first model trained in the background (a normal training job)."""
+    from server.studio.management.commands.seed_demo import PROJECT_NAME
+    from server.studio.models import Project
+
+    return Project.objects.filter(name=PROJECT_NAME).values_list("pk", flat=True).first()
 
 
 def serve(var: Path, children: list[subprocess.Popen]) -> None:
@@ -198,11 +199,12 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
     web = subprocess.Popen(web_cmd, cwd=BASE_DIR, env=env, start_new_session=True)
     children.append(web)
     wait_until_ready(local, port, worker)
-    if env.get("LVIT_BOOTSTRAP_MODEL", "1") != "0" and command_exists("bootstrap_model"):
+    demo = demo_project_id()
+    if env.get("LVIT_BOOTSTRAP_MODEL", "1") != "0" and demo is not None:
         with open(logs / "bootstrap.log", "ab") as boot_log:
             children.append(
                 subprocess.Popen(
-                    [python, "manage.py", "bootstrap_model", "--all-projects"],
+                    [python, "manage.py", "bootstrap_model", "--project", str(demo)],
                     cwd=BASE_DIR,
                     env=env,
                     stdout=boot_log,
