@@ -1,9 +1,9 @@
 """Browser tests: real Chromium (Playwright) against a real daphne process and a real Celery worker.
 
 The e2e stack is self-contained and lives for one test module: its own media folder, its own Redis database
-(broker and channel layer, so a worker started by ``tests/workers`` in the same session never takes its tasks),
-``daphne server.asgi:application`` on a free port and, for modules that ask for it, one Celery worker (the
-``WorkerProcess`` harness of ``tests/workers``). Both processes use the pytest-django test database; tests are
+(broker and channel layer, so no other worker sharing the Redis server takes its tasks),
+``daphne server.asgi:application`` on a free port and, for modules that ask for it, one Celery worker
+(``celery -A server worker -Q gpu,default --pool=solo``). Both processes use the pytest-django test database; tests are
 ``transaction=True`` so everyone sees committed rows. Screenshots land in ``test-artifacts/e2e/<test>/``.
 """
 
@@ -23,8 +23,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.workers.conftest import WorkerProcess, _database_url
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("LVIT_CHROMIUM", "/usr/bin/chromium")
@@ -43,6 +41,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _database_url(db: dict[str, Any]) -> str:
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 def e2e_redis_url(url: str) -> str:
@@ -89,6 +94,61 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+class WorkerProcess:
+    """One ``celery worker`` subprocess (queues gpu and default) with the stack's environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.starts += 1
+        self.log_path = self.log_dir / f"worker-{self.starts}.log"
+        cmd = [sys.executable, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "--pool=solo"]
+        cmd += ["-n", f"e2e-{os.getpid()}-{self.starts}@%h", "--without-gossip", "--without-mingle"]
+        cmd += ["--without-heartbeat", "-l", "INFO"]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{self.log()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path else ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Stack:
@@ -155,7 +215,8 @@ def _control(stack: Stack) -> Any:
     """A Celery control client on the e2e broker (no tasks needed to inspect or purge)."""
     from celery import Celery
 
-    return Celery("lvit-e2e-control", broker=stack.broker_url)
+    # Not the current app: shared tasks sent from this process must keep going to the session's own broker.
+    return Celery("lvit-e2e-control", broker=stack.broker_url, set_as_current=False)
 
 
 @pytest.fixture(scope="module")

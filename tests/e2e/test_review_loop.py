@@ -5,7 +5,7 @@ report, see the model's proposal, paint a correction (with undo/redo), survive a
 the drawing, accept, start retraining and watch its progress, see the new model version, export the dataset.
 Screenshots of every page go to ``test-artifacts/e2e/<test name>/``.
 
-Models are real LViT-T networks at 32x32 (see ``tests/workers``): honest for the pipeline, tiny for CPUs.
+Models are real LViT-T networks at 32x32: honest for the pipeline, tiny for CPUs.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import torch
 from PIL import Image
 
 from server.studio.models import Case, CaseState, Job, JobKind, JobStatus, MaskKind, Membership, ModelVersion, Role
-from tests.workers.conftest import TEST_IMG_SIZE, wait_for
+from tests.e2e.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+TEST_IMG_SIZE = 32  # LViT-T at 32x32: a real network, fast on CPU
 
 PASSWORD = "correct-horse-42"
 SENTENCE = "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung."

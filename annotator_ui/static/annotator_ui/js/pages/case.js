@@ -499,8 +499,14 @@ undo.on("change", ({ canUndo, canRedo }) => {
   $("undo").disabled = !canUndo;
   $("redo").disabled = !canRedo;
 });
+let statusFrame = 0;
 store.on("change", () => {
-  $("save-status").textContent = store.dirty ? "Unsaved changes" : "";
+  // store.dirty compares whole masks: once per frame, not once per brush dab.
+  if (statusFrame) return;
+  statusFrame = requestAnimationFrame(() => {
+    statusFrame = 0;
+    $("save-status").textContent = store.dirty ? "Unsaved changes" : "";
+  });
 });
 canvasView.onViewChange = (v) => {
   $("zoom-value").textContent = `${Math.round(v.scale * 100)}%`;
