@@ -23,8 +23,9 @@ PASSWORD = "correct-horse-42"
 
 
 @pytest.fixture
-def world(db: None) -> dict[str, Any]:
+def world(db: None, settings: Any, tmp_path: Any) -> dict[str, Any]:
     """An owner (admin), a collaborator (annotator) and an outsider; one project with a DICOM and a PNG case."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")  # uploads stay out of the real var/ folder
     from django.contrib.auth import get_user_model
 
     from server.studio.services.cases import case_create_many, case_prepare
