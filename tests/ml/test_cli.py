@@ -107,3 +107,17 @@ def test_train_with_forked_loader_workers_in_a_fresh_process(shared_data: Path, 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "completed" in proc.stdout and (run / "best.pt").is_file()
+
+
+def test_ml_never_imports_django() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys, ml, ml.cli, ml.data, ml.epi, ml.losses, ml.metrics, ml.text, ml.train; "
+        "assert 'django' not in sys.modules, 'ml imported django'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
