@@ -6,8 +6,9 @@ default path (``ml.predict.optimize_for_inference`` under ``torch.inference_mode
 
 Timing: one process builds the eager model and the other modes' copies, warms each up, then runs the modes
 **interleaved** - repeat r runs eager, fast, (compiled) back to back - so load changes on the machine hit all
-modes alike. Reported: median (and min) seconds per image over ``repeats`` forwards of a random batch; the
-speed-up is median eager time / median mode time. Images go straight into the network (no resizing), so the
+modes alike. Reported: median (and min) seconds per image over ``repeats`` forwards of a random batch, and
+the speed-up as the median over repeats of (eager time / mode time) within the same repeat - the paired ratio,
+which is robust when other work on the machine slows whole repeats down. Images go straight into the network (no resizing), so the
 numbers are the model's. Threads: whatever torch uses by default (all cores); nothing here sets them.
 
 Peak memory: for each (mode, batch size) a fresh Python subprocess builds the model (and its fast copy),
@@ -20,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +113,7 @@ def run_inference_bench(
     with_text: bool = True,
     text_dim: int = 384,
     arch: str = "lvit",
+    img_size: int = 224,
     modes: Sequence[str] = ("eager", "fast"),
     warmup: int = 2,
     memory: bool = True,
@@ -117,15 +123,16 @@ def run_inference_bench(
     """Time eager vs fast (vs compiled) inference on CPU; one result row per (batch size, mode).
 
     Returns dicts with: model, mode, batch_size, repeats, s_per_image (median), s_per_image_min,
-    images_per_s, speedup_vs_eager, macs_per_image, max_abs_logit_diff (vs eager), setup_s (fast-path
-    preparation or compilation, incl. the first call), and peak_rss_mb / model_rss_mb when ``memory``.
+    images_per_s, speedup_vs_eager (median paired ratio), speedup_of_min, macs_per_image,
+    max_abs_logit_diff (vs eager), setup_s (fast-path preparation or compilation, incl. the first call), and
+    peak_rss_mb / model_rss_mb when ``memory``.
     """
     unknown = set(modes) - set(MODES)
     if unknown or "eager" not in modes:
         raise ValueError(f"modes must include 'eager' and come from {MODES}, got {tuple(modes)}")
     if repeats < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("need repeats >= 1, warmup >= 0 and positive batch sizes")
-    cfg = LViTConfig(arch=arch, variant=variant, with_text=with_text, text_dim=text_dim)
+    cfg = LViTConfig(arch=arch, variant=variant, with_text=with_text, text_dim=text_dim, img_size=img_size)
     model = _build(cfg, seed)
     macs = count_macs(model, cfg)
     rows: list[dict[str, Any]] = []
@@ -147,9 +154,9 @@ def run_inference_bench(
                 start = time.perf_counter()
                 runners[mode]()
                 times[mode].append((time.perf_counter() - start) / batch_size)
-        eager_median = statistics.median(times["eager"])
         for mode in modes:
             median = statistics.median(times[mode])
+            paired = statistics.median(e / m for e, m in zip(times["eager"], times[mode], strict=True))
             row: dict[str, Any] = {
                 "model": cfg.model_name,
                 "mode": mode,
@@ -158,7 +165,8 @@ def run_inference_bench(
                 "s_per_image": median,
                 "s_per_image_min": min(times[mode]),
                 "images_per_s": 1.0 / median,
-                "speedup_vs_eager": eager_median / median,
+                "speedup_vs_eager": paired,
+                "speedup_of_min": min(times["eager"]) / min(times[mode]),
                 "macs_per_image": macs,
                 "max_abs_logit_diff": float((outputs[mode] - outputs["eager"]).abs().max()),
                 "setup_s": setup[mode],
@@ -172,9 +180,9 @@ def run_inference_bench(
 
 
 TABLE_HEADER = (
-    "| model | batch | mode | s / image (median) | min | images / s | speed-up vs eager | GMACs / image "
-    "| max abs logit diff | setup s | peak RSS MB (model only) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "| model | batch | mode | s / image (median) | min | images / s | speed-up (paired median) | speed-up of mins "
+    "| GMACs / image | max abs logit diff | setup s | peak RSS MB (model only) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -183,6 +191,7 @@ def format_row(row: dict[str, Any]) -> str:
     return (
         f"| {row['model']} | {row['batch_size']} | {row['mode']} | {row['s_per_image']:.4f} "
         f"| {row['s_per_image_min']:.4f} | {row['images_per_s']:.2f} | {row['speedup_vs_eager']:.2f}x "
+        f"| {row['speedup_of_min']:.2f}x "
         f"| {row['macs_per_image'] / 1e9:.2f} | {row['max_abs_logit_diff']:.1e} | {row['setup_s']:.1f} | {memory} |"
     )
 
@@ -199,18 +208,81 @@ def machine_summary() -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu}, torch {torch.__version__}, {threads} thread{'' if threads == 1 else 's'}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+RESULTS_SECTION = "## Inference (ml)"
+
+
+def write_results_section(path: Path, body: str, section: str = RESULTS_SECTION) -> None:
+    """Replace the ``section`` block of a Markdown file (up to the next ``## `` heading) with ``body``.
+
+    Creates the file or appends the section when absent; other sections are left as they are.
+    """
+    text = path.read_text() if path.exists() else "# Results\n"
+    block = f"{section}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ml bench") -> int:
+    """Command line: run the benchmark, print the table, optionally rewrite the results section."""
+    parser = argparse.ArgumentParser(prog=prog, description="CPU inference benchmark: eager vs fast path.")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
-    args, _ = parser.parse_known_args(argv)
+    parser.add_argument("--variant", default="T", choices=["T", "S", "B"])
+    parser.add_argument("--arch", default="lvit", choices=["lvit", "unet"])
+    parser.add_argument("--no-text", action="store_true", help="benchmark the W model (no text path)")
+    parser.add_argument("--text-dim", type=int, default=384)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", default=["eager", "fast"], choices=MODES)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--threads", type=int, help="torch threads for this run (default: torch's, all cores)")
+    parser.add_argument("--results", type=Path, help=f"Markdown file whose '{RESULTS_SECTION}' section to rewrite")
+    parser.add_argument("--notes", default="", help="text put under the table in the results section")
+    args = parser.parse_args(argv)
     if args.memory_child:
         print(json.dumps(_memory_child(json.loads(args.memory_child))))
         return 0
-    parser.error("use bench/bench_inference.py (or python -m ml bench) to run the benchmark")
-    return 2
+    if args.threads:  # command-line entry point only; the library functions above never set threads
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory subprocesses inherit it
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = run_inference_bench(
+        args.variant,
+        args.batch_sizes,
+        args.repeats,
+        with_text=not args.no_text,
+        text_dim=args.text_dim,
+        arch=args.arch,
+        modes=args.modes,
+        warmup=args.warmup,
+        memory=not args.no_memory,
+        log=print,
+    )
+    table = format_table(rows)
+    print()
+    print(table)
+    if args.results:
+        argv_list = list(sys.argv[1:] if argv is None else argv)
+        command = " ".join([prog, *(shlex.quote(a) for a in argv_list)])
+        body = (
+            f"Command: `{command}`\n\nMachine: {machine_summary()}; run {started}, "
+            f"1-min load average {load:.1f} at the start.\n\n{table}\n"
+        )
+        if args.notes:
+            body += f"\n{args.notes.strip()}\n"
+        write_results_section(args.results, body)
+        print(f"wrote {args.results}")
+    return 0
 
 
 if __name__ == "__main__":

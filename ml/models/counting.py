@@ -3,13 +3,15 @@
 Parameters: ``count_parameters(model)`` is ``sum(p.numel())`` over ``model.parameters()`` (every parameter the
 network has: we build only modules that run). ``convention="paper"`` counts only parameters owned by leaf
 layers (Conv / Linear / Norm), which leaves out parameters held directly by composite modules - in LViT the
-four learnable position embeddings (188,160 values). That is the convention of the layer-hook counters
-(thop) behind the paper's Table I/IV numbers: LViT-T 29,719,873 ~ 29.7M, whereas all parameters are 29,908,033.
+four learnable position embeddings (188,160 values). That is what layer-hook counters such as thop report,
+and it reproduces the paper's Table I/IV sizes (LViT-T 29,719,873 ~ 29.7M, while all parameters are
+29,908,033, +0.7%); we infer the paper counted this way, it does not say.
 
 MACs: ``count_macs`` runs one forward pass with hooks and adds, per image, the multiply-adds of
 convolutions (incl. transposed and 1d), linear layers and the two attention matmuls (q k^T and attn v).
 Normalisation, activations, pooling, interpolation, softmax and element-wise adds are not counted (they are
-<0.5% of the total). The paper's "GFLOPs" column is this count for a batch of 2 (54.1 for LViT-T).
+<0.5% of the total). The paper's "GFLOPs" column is about this count for a batch of 2 (54.1 for LViT-T; its
+per-layer increments suggest it left out the attention matmuls, 0.15 G per transformer layer).
 """
 
 from __future__ import annotations

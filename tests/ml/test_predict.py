@@ -199,3 +199,26 @@ def test_predictor_bad_arguments(small: tuple[nn.Module, LViTConfig]) -> None:
         Predictor(model, cfg, fast=False, compile=True)
     with pytest.raises(ValueError):
         Predictor(model, cfg).predict([np.zeros((8, 8))], torch.randn(1, 10, 16), batch_size=0)
+
+
+def test_inference_bench_rows() -> None:
+    from ml.bench import run_inference_bench
+
+    rows = run_inference_bench("T", (1, 2), 2, img_size=32, text_dim=8, memory=False)
+    assert [(r["batch_size"], r["mode"]) for r in rows] == [(1, "eager"), (1, "fast"), (2, "eager"), (2, "fast")]
+    for r in rows:
+        assert r["s_per_image"] > 0 and r["macs_per_image"] > 0 and r["max_abs_logit_diff"] < FAST_TOLERANCE
+    with pytest.raises(ValueError):
+        run_inference_bench("T", (1,), 1, modes=("fast",))
+
+
+def test_results_section_rewrite(tmp_path: Path) -> None:
+    from ml.bench import write_results_section
+
+    path = tmp_path / "results.md"
+    write_results_section(path, "first")
+    path.write_text(path.read_text() + "\n## Other (server)\n\nkeep me\n")
+    write_results_section(path, "second")
+    text = path.read_text()
+    assert "second" in text and "first" not in text and "## Other (server)\n\nkeep me" in text
+    assert text.count("## Inference (ml)") == 1
