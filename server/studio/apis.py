@@ -572,29 +572,11 @@ class JobListApi(APIView):
         qs = selectors.job_list(project=project, kind=_q(request, "kind"), status=_q(request, "status"))
         return _paginate(self, request, qs, s.JobOut)
 
-    @extend_schema(request=s.JobIn, responses={201: s.JobOut, 409: ERROR, **ERRORS})
-    def post(self, request, project_id: int):
-        project = selectors.project_get(user=request.user, project_id=project_id)
-        data = s.JobIn(data=request.data)
-        data.is_valid(raise_exception=True)
-        params = _clean(data.validated_data).get("params") or {}
-        if not isinstance(params, dict):
-            raise ServiceError({"params": "must be a JSON object"})
-        job = services.training_start(project=project, user=request.user, params=params)
-        return Response(s.JobOut(job).data, status=status.HTTP_201_CREATED)
-
 
 class JobDetailApi(APIView):
     @extend_schema(responses={200: s.JobOut, **ERRORS})
     def get(self, request, job_id: int):
         return Response(s.JobOut(selectors.job_get(user=request.user, job_id=job_id)).data)
-
-
-class JobCancelApi(APIView):
-    @extend_schema(request=None, responses={200: s.JobOut, 409: ERROR, **ERRORS})
-    def post(self, request, job_id: int):
-        job = selectors.job_get(user=request.user, job_id=job_id)
-        return Response(s.JobOut(services.job_cancel(job=job, user=request.user)).data)
 
 
 class AuditListApi(APIView):

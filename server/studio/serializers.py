@@ -231,11 +231,6 @@ class JobOut(serializers.ModelSerializer):
         ]
 
 
-class JobIn(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["training"], default="training")
-    params = serializers.JSONField(required=False, default=dict)
-
-
 class AuditOut(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor.username", default=None, allow_null=True)
 

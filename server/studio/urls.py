@@ -1,4 +1,7 @@
-"""Studio API routes. The names are stable: the UI and scripts reverse them (listed in the README)."""
+"""Studio API routes. The names are stable: the UI and scripts reverse them (listed in the README).
+
+Starting training (``training-jobs``) and cancelling a job (``studio-job-cancel``) are routed by
+``server/workers/urls.py``: they go through the one job lifecycle in ``server/workers/services.py``."""
 
 from __future__ import annotations
 
@@ -31,5 +34,4 @@ urlpatterns = [
     path("masks/<int:mask_id>/probabilities/", apis.MaskProbabilitiesApi.as_view(), name="studio-mask-probabilities"),
     path("models/<int:model_id>/activate/", apis.ModelActivateApi.as_view(), name="studio-model-activate"),
     path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="studio-job"),
-    path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="studio-job-cancel"),
 ]

@@ -1,7 +1,8 @@
-"""REST API of the training loop: start a retraining round, readiness (cold start), promotion policy.
+"""REST API of the training loop: start a retraining round (the one way to start one), readiness (cold start),
+promotion policy, and cancelling a job (it goes through the one job lifecycle in ``services.py``).
 
-Reading and cancelling jobs, listing and activating model versions are the studio's endpoints
-(``server/studio/apis.py``); the workers react to them through the studio's signals.
+Reading and listing jobs, listing and activating model versions are the studio's endpoints
+(``server/studio/apis.py``); the workers react to activation through the studio's signals.
 
 Outsiders get 404 (a project's existence is not revealed); members who lack the admin role get 403 on
 writes. Every error has the one shape of ``server/core/errors.py``.
@@ -18,11 +19,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from server.core.errors import Forbidden, NotFound
+from server.studio import selectors
+from server.studio import serializers as studio_serializers
+from server.studio.apis import ERROR, ERRORS
 from server.studio.models import Job, JobKind, JobStatus, Membership, Project, Role
 from server.workers import conf
 from server.workers.models import TrainingPolicy
 from server.workers.progress import job_snapshot
-from server.workers.services import training_job_create, training_readiness
+from server.workers.services import job_cancel, training_job_create, training_readiness
 
 # --------------------------------------------------------------------------- access
 
@@ -145,3 +149,11 @@ class TrainingPolicyApi(APIView):
         data.is_valid(raise_exception=True)
         policy, _ = TrainingPolicy.objects.update_or_create(project=project, defaults=dict(data.validated_data))
         return Response({"promotion": policy.promotion, "min_improvement": policy.min_improvement})
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses={200: studio_serializers.JobOut, 409: ERROR, **ERRORS})
+    def post(self, request: Request, job_id: int) -> Response:
+        """Cancel a pending or running job (project admins); 409 ``job_finished`` once it finished."""
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(studio_serializers.JobOut(job_cancel(job=job, user=request.user)).data)

@@ -1,7 +1,8 @@
 """Writes the workers make: the job lifecycle, proposals, pseudo-labels, model versions and promotion.
 
-Job lifecycle (the row is the source of truth; jobs created by ``server.studio`` services are picked up through
-its ``job_created`` signal, see ``signals.py``):
+The one implementation of the job lifecycle and of model-version creation: the tasks, the training API, the
+job-cancel API and the management commands all call these (``server.studio`` keeps activation and retirement,
+which create no jobs and need no worker). The row is the source of truth:
 
 ``pending`` --claim (conditional update)--> ``running`` --finish--> ``succeeded`` | ``failed``
 ``pending`` | ``running`` --cancel--> ``cancelled`` (a running task sees it at its next progress write and stops)
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from django.core.files.base import File
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import Max, OuterRef, Q, Subquery
@@ -46,8 +47,10 @@ from server.studio.models import (
     ModelVersion,
     Project,
     Report,
+    Role,
     Split,
 )
+from server.studio.services.common import audit, require_role
 from server.workers import conf
 from server.workers.progress import broadcast_job, project_event
 
@@ -109,27 +112,6 @@ def job_create(
     return job
 
 
-def job_enqueue_created(*, job_id: int) -> bool:
-    """Give a job created elsewhere (``server.studio`` services, which send ``job_created``) a task id and
-    enqueue it. Only pending jobs without a task id and with a worker task are taken; returns whether it was."""
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None or job.kind not in TASK_FOR_KIND:
-        return False
-    task_id = str(uuid.uuid4())
-    with transaction.atomic():
-        params = {"attempt": 1, "max_attempts": DEFAULT_MAX_ATTEMPTS.get(job.kind, 3), **job.params}
-        if job.kind == JobKind.TRAINING:
-            params = {**conf.default_training_params(), **params}
-        taken = Job.objects.filter(pk=job_id, status=JobStatus.PENDING, celery_task_id="").update(
-            celery_task_id=task_id, params=params
-        )
-        if not taken:
-            return False
-        job.refresh_from_db()
-        _enqueue_on_commit(job)
-    return True
-
-
 def job_claim(*, job_id: int, task_id: str | None = None) -> Job | None:
     """``pending -> running`` for exactly one caller; ``None`` for everyone else (duplicate delivery, cancelled).
 
@@ -176,6 +158,24 @@ def job_requeue(*, job: Job, reason: str, countdown: float | None = None) -> boo
         _enqueue_on_commit(job, countdown)
         broadcast_job(job)
     return True
+
+
+@transaction.atomic
+def job_cancel(*, job: Job, user: Any) -> Job:
+    """``pending | running -> cancelled`` (project admins). A pending job's claim then fails; a running task sees
+    the row leave ``running`` at its next progress write and stops. 409 ``job_finished`` once finished."""
+    if job.project is not None:
+        require_role(project=job.project, user=user, role=Role.ADMIN)
+    now = timezone.now()
+    if not Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(
+        status=JobStatus.CANCELLED, message=f"cancelled by {user.username}", finished_at=now
+    ):
+        job.refresh_from_db()
+        raise Conflict(f"the job already finished ({job.status})", code="job_finished")
+    job.refresh_from_db()
+    broadcast_job(job)
+    audit(project=job.project, actor=user, action="job.cancelled", target=job)
+    return job
 
 
 def job_reap_stale(*, stale_after_s: int | None = None, job_ids: list[int] | None = None) -> list[int]:
@@ -359,34 +359,46 @@ def case_score_set(*, case_id: int, al_score: float) -> None:
 def model_version_create(
     *,
     project: Project,
-    checkpoint: Path,
-    config: dict[str, Any],
-    metrics: dict[str, Any],
-    parent: ModelVersion | None,
-    training_job: Job | None,
+    checkpoint: Path | bytes,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    parent: ModelVersion | None = None,
+    training_job: Job | None = None,
     name: str = "",
 ) -> ModelVersion:
-    """Store a finished local checkpoint, then create the version row (a candidate).
+    """Store a finished checkpoint (a local file, streamed, or bytes), then create the version row (a candidate).
 
-    The checkpoint is uploaded first and verified (size and SHA-256 read back from storage); only then is
-    the row created, in the same transaction, so a half-written checkpoint never becomes a version. A
-    crash between upload and commit leaves an orphan file, never a version pointing at a partial file.
+    The checkpoint is uploaded first and verified (size read back from storage; its SHA-256 and size are
+    recorded in ``config``); only then is the row created, in the same transaction, so a half-written checkpoint
+    never becomes a version. A crash between upload and commit leaves an orphan file, never a version pointing
+    at a partial file.
     """
+    if isinstance(checkpoint, bytes | bytearray) and not checkpoint:
+        raise ServiceError("the checkpoint is empty")
+    if parent is not None and parent.project_id != project.pk:
+        raise ServiceError("the parent model belongs to another project")
+    metrics = metrics or {}
     Project.objects.select_for_update().filter(pk=project.pk).first()  # serialises version numbers
-    digest, size = sha256_file(checkpoint), checkpoint.stat().st_size
+    if isinstance(checkpoint, bytes | bytearray):
+        digest, size = hashlib.sha256(checkpoint).hexdigest(), len(checkpoint)
+    else:
+        digest, size = sha256_file(checkpoint), checkpoint.stat().st_size
     number = (project.model_versions.aggregate(n=Max("number"))["n"] or 0) + 1
     mv = ModelVersion(
         project=project,
         number=number,
         name=name or f"v{number}",
-        config={**config, "checkpoint_sha256": digest, "checkpoint_bytes": size},
+        config={**(config or {}), "checkpoint_sha256": digest, "checkpoint_bytes": size},
         metrics=metrics,
         parent=parent,
         training_job=training_job,
         status=ModelStatus.CANDIDATE,
     )
-    with checkpoint.open("rb") as fh:
-        mv.checkpoint.save("model.pt", File(fh), save=False)
+    if isinstance(checkpoint, bytes | bytearray):
+        mv.checkpoint.save("model.pt", ContentFile(bytes(checkpoint)), save=False)
+    else:
+        with checkpoint.open("rb") as fh:
+            mv.checkpoint.save("model.pt", File(fh), save=False)
     if default_storage.size(mv.checkpoint.name) != size:
         default_storage.delete(mv.checkpoint.name)
         raise OSError(f"stored checkpoint {mv.checkpoint.name} is incomplete")
@@ -452,7 +464,9 @@ def training_job_create(*, project: Project, params: dict[str, Any], actor: Any 
         )
     running = Job.objects.filter(project=project, kind=JobKind.TRAINING, status__in=ACTIVE_STATUSES).first()
     if running is not None:
-        raise Conflict(f"training job {running.pk} is already {running.status} for this project")
+        raise Conflict(
+            f"training job {running.pk} is already {running.status} for this project", code="training_running"
+        )
     job = job_create(kind=JobKind.TRAINING, project=project, params=merged, created_by=actor)
     AuditEvent.objects.create(
         project=project,

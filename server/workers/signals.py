@@ -1,7 +1,9 @@
 """Receivers of the studio's signals; all of them only enqueue jobs or broadcast project events.
 
+Jobs are created only through ``server.workers.services`` (which enqueues them itself), so no signal is needed
+for that.
+
 - ``case_needs_proposal`` (upload, report change) -> a proposal job with the active model;
-- ``job_created`` (jobs the studio's API creates, e.g. training) -> the matching Celery task;
 - ``model_activated`` (promotion by a worker or an admin, rollback) -> ``model.promoted`` on the project
   group, then re-proposals for unlabeled cases and an EPI update;
 - ``mask_accepted`` -> ``case.accepted`` on the project group.
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from server.studio.services.registry import job_created
 from server.studio.signals_hooks import case_needs_proposal, mask_accepted, model_activated
 
 logger = logging.getLogger(__name__)
@@ -23,12 +24,6 @@ def _on_case_needs_proposal(sender: Any, case_id: int, reason: str = "uploaded",
 
     if proposal_job_request(case_id=case_id, reason=reason) is None:
         logger.info("case %s needs a proposal (%s) but its project has no active model yet", case_id, reason)
-
-
-def _on_job_created(sender: Any, job_id: int, kind: str, **kwargs: Any) -> None:
-    from server.workers.services import job_enqueue_created
-
-    job_enqueue_created(job_id=job_id)
 
 
 def _on_mask_accepted(sender: Any, case_id: int, mask_id: int, **kwargs: Any) -> None:
@@ -54,6 +49,5 @@ def _on_model_activated(sender: Any, project_id: int, model_version_id: int, **k
 
 def connect() -> None:
     case_needs_proposal.connect(_on_case_needs_proposal, dispatch_uid="workers.propose")
-    job_created.connect(_on_job_created, dispatch_uid="workers.enqueue")
     mask_accepted.connect(_on_mask_accepted, dispatch_uid="workers.accepted")
     model_activated.connect(_on_model_activated, dispatch_uid="workers.activated")

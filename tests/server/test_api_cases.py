@@ -290,10 +290,11 @@ def test_missing_storage_file_is_404_not_500(people, owner_client, case):
 
 def test_project_delete_removes_every_file(people, owner_client, case, settings, django_capture_on_commit_callbacks):
     from server.studio import services
+    from server.workers.services import model_version_create
     from tests.server.conftest import mask_png
 
     services.mask_accept(case=case, user=people.owner, png_bytes=mask_png())
-    services.model_version_create(project=people.project, checkpoint=b"w")
+    model_version_create(project=people.project, checkpoint=b"w")
     assert len(media_files(settings)) == 4
     with django_capture_on_commit_callbacks(execute=True):
         assert owner_client.delete(f"/api/projects/{people.project.pk}/").status_code == 204

@@ -11,6 +11,7 @@ from PIL import Image
 
 from server.studio import services
 from server.studio.models import AuditEvent, CaseState, MaskVersion
+from server.workers.services import model_version_create
 from tests.server.conftest import mask_png, png_bytes
 
 
@@ -22,7 +23,7 @@ def proposal(case, people, box=(10, 10, 30, 20), uncertainty=0.3):
     m = np.zeros((case.height, case.width), dtype=np.float32)
     x0, y0, x1, y1 = box
     m[y0:y1, x0:x1] = 0.9
-    model = services.model_version_create(project=people.project, checkpoint=b"w")
+    model = model_version_create(project=people.project, checkpoint=b"w")
     return services.mask_create_proposal(
         case=case, model_version=model, array=m > 0.5, probabilities=m, uncertainty=uncertainty
     )

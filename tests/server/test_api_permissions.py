@@ -7,14 +7,15 @@ from rest_framework.test import APIClient
 
 from server.studio import services
 from server.studio.models import JobKind
+from server.workers.services import job_create, model_version_create
 from tests.server.conftest import mask_png
 
 
 @pytest.fixture
 def objects(people, case):
     mv = services.mask_save(case=case, user=people.owner, png_bytes=mask_png(), base_version=None)
-    model = services.model_version_create(project=people.project, checkpoint=b"weights", metrics={"dice": 0.5})
-    job = services.job_create(kind=JobKind.SCORING, project=people.project, created_by=people.owner)
+    model = model_version_create(project=people.project, checkpoint=b"weights", metrics={"dice": 0.5})
+    job = job_create(kind=JobKind.SCORING, project=people.project, created_by=people.owner)
     return {
         "project": people.project.pk,
         "case": case.pk,
@@ -41,7 +42,7 @@ ENDPOINTS = [
     ("get", "/api/projects/{project}/metrics/"),
     ("get", "/api/projects/{project}/models/"),
     ("get", "/api/projects/{project}/jobs/"),
-    ("post", "/api/projects/{project}/jobs/"),
+    ("post", "/api/projects/{project}/training-jobs/"),
     ("get", "/api/projects/{project}/audit/"),
     ("get", "/api/cases/{case}/"),
     ("patch", "/api/cases/{case}/"),
@@ -89,7 +90,7 @@ def test_outsider_does_not_see_the_project_in_lists(outsider_client, objects):
         ("post", "/api/projects/{project}/members/", {"user": "outsider", "role": "admin"}),
         ("delete", "/api/cases/{case}/", {}),
         ("post", "/api/models/{model}/activate/", {}),
-        ("post", "/api/projects/{project}/jobs/", {"kind": "training"}),
+        ("post", "/api/projects/{project}/training-jobs/", {}),
         ("post", "/api/jobs/{job}/cancel/", {}),
         ("post", "/api/projects/{project}/import/", {}),
     ],

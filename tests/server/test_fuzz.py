@@ -21,6 +21,7 @@ from schemathesis import GenerationConfig
 
 from server.studio import services
 from server.studio.models import JobKind
+from server.workers.services import job_create, model_version_create
 from server.wsgi import application
 from tests.server.conftest import gray_image, mask_png
 
@@ -47,8 +48,8 @@ def fuzz_env(people):
     mv = services.mask_save(case=case, user=people.owner, png_bytes=mask_png(), base_version=None)
     probs = np.zeros((case.height, case.width), np.float32)
     services.mask_create_proposal(case=case, array=probs > 0.5, probabilities=probs, uncertainty=0.1)
-    model = services.model_version_create(project=people.project, checkpoint=b"w", metrics={"dice": 0.1})
-    job = services.job_create(kind=JobKind.SCORING, project=people.project)
+    model = model_version_create(project=people.project, checkpoint=b"w", metrics={"dice": 0.1})
+    job = job_create(kind=JobKind.SCORING, project=people.project)
     token, _ = Token.objects.get_or_create(user=people.owner)
     # Like Django's test client: keep the test transaction's connection open across WSGI requests.
     request_started.disconnect(close_old_connections)

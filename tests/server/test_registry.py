@@ -6,15 +6,16 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from server.studio import services
-from server.studio.models import AuditEvent, CaseState, Job, JobKind, JobStatus, ModelStatus, ModelVersion
-from tests.server.conftest import gray_image
+from server.studio.models import AuditEvent, Job, JobKind, JobStatus, ModelStatus, ModelVersion
+from server.workers import conf
+from server.workers.progress import job_progress
+from server.workers.services import job_claim, job_create, job_finish, job_reap_stale, model_version_create
+from tests.server.conftest import gray_image, mask_png
 
 
 def test_versions_are_numbered_and_activation_retires_the_previous(people, owner_client):
-    v1 = services.model_version_create(project=people.project, checkpoint=b"one", metrics={"val": {"dice": 0.5}})
-    v2 = services.model_version_create(
-        project=people.project, checkpoint=b"two", parent=v1, metrics={"val": {"dice": 0.6}}
-    )
+    v1 = model_version_create(project=people.project, checkpoint=b"one", metrics={"val": {"dice": 0.5}})
+    v2 = model_version_create(project=people.project, checkpoint=b"two", parent=v1, metrics={"val": {"dice": 0.6}})
     assert (v1.number, v2.number) == (1, 2)
     with v2.checkpoint.open("rb") as fh:
         assert fh.read() == b"two"
@@ -32,18 +33,16 @@ def test_versions_are_numbered_and_activation_retires_the_previous(people, owner
 
 
 def test_the_database_refuses_two_active_models(people):
-    v1 = services.model_version_create(project=people.project, checkpoint=b"one")
-    v2 = services.model_version_create(project=people.project, checkpoint=b"two")
+    v1 = model_version_create(project=people.project, checkpoint=b"one")
+    v2 = model_version_create(project=people.project, checkpoint=b"two")
     ModelVersion.objects.filter(pk=v1.pk).update(status=ModelStatus.ACTIVE)
     with pytest.raises(IntegrityError), transaction.atomic():
         ModelVersion.objects.filter(pk=v2.pk).update(status=ModelStatus.ACTIVE)
 
 
 def test_metrics_json_and_csv(people, owner_client):
-    v1 = services.model_version_create(
-        project=people.project, checkpoint=b"1", metrics={"val": {"dice": 0.5, "iou": 0.4}}
-    )
-    services.model_version_create(
+    v1 = model_version_create(project=people.project, checkpoint=b"1", metrics={"val": {"dice": 0.5, "iou": 0.4}})
+    model_version_create(
         project=people.project, checkpoint=b"2", parent=v1, metrics={"val": {"dice": 0.7}, "epochs": 3}
     )
     body = owner_client.get(f"/api/projects/{people.project.pk}/metrics/?format=json").json()
@@ -59,14 +58,16 @@ def test_metrics_json_and_csv(people, owner_client):
 
 
 def test_job_claim_is_exclusive_and_progress_finish(people, owner_client):
-    job = services.job_create(kind=JobKind.BATCH_PROPOSAL, project=people.project, params={"n": 3})
-    assert services.job_claim(job_id=job.pk, celery_task_id="t1") is True
-    assert services.job_claim(job_id=job.pk, celery_task_id="t2") is False  # duplicate delivery
-    services.job_progress(job_id=job.pk, progress={"done": 1, "total": 3}, message="working")
+    job = job_create(kind=JobKind.BATCH_PROPOSAL, project=people.project, params={"n": 3})
+    claimed = job_claim(job_id=job.pk, task_id=job.celery_task_id)
+    assert claimed is not None
+    assert job_claim(job_id=job.pk, task_id=job.celery_task_id) is None  # duplicate delivery
+    assert job_claim(job_id=job.pk, task_id="stale-attempt") is None  # a delivery of another attempt
+    assert job_progress(claimed, done=1, total=3) is True
     body = owner_client.get(f"/api/jobs/{job.pk}/").json()
     assert body["status"] == "running" and body["progress"] == {"done": 1, "total": 3} and body["heartbeat_at"]
-    assert services.job_finish(job_id=job.pk, status=JobStatus.SUCCEEDED, result={"proposals": 3}) is True
-    assert services.job_finish(job_id=job.pk, status=JobStatus.FAILED) is False
+    assert job_finish(job=claimed, status=JobStatus.SUCCEEDED, result={"proposals": 3}) is True
+    assert job_finish(job=claimed, status=JobStatus.FAILED) is False
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.result == {"proposals": 3} and job.finished_at
     assert owner_client.post(f"/api/jobs/{job.pk}/cancel/").status_code == 409
@@ -75,18 +76,20 @@ def test_job_claim_is_exclusive_and_progress_finish(people, owner_client):
 def test_training_needs_admin_and_enough_labels(people, owner_client, settings):
     settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 2
     url = f"/api/projects/{people.project.pk}/jobs/"
-    r = owner_client.post(url, {"kind": "training"}, format="json")
+    start = f"/api/projects/{people.project.pk}/training-jobs/"  # the one way to start training
+    assert owner_client.post(url, {"kind": "training"}, format="json").status_code == 405  # /jobs/ only lists
+    r = owner_client.post(start, {}, format="json")
     assert r.status_code == 400 and r.json()["error"] == "not_enough_labels"
     for i in range(2):
         c = services.case_create(
             project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"t{i}.png"
         )
-        c.state = CaseState.LABELED
-        c.save(update_fields=["state"])
-    r = owner_client.post(url, {"kind": "training", "params": {"epochs": 2}}, format="json")
-    assert r.status_code == 201 and r.json()["kind"] == "training" and r.json()["params"] == {"epochs": 2}
-    again = owner_client.post(url, {"kind": "training"}, format="json")
-    assert again.status_code == 409
+        services.mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+    r = owner_client.post(start, {"epochs": 2}, format="json")
+    expected = {"attempt": 1, "max_attempts": 1, **conf.default_training_params(), "epochs": 2}
+    assert r.status_code == 201 and r.json()["kind"] == "training" and r.json()["params"] == expected
+    again = owner_client.post(start, {}, format="json")
+    assert again.status_code == 409 and again.json()["error"] == "training_running"
     cancel = owner_client.post(f"/api/jobs/{r.json()['id']}/cancel/")
     assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
     assert owner_client.get(url, {"kind": "training"}).json()["count"] == 1
@@ -94,15 +97,28 @@ def test_training_needs_admin_and_enough_labels(people, owner_client, settings):
 
 
 def test_checkpoint_from_a_file_is_streamed_to_storage(people, tmp_path):
-    from django.core.files import File
+    import hashlib
 
     path = tmp_path / "ckpt.pt"
     path.write_bytes(b"x" * 100_000)
-    with path.open("rb") as fh:
-        mv = services.model_version_create(project=people.project, checkpoint=File(fh), config={"arch": "lvit"})
+    mv = model_version_create(project=people.project, checkpoint=path, config={"arch": "lvit"})
     with mv.checkpoint.open("rb") as fh:
         assert fh.read() == b"x" * 100_000
-    assert mv.checkpoint.name.endswith(".pt") and mv.config == {"arch": "lvit"}
+    digest = hashlib.sha256(b"x" * 100_000).hexdigest()
+    assert mv.checkpoint.name.endswith(".pt")
+    assert mv.config == {"arch": "lvit", "checkpoint_sha256": digest, "checkpoint_bytes": 100_000}
+
+
+def test_empty_checkpoint_and_foreign_parent_are_refused(people):
+    from server.core.errors import ServiceError
+    from server.studio.services.projects import project_create
+
+    with pytest.raises(ServiceError, match="empty"):
+        model_version_create(project=people.project, checkpoint=b"")
+    other = project_create(user=people.owner, name="Other", template="lung-infection")
+    foreign = model_version_create(project=other, checkpoint=b"w")
+    with pytest.raises(ServiceError, match="another project"):
+        model_version_create(project=people.project, checkpoint=b"w", parent=foreign)
 
 
 def test_jobs_without_heartbeat_are_reaped(people):
@@ -110,12 +126,13 @@ def test_jobs_without_heartbeat_are_reaped(people):
 
     from django.utils import timezone
 
-    alive = services.job_create(kind=JobKind.EPI_UPDATE, project=people.project)
-    dead = services.job_create(kind=JobKind.EPI_UPDATE, project=people.project)
+    # One attempt each: a reaped job with attempts left is retried (tests/workers), this one is failed.
+    alive = job_create(kind=JobKind.EPI_UPDATE, project=people.project, params={"max_attempts": 1})
+    dead = job_create(kind=JobKind.EPI_UPDATE, project=people.project, params={"max_attempts": 1})
     for job in (alive, dead):
-        services.job_claim(job_id=job.pk)
+        job_claim(job_id=job.pk)
     Job.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    assert services.job_reap_stale(older_than=timedelta(minutes=10)) == [dead.pk]
+    assert job_reap_stale(stale_after_s=int(timedelta(minutes=10).total_seconds())) == [dead.pk]
     dead.refresh_from_db()
     alive.refresh_from_db()
     assert dead.status == JobStatus.FAILED and "heartbeat" in dead.message

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from server.studio import services
+from server.workers.services import model_version_create
 from tests.server.conftest import gray_image, mask_png
 
 moto = pytest.importorskip("moto")
@@ -54,7 +54,7 @@ def test_upload_masks_checkpoint_and_export_live_in_s3(people, owner_client, s3,
         == 201
     )
     assert owner_client.post(f"/api/cases/{case_id}/accept/", {}, format="json").status_code == 200
-    services.model_version_create(project=people.project, checkpoint=b"weights")
+    model_version_create(project=people.project, checkpoint=b"weights")
     keys = _keys(s3)
     assert len(keys) == 5 and all(k.startswith(f"projects/{people.project.pk}/") for k in keys), keys
     image = owner_client.get(f"/api/cases/{case_id}/image/")

@@ -1,4 +1,6 @@
-"""Writes. Import from the submodules (``server.studio.services.masks`` ...) or from here."""
+"""Writes. Import from the submodules (``server.studio.services.masks`` ...) or from here.
+
+Jobs and model-version creation: ``server.workers.services`` (the one implementation)."""
 
 from __future__ import annotations
 
@@ -23,19 +25,7 @@ from server.studio.services.masks import (
     pseudolabel_update,
 )
 from server.studio.services.projects import member_remove, member_set, project_create, project_delete, project_update
-from server.studio.services.registry import (
-    job_cancel,
-    job_claim,
-    job_create,
-    job_finish,
-    job_progress,
-    job_reap_stale,
-    model_version_activate,
-    model_version_create,
-    model_version_retire,
-    model_version_update_metrics,
-    training_start,
-)
+from server.studio.services.registry import model_version_activate, model_version_retire, model_version_update_metrics
 
 __all__ = [
     "case_create",
@@ -44,12 +34,6 @@ __all__ = [
     "case_prepare",
     "case_release",
     "case_update",
-    "job_cancel",
-    "job_claim",
-    "job_create",
-    "job_finish",
-    "job_progress",
-    "job_reap_stale",
     "lvit_import",
     "mask_accept",
     "mask_create_proposal",
@@ -58,7 +42,6 @@ __all__ = [
     "member_remove",
     "member_set",
     "model_version_activate",
-    "model_version_create",
     "model_version_retire",
     "model_version_update_metrics",
     "project_create",
@@ -67,7 +50,6 @@ __all__ = [
     "pseudolabel_soft_map",
     "pseudolabel_update",
     "report_update",
-    "training_start",
     "upload_items_from_zip",
     "worklist_next",
 ]
