@@ -21,7 +21,14 @@ DEPLOY = REPO / "deploy"
 COMPOSE_FILES = ["compose.yaml", "compose.gpu-host.yaml"]
 ENV_READERS = re.compile(r"\b(?:env_str|env_bool|env_int|env_list|_int|environ\.get|getenv)\(\s*\"([A-Z][A-Z0-9_]+)\"")
 # Read only by the development runner (`make run`), never by a production process.
-DEV_ONLY_VARS = {"PORT", "HOST", "LVIT_ADMIN_USER", "LVIT_ADMIN_PASSWORD"}
+DEV_ONLY_VARS = {
+    "PORT",
+    "HOST",
+    "LVIT_ADMIN_USER",
+    "LVIT_ADMIN_PASSWORD",
+    "LVIT_DEMO_EPOCHS",
+    "LVIT_DEMO_IMG_SIZE",
+}  # make run only
 DEPENDS_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
