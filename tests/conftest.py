@@ -36,3 +36,26 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
         if db["ENGINE"].endswith("postgresql"):
             test = db.setdefault("TEST", {})
             test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{suffix}"
+
+
+def _uses_database(request: pytest.FixtureRequest) -> str | None:
+    """Which database fixture the test uses: "transactional_db", "db", or None."""
+    names = set(request.fixturenames)
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in names or "live_server" in names or (marker and marker.kwargs.get("transaction")):
+        return "transactional_db"
+    if marker is not None or "db" in names:
+        return "db"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def seeded_templates(request: pytest.FixtureRequest) -> None:
+    """Put back the report templates a data migration seeds: a transactional test's flush deletes them."""
+    fixture = _uses_database(request)
+    if fixture is None:
+        return
+    request.getfixturevalue(fixture)
+    from server.studio.reports import seed_templates
+
+    seed_templates()

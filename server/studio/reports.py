@@ -386,6 +386,16 @@ FREE_TEXT = {
 SEEDED_TEMPLATES = [LUNG_INFECTION, ESOPHAGEAL_TUMOUR, FREE_TEXT]
 
 
+def seed_templates(model: Any = None) -> None:
+    """Create or refresh the seeded templates. ``model`` is the migration's historical model, or the real one."""
+    if model is None:
+        from server.studio.models import ReportTemplate as model
+    for spec in SEEDED_TEMPLATES:
+        model.objects.update_or_create(
+            slug=spec["slug"], defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")}
+        )
+
+
 def seeded(slug: str) -> Template:
     spec = next(t for t in SEEDED_TEMPLATES if t["slug"] == slug)
     return Template(slug=spec["slug"], fields=spec["fields"], pattern=spec["pattern"])

@@ -234,18 +234,6 @@ def e2e_worker(stack: Stack) -> Iterator[WorkerProcess]:
 
 
 @pytest.fixture
-def seeded_templates(transactional_db: None) -> None:
-    """The seeded report templates (a flush between transactional tests removes migration data)."""
-    from server.studio.models import ReportTemplate
-    from server.studio.reports import SEEDED_TEMPLATES
-
-    for spec in SEEDED_TEMPLATES:
-        ReportTemplate.objects.update_or_create(
-            slug=spec["slug"], defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")}
-        )
-
-
-@pytest.fixture
 def worker(e2e_worker: WorkerProcess, stack: Stack, seeded_templates: None, artifacts: Path) -> Iterator[WorkerProcess]:
     """The module's worker for one test; afterwards queued jobs are cancelled and the running one may finish,
     so the database flush never races a task. The worker's log is kept with the test's artifacts."""

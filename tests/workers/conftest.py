@@ -152,19 +152,6 @@ def celery_worker(
 
 
 @pytest.fixture
-def seeded_templates(transactional_db: None) -> None:
-    """The report templates a data migration seeds (transactional tests flush them)."""
-    from server.studio.models import ReportTemplate
-    from server.studio.reports import SEEDED_TEMPLATES
-
-    for spec in SEEDED_TEMPLATES:
-        ReportTemplate.objects.update_or_create(
-            slug=spec["slug"],
-            defaults={k: spec[k] for k in ("name", "description", "fields", "pattern")},
-        )
-
-
-@pytest.fixture
 def worker(celery_worker: WorkerProcess, seeded_templates: None) -> Iterator[WorkerProcess]:
     """The running worker (restarted if an earlier test killed it)."""
     if not celery_worker.alive:

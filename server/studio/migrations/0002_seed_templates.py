@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from django.db import migrations
 
-from server.studio.reports import SEEDED_TEMPLATES
+from server.studio.reports import SEEDED_TEMPLATES, seed_templates
 
 
 def seed(apps, schema_editor) -> None:
-    ReportTemplate = apps.get_model("studio", "ReportTemplate")
-    for spec in SEEDED_TEMPLATES:
-        ReportTemplate.objects.update_or_create(
-            slug=spec["slug"],
-            defaults={
-                "name": spec["name"],
-                "description": spec["description"],
-                "fields": spec["fields"],
-                "pattern": spec["pattern"],
-            },
-        )
+    seed_templates(apps.get_model("studio", "ReportTemplate"))
 
 
 def unseed(apps, schema_editor) -> None:
