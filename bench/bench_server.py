@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
+from _db import psql  # bench/ is sys.path[0] when a script here runs
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SCRATCH_DB = "lvit_bench_server"
@@ -33,23 +35,6 @@ SCRATCH_DB = "lvit_bench_server"
 def _admin_url(url: str, db: str) -> str:
     parsed = urlparse(url)
     return urlunparse(parsed._replace(path=f"/{db}"))
-
-
-def _psql(base_url: str, sql: str) -> None:
-    import psycopg2
-
-    parsed = urlparse(base_url)
-    conn = psycopg2.connect(
-        host=parsed.hostname,
-        port=parsed.port or 5432,
-        user=parsed.username or "postgres",
-        password=parsed.password or None,
-        dbname=parsed.path.lstrip("/") or "postgres",
-    )
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def _setup_django(db_url: str, media: str) -> None:
@@ -263,8 +248,8 @@ def main() -> None:
         return
     admin = _admin_url(base_url, urlparse(base_url).path.lstrip("/") or "postgres")
     scratch = _admin_url(base_url, SCRATCH_DB)
-    _psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
-    _psql(admin, f"CREATE DATABASE {SCRATCH_DB}")
+    psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+    psql(admin, f"CREATE DATABASE {SCRATCH_DB}")
     media = tempfile.mkdtemp(prefix="lvit-bench-media-")
     try:
         _setup_django(scratch, media)
@@ -292,7 +277,7 @@ def main() -> None:
 
         connections.close_all()
     finally:
-        _psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+        psql(admin, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
         subprocess.run(["rm", "-rf", media], check=False)
 
     lines = [

@@ -23,7 +23,6 @@ import io
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import numpy as np
+from _db import psql  # bench/ is sys.path[0] when a script here runs
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,23 +41,6 @@ SENTENCE = "One round lesion in the upper left area."
 
 def _db_url(url: str, db: str) -> str:
     return urlunparse(urlparse(url)._replace(path=f"/{db}"))
-
-
-def _psql(base_url: str, sql: str) -> None:
-    import psycopg2
-
-    parsed = urlparse(base_url)
-    conn = psycopg2.connect(
-        host=parsed.hostname,
-        port=parsed.port or 5432,
-        user=parsed.username or "postgres",
-        password=parsed.password or None,
-        dbname=parsed.path.lstrip("/") or "postgres",
-    )
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def synthetic(seed: int, size: int) -> tuple[bytes, np.ndarray]:
@@ -101,8 +84,8 @@ def main() -> int:
     base = os.environ.get("DATABASE_URL", "")
     if not base.startswith("postgres"):
         sys.exit("DATABASE_URL must name a PostgreSQL server (the worker process shares the database)")
-    _psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
-    _psql(base, f"CREATE DATABASE {SCRATCH_DB}")
+    psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+    psql(base, f"CREATE DATABASE {SCRATCH_DB}")
     tmp = Path(tempfile.mkdtemp(prefix="lvit-bench-workers-"))
     os.environ.update(
         DATABASE_URL=_db_url(base, SCRATCH_DB),
@@ -118,26 +101,20 @@ def main() -> int:
 
     call_command("migrate", verbosity=0)
     from server.celery import app
+    from tests.support.celery_worker import WorkerProcess
 
     app.control.purge()
-    log = tmp / "worker.log"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "--pool=solo", "-l", "INFO"],
-        cwd=REPO,
-        env=os.environ.copy(),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    worker = WorkerProcess(os.environ.copy(), tmp, app="server", queues=("gpu", "default"))
     try:
-        wait(lambda: b" ready." in log.read_bytes(), 120, "the worker", log)
-        rows = run(args, tmp, log)
+        worker.start(timeout=120)
+        assert worker.log_path is not None
+        rows = run(args, tmp, worker.log_path)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        worker.stop(timeout=60)
         from django.db import connections
 
         connections.close_all()
-        _psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+        psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
     text = report(rows, args)
     print(text)
     if args.append:

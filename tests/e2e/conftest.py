@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.support.celery_worker import WorkerProcess
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("LVIT_CHROMIUM", "/usr/bin/chromium")
@@ -94,50 +96,6 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
-
-
-class WorkerProcess:
-    """One ``celery worker`` subprocess (queues gpu and default) with the stack's environment."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 90.0) -> None:
-        self.starts += 1
-        self.log_path = self.log_dir / f"worker-{self.starts}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "--pool=solo"]
-        cmd += ["-n", f"e2e-{os.getpid()}-{self.starts}@%h", "--without-gossip", "--without-mingle"]
-        cmd += ["--without-heartbeat", "-l", "INFO"]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{self.log()}")
-            if b" ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path else ""
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.alive:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
@@ -224,7 +182,7 @@ def e2e_worker(stack: Stack) -> Iterator[WorkerProcess]:
     """One Celery worker (queues gpu, default) on the e2e broker and media folder, for this module."""
     control = _control(stack)
     control.control.purge()  # messages left by an interrupted run
-    worker = WorkerProcess(stack.env, stack.base)
+    worker = WorkerProcess(stack.env, stack.base, node_name=lambda n: f"e2e-{os.getpid()}-{n}@%h")
     worker.start()
     try:
         yield worker

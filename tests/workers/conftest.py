@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.celery_worker import WorkerProcess
+
 TEST_IMG_SIZE = 32  # LViT-T at 32x32: a real network, ~20 ms per forward on CPU
 
 
@@ -34,59 +32,6 @@ def _database_url(db: dict[str, Any]) -> str:
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-class WorkerProcess:
-    """One ``celery worker`` subprocess; ``start``/``stop``/``kill`` (SIGKILL, as a crashed host would)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, namespace: str) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.namespace = namespace
-        self.node = ""
-        self.proc: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 90.0) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "worker already running"
-        self.starts += 1
-        self.node = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-        self.log_path = self.log_dir / f"worker-{self.starts}.log"
-        log = self.log_path.open("wb")
-        queues = f"{self.namespace}.gpu,{self.namespace}.default"
-        cmd = [sys.executable, "-m", "celery", "-A", "tests.workers.celery_isolated", "worker", "-Q", queues]
-        cmd += ["--pool=solo", "-n", self.node, "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        cmd += ["-l", "INFO"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited with {self.proc.returncode}:\n{self.log()}")
-            if b" ready." in self.log_path.read_bytes():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path else ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +83,13 @@ def celery_worker(
         "OMP_NUM_THREADS": "2",
         "PYTHONUNBUFFERED": "1",
     }
-    worker = WorkerProcess(env, base, namespace)
+    worker = WorkerProcess(
+        env,
+        base,
+        app="tests.workers.celery_isolated",
+        queues=(f"{namespace}.gpu", f"{namespace}.default"),
+        node_name=lambda n: f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}",
+    )
     try:
         worker.start()
         yield worker
