@@ -43,7 +43,7 @@ trap cleanup EXIT
 
 echo "== lint (ruff)"
 .venv/bin/ruff check . || status=1
-.venv/bin/ruff format --check . >/dev/null || { echo "ruff format: files need formatting (run make format)"; status=1; }
+.venv/bin/ruff format --check . || { echo "ruff format: files need formatting (run make format)"; status=1; }
 
 if compgen -G "tests/js/*.test.mjs" >/dev/null; then
   echo "== JS unit tests (node --test)"
