@@ -169,8 +169,9 @@ class Trainer:
             epoch is dropped; ``last.pt`` keeps the last complete epoch for resuming).
         text_embedder: shared embedder (else one is built from ``cfg.text_model``/``cfg.text_cache_dir``).
         resume: path of a ``last.pt`` checkpoint to continue from (its EPI store is read from beside it).
-        epi_store: existing EPI maps keyed by sample name (e.g. the server's per-case maps from earlier
-            rounds); the trainer keeps updating it. Default: a fresh store.
+        epi_store: existing EPI maps keyed by sample name, each ``img_size`` x ``img_size`` (e.g. the
+            server's per-case maps from earlier rounds, resized); the trainer keeps updating it and its own
+            ``beta`` applies. Default: a fresh store.
     """
 
     def __init__(
@@ -370,7 +371,7 @@ class Trainer:
         out = {"sup_dice": sup["dice"].item(), "sup_bce": sup["bce"].item()}
         if unlabeled is not None:
             if not all(unlabeled["has_pseudo"]):
-                missing = [n for n, ok in zip(unlabeled["name"], unlabeled["has_pseudo"], strict=True) if not ok]
+                missing = [name for name, ok in zip(unlabeled["name"], unlabeled["has_pseudo"], strict=True) if not ok]
                 raise RuntimeError(f"no pseudo-label for unlabeled cases {missing}")
             pseudo = unlabeled["pseudo"].to(self.device, non_blocking=True)  # (Bu, 1, S, S)
             if self.cfg.pseudo_label == "hard":
