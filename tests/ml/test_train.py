@@ -206,3 +206,21 @@ def test_bad_config_raises(cxr: dict, tmp_path: Path, embedder: TextEmbedder) ->
         )
     with pytest.raises(ValueError):
         Trainer(TrainConfig(out_dir=str(tmp_path)), _small(), [], cxr["val"], text_embedder=embedder)
+
+
+def test_an_existing_epi_store_is_continued(cxr: dict, tmp_path: Path, embedder: TextEmbedder) -> None:
+    import numpy as np
+
+    from ml.epi import EPIStore
+
+    store = EPIStore(beta=0.5, rounding="nearest")
+    for s in cxr["unlabeled"]:
+        store.set(s.name, np.full((32, 32), 255, np.uint8), count=3)  # maps kept by the server
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, prototype_epochs=0, save_best=False, save_last=False)
+    trainer = Trainer(
+        cfg, _small(), cxr["labeled"], cxr["val"], cxr["unlabeled"], text_embedder=embedder, epi_store=store
+    )
+    trainer.fit()
+    for s in cxr["unlabeled"]:
+        assert store.count(s.name) == 4
+        assert store.get(s.name).min() >= 0.5  # 0.5 * 1.0 + 0.5 * prediction
