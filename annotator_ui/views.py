@@ -18,7 +18,9 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from server.studio.models import Case, Membership, Project, PseudoLabel, ReportTemplate
+from server.core.errors import NotFound
+from server.studio import selectors
+from server.studio.models import Case, Project, PseudoLabel, ReportTemplate
 
 # The editor's CT presets (centre, width in HU), the same values the server uses when converting uploads.
 try:
@@ -28,14 +30,12 @@ except ImportError:  # pragma: no cover - the imaging module ships with the stud
 
 
 def _project_for(request: HttpRequest, project_id: int) -> tuple[Project, str]:
-    """The project and the user's role in it; 404 for non-members (superusers see every project as admins)."""
-    project = get_object_or_404(Project.objects.select_related("template"), pk=project_id)
-    if request.user.is_superuser:
-        return project, "admin"
-    role = Membership.objects.filter(project=project, user=request.user).values_list("role", flat=True).first()
-    if role is None:
-        raise Http404("no such project")
-    return project, role
+    """The project and the user's role in it, by the access policy: 404 for non-members."""
+    try:
+        project = selectors.project_get(user=request.user, project_id=project_id)
+    except NotFound as exc:
+        raise Http404(str(exc.detail)) from None
+    return project, project.my_role
 
 
 def _config(request: HttpRequest, **extra: Any) -> dict[str, Any]:

@@ -92,9 +92,10 @@ def populate(n_cases: int, *, name: str, with_files: bool) -> int:
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
+    from server.core.models import Membership, Role
     from server.studio import imaging, services
     from server.studio.demo import phantom
-    from server.studio.models import Case, CaseState, MaskKind, MaskVersion, Membership, Report, Role
+    from server.studio.models import Case, CaseState, MaskKind, MaskVersion, Report
 
     owner = _users(1)[0]
     project = services.project_create(user=owner, name=name, template="lung-infection")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from server.studio.models import AuditEvent, Case, Job, MaskVersion, Membership, ModelVersion, Project, ReportTemplate
+from server.core.models import Membership
+from server.studio.models import AuditEvent, Case, Job, MaskVersion, ModelVersion, Project, ReportTemplate
 
 
 class MembershipInline(admin.TabularInline):

@@ -18,11 +18,13 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from server.core.access import require_role
 from server.core.errors import ServiceError
+from server.core.models import Role
 from server.studio import exports, imaging, selectors, services
 from server.studio import serializers as s
-from server.studio.models import CaseState, Role
-from server.studio.services.common import audit, require_role
+from server.studio.models import CaseState
+from server.studio.services.common import audit
 from server.studio.services.lvit import ZipSource
 
 ERROR = inline_serializer("Error", {"error": serializers.CharField(), "detail": serializers.JSONField()})

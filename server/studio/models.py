@@ -59,7 +59,7 @@ class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     template = models.ForeignKey(ReportTemplate, on_delete=models.PROTECT, related_name="projects")
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="core.Membership", related_name="projects")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -68,23 +68,6 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class Role(models.TextChoices):
-    ANNOTATOR = "annotator"
-    REVIEWER = "reviewer"
-    ADMIN = "admin"
-
-
-class Membership(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")]
-        ordering = ["id"]
 
 
 class Split(models.TextChoices):

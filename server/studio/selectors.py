@@ -1,5 +1,5 @@
-"""Reads. Every lookup by id goes through the user: objects of projects the user is not a member of are
-answered with :class:`NotFound` (404), never 403, so ids do not leak."""
+"""Reads. Every lookup by id goes through the access policy (``server/core/access.py``): objects of projects the
+user is not a member of are answered with :class:`NotFound` (404), never 403, so ids do not leak."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Any
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
+from server.core.access import member_projects, membership_get, object_id
 from server.core.errors import NotFound, ServiceError
+from server.core.models import Membership
 from server.studio.models import (
     AuditEvent,
     Case,
     CaseState,
     Job,
     MaskVersion,
-    Membership,
     ModelVersion,
     Project,
     ReportTemplate,
@@ -41,26 +42,12 @@ CASE_ORDERINGS = {
 }
 
 
-def _member_projects(user: Any) -> QuerySet[Project]:
-    if not getattr(user, "is_authenticated", False):
-        return Project.objects.none()
-    return Project.objects.filter(memberships__user=user)
-
-
-def _int_id(value: Any, what: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"no {what} {value!r}") from None
-    if number <= 0 or number > 2**63 - 1:
-        raise NotFound(f"no {what} {value!r}")
-    return number
-
-
 def project_list(*, user: Any) -> QuerySet[Project]:
-    role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
+    """The user's projects with their role and case counts."""
+    memberships = member_projects(user=user)
+    role = memberships.filter(project=OuterRef("pk")).values("role")[:1]
     return (
-        _member_projects(user)
+        Project.objects.filter(pk__in=memberships.values("project_id"))
         .select_related("template")
         .annotate(
             my_role=Subquery(role),
@@ -72,61 +59,46 @@ def project_list(*, user: Any) -> QuerySet[Project]:
 
 
 def project_get(*, user: Any, project_id: Any) -> Project:
-    pid = _int_id(project_id, "project")
-    project = _member_projects(user).select_related("template").filter(pk=pid).first()
-    if project is None:
-        raise NotFound(f"no project {project_id}")
-    project.my_role = Membership.objects.get(project=project, user=user).role
+    """A project of the user's, with ``my_role``; 404 for anyone who is not a member."""
+    membership = membership_get(user=user, project_id=project_id)
+    project = membership.project
+    project.my_role = membership.role
     return project
 
 
 def case_get(*, user: Any, case_id: Any) -> Case:
-    cid = _int_id(case_id, "case")
-    case = (
-        Case.objects.select_related("project__template", "report", "head_mask", "assignee")
-        .filter(pk=cid, project__memberships__user=user)
-        .first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
+    cid = object_id(case_id, "case")
+    case = Case.objects.select_related("project__template", "report", "head_mask", "assignee").filter(pk=cid).first()
     if case is None:
         raise NotFound(f"no case {case_id}")
+    membership_get(user=user, project_id=case.project_id, not_found=f"no case {case_id}")
     return case
 
 
 def mask_get(*, user: Any, mask_id: Any) -> MaskVersion:
-    mid = _int_id(mask_id, "mask")
-    mask = (
-        MaskVersion.objects.select_related("case").filter(pk=mid, case__project__memberships__user=user).first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
+    mid = object_id(mask_id, "mask")
+    mask = MaskVersion.objects.select_related("case").filter(pk=mid).first()
     if mask is None:
         raise NotFound(f"no mask {mask_id}")
+    membership_get(user=user, project_id=mask.case.project_id, not_found=f"no mask {mask_id}")
     return mask
 
 
 def model_version_get(*, user: Any, model_id: Any) -> ModelVersion:
-    mid = _int_id(model_id, "model version")
-    mv = (
-        ModelVersion.objects.select_related("project").filter(pk=mid, project__memberships__user=user).first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
+    mid = object_id(model_id, "model version")
+    mv = ModelVersion.objects.select_related("project").filter(pk=mid).first()
     if mv is None:
         raise NotFound(f"no model version {model_id}")
+    membership_get(user=user, project_id=mv.project_id, not_found=f"no model version {model_id}")
     return mv
 
 
 def job_get(*, user: Any, job_id: Any) -> Job:
-    jid = _int_id(job_id, "job")
-    job = (
-        Job.objects.select_related("project").filter(pk=jid, project__memberships__user=user).first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
-    if job is None:
+    jid = object_id(job_id, "job")
+    job = Job.objects.select_related("project").filter(pk=jid).first()
+    if job is None or job.project_id is None:
         raise NotFound(f"no job {job_id}")
+    membership_get(user=user, project_id=job.project_id, not_found=f"no job {job_id}")
     return job
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
+from server.core.models import Membership, Role
 from server.studio.models import (
     AuditEvent,
     Case,
     CaseState,
     Job,
     MaskVersion,
-    Membership,
     ModelVersion,
     Project,
     ReportTemplate,
-    Role,
     Split,
 )
 

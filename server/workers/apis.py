@@ -18,42 +18,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from server.core.errors import Forbidden, NotFound
+from server.core.access import require_role
+from server.core.models import Role
 from server.studio import selectors
 from server.studio import serializers as studio_serializers
 from server.studio.apis import ERROR, ERRORS
-from server.studio.models import Job, JobKind, JobStatus, Membership, Project, Role
+from server.studio.models import JobKind, JobStatus, Project
 from server.workers import conf
 from server.workers.models import TrainingPolicy
 from server.workers.progress import job_snapshot
 from server.workers.services import job_cancel, training_job_create, training_readiness
 
-# --------------------------------------------------------------------------- access
 
-
-def _role(user: Any, project_id: int) -> str | None:
-    if user.is_superuser:
-        return Role.ADMIN
-    return Membership.objects.filter(project_id=project_id, user=user).values_list("role", flat=True).first()
-
-
-def _project_for(user: Any, project_id: int, *, admin: bool = False) -> Project:
-    project = Project.objects.filter(pk=project_id).first()
-    role = _role(user, project_id) if project is not None else None
-    if project is None or role is None:
-        raise NotFound(f"project {project_id} not found")
-    if admin and role != Role.ADMIN:
-        raise Forbidden("only project admins can do this")
+def _admin_project(user: Any, project_id: int) -> Project:
+    project = selectors.project_get(user=user, project_id=project_id)
+    require_role(project=project, user=user, role=Role.ADMIN)
     return project
-
-
-def _job_for(user: Any, job_id: int, *, admin: bool = False) -> Job:
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None or job.project_id is None or _role(user, job.project_id) is None:
-        raise NotFound(f"job {job_id} not found")
-    if admin and _role(user, job.project_id) != Role.ADMIN and job.created_by_id != user.pk:
-        raise Forbidden("only project admins or the job's creator can do this")
-    return job
 
 
 # --------------------------------------------------------------------------- serializers
@@ -120,7 +100,7 @@ class TrainingJobsApi(APIView):
     @extend_schema(request=TrainingJobInput, responses={201: JobOutput})
     def post(self, request: Request, project_id: int) -> Response:
         """Start a retraining round (admins). 400 ``not_enough_labels`` says how many accepted cases are missing."""
-        project = _project_for(request.user, project_id, admin=True)
+        project = _admin_project(request.user, project_id)
         data = TrainingJobInput(data=request.data)
         data.is_valid(raise_exception=True)
         job = training_job_create(project=project, params=dict(data.validated_data), actor=request.user)
@@ -131,20 +111,20 @@ class TrainingReadinessApi(APIView):
     @extend_schema(responses={200: ReadinessOutput})
     def get(self, request: Request, project_id: int) -> Response:
         """Whether a training round can start, and how many accepted cases are missing for the first model."""
-        return Response(training_readiness(_project_for(request.user, project_id)))
+        return Response(training_readiness(selectors.project_get(user=request.user, project_id=project_id)))
 
 
 class TrainingPolicyApi(APIView):
     @extend_schema(responses={200: PolicySerializer})
     def get(self, request: Request, project_id: int) -> Response:
-        project = _project_for(request.user, project_id)
+        project = selectors.project_get(user=request.user, project_id=project_id)
         policy = TrainingPolicy.objects.filter(project=project).first() or TrainingPolicy(project=project)
         return Response({"promotion": policy.promotion, "min_improvement": policy.min_improvement})
 
     @extend_schema(request=PolicySerializer, responses={200: PolicySerializer})
     def put(self, request: Request, project_id: int) -> Response:
         """How retraining rounds end: ``auto_if_better`` promotes a candidate that beats the active model."""
-        project = _project_for(request.user, project_id, admin=True)
+        project = _admin_project(request.user, project_id)
         data = PolicySerializer(data=request.data)
         data.is_valid(raise_exception=True)
         policy, _ = TrainingPolicy.objects.update_or_create(project=project, defaults=dict(data.validated_data))

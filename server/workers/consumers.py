@@ -12,7 +12,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from server.studio.models import Job, Membership
+from server.core.access import membership_get
+from server.core.errors import NotFound
+from server.studio.models import Job
 from server.workers.progress import job_group, job_snapshot, project_group
 
 CLOSE_FORBIDDEN = 4403
@@ -20,11 +22,11 @@ CLOSE_NOT_FOUND = 4404
 
 
 def _is_member(user: Any, project_id: int | None) -> bool:
-    if user is None or not user.is_authenticated:
+    try:
+        membership_get(user=user, project_id=project_id)
+    except NotFound:
         return False
-    if user.is_superuser:
-        return True
-    return project_id is not None and Membership.objects.filter(project_id=project_id, user=user).exists()
+    return True
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):

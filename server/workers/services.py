@@ -33,7 +33,9 @@ from django.db.models import Max, OuterRef, Q, Subquery
 from django.utils import timezone
 from PIL import Image
 
+from server.core.access import require_role
 from server.core.errors import Conflict, ServiceError
+from server.core.models import Role
 from server.studio.models import (
     AuditEvent,
     Case,
@@ -47,10 +49,9 @@ from server.studio.models import (
     ModelVersion,
     Project,
     Report,
-    Role,
     Split,
 )
-from server.studio.services.common import audit, require_role
+from server.studio.services.common import audit
 from server.workers import conf
 from server.workers.progress import broadcast_job, project_event
 

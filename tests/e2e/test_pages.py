@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from django.test import Client
 
-from server.studio.models import Case, Membership, PseudoLabel, Role
+from server.core.models import Membership, Role
+from server.studio.models import Case, PseudoLabel
 from tests.e2e.dicom import ct_dicom
 
 pytestmark = pytest.mark.django_db

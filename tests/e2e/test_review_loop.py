@@ -21,7 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from server.studio.models import Case, CaseState, Job, JobKind, JobStatus, MaskKind, Membership, ModelVersion, Role
+from server.core.models import Membership, Role
+from server.studio.models import Case, CaseState, Job, JobKind, JobStatus, MaskKind, ModelVersion
 from tests.e2e.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]

@@ -13,8 +13,9 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from server.core.models import Role
 from server.studio import services
-from server.studio.models import Project, Role
+from server.studio.models import Project
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,8 @@ from django.core.management import call_command
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from server.studio.models import Case, CaseState, MaskVersion, Project, Role
+from server.core.models import Role
+from server.studio.models import Case, CaseState, MaskVersion, Project
 from server.studio.services import member_set
 
 # pycocotools' decode passes copy=False to numpy 2 (its own deprecation, not ours)

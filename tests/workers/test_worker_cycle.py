@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from server.core.models import Membership, Role
 from server.studio.models import (
     Case,
     CaseState,
@@ -23,12 +24,10 @@ from server.studio.models import (
     JobStatus,
     MaskKind,
     MaskVersion,
-    Membership,
     ModelStatus,
     ModelVersion,
     Project,
     PseudoLabel,
-    Role,
     Split,
 )
 from tests.workers.conftest import TEST_IMG_SIZE, png, synthetic_case, wait_for, wait_job

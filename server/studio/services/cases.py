@@ -11,10 +11,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from server.core.access import require_role
 from server.core.errors import Conflict, ServiceError
+from server.core.models import Role
 from server.studio import imaging, reports
-from server.studio.models import Case, CaseState, Project, Report, Role, Split
-from server.studio.services.common import audit, delete_files_on_commit, require_role, written_files
+from server.studio.models import Case, CaseState, Project, Report, Split
+from server.studio.services.common import audit, delete_files_on_commit, written_files
 from server.studio.signals_hooks import on_case_needs_proposal
 
 DEFAULT_ASSIGNMENT_TTL = timedelta(minutes=30)

@@ -21,11 +21,13 @@ from typing import Any, Protocol
 
 from django.db import IntegrityError, transaction
 
+from server.core.access import require_role
 from server.core.errors import Conflict, ServiceError
+from server.core.models import Role
 from server.studio import imaging, reports
-from server.studio.models import Case, Project, Report, Role
+from server.studio.models import Case, Project, Report
 from server.studio.services.cases import UploadItem, _store_case
-from server.studio.services.common import audit, require_role, written_files
+from server.studio.services.common import audit, written_files
 from server.studio.services.masks import mask_import_accepted
 from server.studio.signals_hooks import on_case_needs_proposal
 

@@ -12,9 +12,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from server.core.access import require_role
 from server.core.errors import Conflict
-from server.studio.models import ModelStatus, ModelVersion, Project, Role
-from server.studio.services.common import audit, require_role
+from server.core.models import Role
+from server.studio.models import ModelStatus, ModelVersion, Project
+from server.studio.services.common import audit
 from server.studio.signals_hooks import on_model_activated
 
 
