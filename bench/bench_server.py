@@ -170,8 +170,8 @@ def bench_latency(project_id: int, *, n: int = 200) -> list[tuple[str, float, fl
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from server.studio import services
     from server.studio.models import Case, Project
+    from server.studio.services.cases import worklist_next
 
     project = Project.objects.get(pk=project_id)
     users = _users(50)
@@ -181,7 +181,7 @@ def bench_latency(project_id: int, *, n: int = 200) -> list[tuple[str, float, fl
         for i in range(n):
             user = users[i % len(users)]
             t0 = time.perf_counter()
-            case = services.worklist_next(project=project, user=user, strategy=strategy)
+            case = worklist_next(project=project, user=user, strategy=strategy)
             times.append(time.perf_counter() - t0)
             assert case is not None
             Case.objects.filter(pk=case.pk).update(assignee=None, assigned_at=None)

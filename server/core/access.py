@@ -37,12 +37,13 @@ def _authenticated(user: Any) -> bool:
     return bool(getattr(user, "is_authenticated", False))
 
 
-def membership_get(*, user: Any, project_id: Any, not_found: str | None = None) -> Membership:
+def membership_get(*, user: Any, project_id: Any, role: str | None = None, not_found: str | None = None) -> Membership:
     """The user's membership of ``project_id`` (``.role``; ``.project`` with its template loaded).
 
     Raises:
         NotFound: the project does not exist, or the user is anonymous or not a member. ``not_found`` is the
             message (e.g. ``"no case 7"`` when the project was reached through one of its objects).
+        Forbidden: ``role`` is given and the member's role is lower.
     """
     pid = object_id(project_id, "project")
     membership = (
@@ -52,6 +53,8 @@ def membership_get(*, user: Any, project_id: Any, not_found: str | None = None) 
     )
     if membership is None:
         raise NotFound(not_found or f"no project {project_id}")
+    if role is not None and not has_role(membership.role, role):
+        raise Forbidden(_needs(role, membership.project, membership.role))
     return membership
 
 
@@ -77,4 +80,8 @@ def require_role(*, project: Any, user: Any, role: str) -> None:
     membership itself was checked when the object was looked up, answering 404 to non-members)."""
     actual = role_of(project_id=project.pk, user=user)
     if not has_role(actual, role):
-        raise Forbidden(f"this needs the {role} role in project {project.name!r}; you are {actual or 'not a member'}")
+        raise Forbidden(_needs(role, project, actual))
+
+
+def _needs(role: str, project: Any, actual: str | None) -> str:
+    return f"this needs the {role} role in project {project.name!r}; you are {actual or 'not a member'}"

@@ -100,6 +100,16 @@ def test_outsider_gets_404_everywhere(world: dict) -> None:
     assert out.post(f"/cases/{c.pk}/propose/").status_code == 404
 
 
+def test_a_superuser_who_is_not_a_member_gets_404_too(world: dict) -> None:
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", password=None)
+    p, c = world["project"], world["dicom"]
+    for url in [f"/projects/{p.pk}/", f"/projects/{p.pk}/cases/{c.pk}/", f"/cases/{c.pk}/hu/"]:
+        assert client_for(root).get(url).status_code == 404, url
+    assert client_for(root).post(f"/cases/{c.pk}/propose/").status_code == 404
+
+
 def test_case_page_config_carries_template_role_and_presets(world: dict) -> None:
     p, c = world["project"], world["dicom"]
     response = client_for(world["collab"]).get(f"/projects/{p.pk}/cases/{c.pk}/")

@@ -1,8 +1,8 @@
-"""Websockets: ``/ws/jobs/{id}/`` (one job's progress) and ``/ws/projects/{id}/`` (project events).
+"""``/ws/jobs/{id}/``: one job's progress, for members of the job's project (``server/core/access.py``).
 
-Session-authenticated (``AuthMiddlewareStack`` in ``server/asgi.py``), project members only; anyone else is
-closed with code 4403 (4404 for a job that does not exist). On connect the job consumer sends the row's
-current state, then relays what ``progress.py`` broadcasts. Clients never send anything that matters.
+Session-authenticated (``AuthMiddlewareStack`` in ``server/asgi.py``); anyone else is closed with code 4403
+(4404 for a job that does not exist). On connect the consumer sends the row's current state, then relays what
+``progress.py`` broadcasts. Clients never send anything that matters.
 """
 
 from __future__ import annotations
@@ -14,19 +14,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from server.core.access import membership_get
 from server.core.errors import NotFound
-from server.studio.models import Job
-from server.workers.progress import job_group, job_snapshot, project_group
+from server.jobs.models import Job
+from server.jobs.progress import job_group, job_snapshot
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
-
-
-def _is_member(user: Any, project_id: int | None) -> bool:
-    try:
-        membership_get(user=user, project_id=project_id)
-    except NotFound:
-        return False
-    return True
 
 
 class JobConsumer(AsyncJsonWebsocketConsumer):
@@ -51,7 +43,9 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         job = Job.objects.filter(pk=job_id).first()
         if job is None:
             return True, None  # 4404 only for an authenticated user; a guess at ids learns nothing more
-        if not _is_member(user, job.project_id):
+        try:
+            membership_get(user=user, project_id=job.project_id)
+        except NotFound:
             return False, None
         return True, job_snapshot(job)
 
@@ -64,28 +58,3 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     async def job_update(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "job", "job": event["job"]})
-
-
-class ProjectConsumer(AsyncJsonWebsocketConsumer):
-    group: str | None = None
-
-    async def connect(self) -> None:
-        project_id = int(self.scope["url_route"]["kwargs"]["project_id"])
-        allowed = await database_sync_to_async(_is_member)(self.scope.get("user"), project_id)
-        await self.accept()
-        if not allowed:
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        self.group = project_group(project_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.send_json({"type": "hello", "project": project_id})
-
-    async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        return
-
-    async def project_event(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "event", "event": event["event"], "data": event["data"]})
