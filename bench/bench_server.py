@@ -92,9 +92,10 @@ def populate(n_cases: int, *, name: str, with_files: bool) -> int:
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
+    from server.core.models import Membership, Role
     from server.studio import imaging, services
     from server.studio.demo import phantom
-    from server.studio.models import Case, CaseState, MaskKind, MaskVersion, Membership, Report, Role
+    from server.studio.models import Case, CaseState, MaskKind, MaskVersion, Report
 
     owner = _users(1)[0]
     project = services.project_create(user=owner, name=name, template="lung-infection")
@@ -169,8 +170,8 @@ def bench_latency(project_id: int, *, n: int = 200) -> list[tuple[str, float, fl
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
-    from server.studio import services
     from server.studio.models import Case, Project
+    from server.studio.services.cases import worklist_next
 
     project = Project.objects.get(pk=project_id)
     users = _users(50)
@@ -180,7 +181,7 @@ def bench_latency(project_id: int, *, n: int = 200) -> list[tuple[str, float, fl
         for i in range(n):
             user = users[i % len(users)]
             t0 = time.perf_counter()
-            case = services.worklist_next(project=project, user=user, strategy=strategy)
+            case = worklist_next(project=project, user=user, strategy=strategy)
             times.append(time.perf_counter() - t0)
             assert case is not None
             Case.objects.filter(pk=case.pk).update(assignee=None, assigned_at=None)

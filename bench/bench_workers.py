@@ -61,13 +61,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def wait(predicate, timeout: float, what: str, log: Path):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise RuntimeError(f"timed out waiting for {what}\n{log.read_text()[-4000:]}")
+    """Poll often (latencies are measured by it); on a timeout the error carries the worker log's tail."""
+    from tests.support.polling import wait_for
+
+    return wait_for(
+        predicate, timeout, what, interval=0.01, context=lambda: log.read_text()[-4000:], error=RuntimeError
+    )
 
 
 def main() -> int:
@@ -131,10 +130,12 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
     from ml.models import build_model
     from ml.predict import Predictor, save_checkpoint
     from ml.text import TextEmbedder
-    from server.studio.models import Case, Job, JobKind, JobStatus, MaskKind, MaskVersion, ModelStatus, ModelVersion
+    from server.jobs.models import Job, JobStatus
+    from server.studio.models import Case, JobKind, MaskKind, MaskVersion, ModelStatus, ModelVersion
     from server.studio.services.cases import case_create, case_create_many, case_prepare
+    from server.studio.services.jobs import project_job_create
     from server.studio.services.projects import project_create
-    from server.workers.services import job_create, model_version_create
+    from server.studio.services.registry import model_version_create
 
     user = get_user_model().objects.create_user(username="bench", password="bench-123456789")
     project = project_create(user=user, name="bench", template="free-text")
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
     cases = case_create_many(project=project, user=user, items=items, split="train", notify=False)
 
     def run_job(kind: str) -> Job:
-        job = job_create(kind=kind, project=project, params={"splits": ["train"]})
+        job = project_job_create(kind=kind, project=project, params={"splits": ["train"]})
         return wait(
             lambda: Job.objects.filter(pk=job.pk, status__in=[JobStatus.SUCCEEDED, JobStatus.FAILED]).first(),
             1800,
@@ -240,10 +241,11 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
 def train_round(args: argparse.Namespace, user, log: Path) -> dict:  # type: ignore[no-untyped-def]
     from django.core.files.base import ContentFile
 
-    from server.studio.models import Case, CaseState, Job, JobStatus, MaskKind, MaskVersion, ModelVersion
+    from server.jobs.models import Job, JobStatus
+    from server.studio.models import Case, CaseState, MaskKind, MaskVersion, ModelVersion
     from server.studio.services.cases import case_create_many, case_prepare
     from server.studio.services.projects import project_create
-    from server.workers.services import training_job_create
+    from server.studio.services.training import training_job_create
 
     project = project_create(user=user, name="bench-train", template="free-text")
     n_val = args.train_cases // 5

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml.config import LViTConfig
     from ml.predict import load_checkpoint
     from server.studio.models import Project
-    from server.workers.services import model_version_create
+    from server.studio.services.registry import model_version_create
 
     ckpt = load_checkpoint(args.checkpoint)
     model_cfg = LViTConfig(**ckpt["config"])  # validates the architecture before anything is stored

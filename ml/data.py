@@ -20,6 +20,7 @@ reproducible whatever the number of loader workers.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -57,42 +58,55 @@ class Sample:
 # --------------------------------------------------------------------------- folder scanning
 
 
-def read_text_table(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Read an LViT text table (``.xlsx`` first sheet, or UTF-8 ``.csv``) -> {Image: Description}."""
-    path = Path(path)
-    if path.suffix.lower() == ".xlsx":
-        import openpyxl
+def read_text_rows(data: bytes, fmt: str, *, where: str = "text table") -> list[tuple[str, str]]:
+    """``[(Image, Description)]`` rows of an LViT text table (``xlsx``: first sheet; ``csv``: UTF-8), in file order.
 
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
-        try:
-            rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
-        finally:
-            wb.close()
-    elif path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [tuple(r) for r in csv.reader(fh)]
-    else:
-        raise DataError(f"unsupported text table {path} (want .xlsx or .csv)")
-    if not rows:
-        raise DataError(f"empty text table: {path}")
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
+    Rows without an Image value are skipped; a missing Description reads as ``""``. Raises :class:`DataError`
+    naming ``where`` for an unreadable or empty file and for a header without the Image and Description columns.
+    """
+    if fmt not in ("xlsx", "csv"):
+        raise DataError(f"unsupported text table {where} (want .xlsx or .csv)")
     try:
-        ki, di = header.index("Image"), header.index("Description")
-    except ValueError:
-        raise DataError(f"{path}: header must have columns Image and Description, got {header}") from None
+        if fmt == "xlsx":
+            import openpyxl
+
+            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+            try:
+                rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
+            finally:
+                wb.close()
+        else:
+            rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
+    except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
+        raise DataError(f"cannot read {where}: {exc}") from None
+    if not rows:
+        raise DataError(f"empty text table: {where}")
+    header = [str(c).strip() if c is not None else "" for c in rows[0]]
+    if "Image" not in header or "Description" not in header:
+        raise DataError(f"{where}: header must have columns Image and Description, got {header}")
+    ki, di = header.index("Image"), header.index("Description")
+    out = []
+    for row in rows[1:]:
+        if row is None or len(row) <= max(ki, di) or row[ki] is None or not str(row[ki]).strip():
+            continue
+        out.append((str(row[ki]).strip(), "" if row[di] is None else str(row[di])))
+    return out
+
+
+def read_text_table(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read an LViT text table (``.xlsx`` first sheet, or UTF-8 ``.csv``) -> {Image: Description}.
+
+    Strict, for training: every row needs a Description, and an Image listed twice needs the same text.
+    """
+    path = Path(path)
+    rows = read_text_rows(path.read_bytes(), path.suffix.lower().lstrip("."), where=str(path))
     table: dict[str, str] = {}
-    for n, row in enumerate(rows[1:], start=2):
-        if row is None or len(row) <= max(ki, di) or row[ki] is None:
-            continue
-        key = str(row[ki]).strip()
-        if not key:
-            continue
-        desc = row[di]
-        if desc is None or not str(desc).strip():
+    for n, (key, desc) in enumerate(rows, start=2):
+        if not desc.strip():
             raise DataError(f"{path}, row {n}: empty Description for {key}")
-        if key in table and table[key] != str(desc).strip():
+        if key in table and table[key] != desc.strip():
             raise DataError(f"{path}, row {n}: {key} appears twice with different text")
-        table[key] = str(desc).strip()
+        table[key] = desc.strip()
     return table
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from django.conf import settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_PORT = 6390
 
@@ -48,6 +50,12 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def setting_int(name: str, default: int, minimum: int) -> int:
+    """An integer Django setting when one is set (tests override settings), else the environment variable."""
+    value = getattr(settings, name, None)
+    return int(value) if value is not None else env_int(name, default, minimum=minimum)
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

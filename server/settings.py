@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "server.core",
+    "server.jobs",
     "server.studio",
     "server.workers",
     "annotator_ui",
@@ -160,7 +161,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "MaskKindEnum": "server.studio.models.MaskKind",
         "JobKindEnum": "server.studio.models.JobKind",
-        "JobStatusEnum": "server.studio.models.JobStatus",
+        "JobStatusEnum": "server.jobs.models.JobStatus",
         "ModelStatusEnum": "server.studio.models.ModelStatus",
     },
 }

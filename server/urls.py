@@ -10,6 +10,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("server.core.urls")),
     path("api/", include("server.studio.urls")),
-    path("api/", include("server.workers.urls")),
     path("", include("annotator_ui.urls")),
 ]

@@ -9,6 +9,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from server.celery import app
+
 
 @dataclass(frozen=True)
 class Check:
@@ -45,8 +47,6 @@ def check_redis() -> str:
 
 
 def check_workers(timeout: float = 1.5) -> str:
-    from server.celery import app
-
     replies = app.control.ping(timeout=timeout)
     if not replies:
         raise RuntimeError("no Celery worker answered; start one with `celery -A server worker -Q gpu,default`")

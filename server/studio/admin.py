@@ -1,10 +1,11 @@
-"""Read-mostly Django admin for support: find a case, a job or an audit event quickly."""
+"""Read-mostly Django admin for support: find a project, a case or an audit event quickly (jobs: ``server/jobs``)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from server.studio.models import AuditEvent, Case, Job, MaskVersion, Membership, ModelVersion, Project, ReportTemplate
+from server.core.models import Membership
+from server.studio.models import AuditEvent, Case, MaskVersion, ModelVersion, Project, ReportTemplate
 
 
 class MembershipInline(admin.TabularInline):
@@ -43,12 +44,6 @@ class MaskVersionAdmin(admin.ModelAdmin):
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "number", "status", "created_at", "activated_at"]
     list_filter = ["status"]
-
-
-@admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "kind", "status", "created_at", "heartbeat_at"]
-    list_filter = ["kind", "status"]
 
 
 @admin.register(AuditEvent)

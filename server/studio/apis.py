@@ -1,4 +1,5 @@
-"""REST API of the studio: parse, call one service or selector, serialize. Non-members get 404 everywhere."""
+"""REST API: parse, call one service or selector, serialize. Non-members get 404 everywhere, members without the
+needed role 403 (``server/core/access.py``); every error has the one shape of ``server/core/errors.py``."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from server.core.errors import ServiceError
-from server.studio import exports, imaging, selectors, services
+from server.core.models import Role
+from server.jobs import selectors as job_selectors
+from server.jobs.progress import job_snapshot
+from server.studio import exports, imaging, selectors
 from server.studio import serializers as s
-from server.studio.models import CaseState, Role
-from server.studio.services.common import audit, require_role
-from server.studio.services.lvit import ZipSource
+from server.studio.models import CaseState
+from server.studio.services import cases, lvit, masks, projects, registry, training
+from server.studio.services.exports import FORMATS, dataset_export
+from server.studio.services.jobs import project_job_cancel
 
 ERROR = inline_serializer("Error", {"error": serializers.CharField(), "detail": serializers.JSONField()})
 ERRORS = {400: ERROR, 403: ERROR, 404: ERROR}
@@ -94,6 +99,17 @@ def _stream(request, chunks: Iterator[bytes], content_type: str, filename: str) 
     return response
 
 
+def _params(data: object) -> dict:
+    """A JSON object or form fields as a plain dict (a form field sent once is its value, not a list)."""
+    if hasattr(data, "dict"):
+        data = data.dict()
+    if not isinstance(data, dict):
+        raise ServiceError("the body must be a JSON object")
+    if _has_nul(data):
+        raise ServiceError("must not contain NUL characters")
+    return data
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").lower() in {"1", "true", "yes", "on"}
 
@@ -153,7 +169,7 @@ class ProjectListApi(APIView):
     def post(self, request):
         data = s.ProjectIn(data=request.data)
         data.is_valid(raise_exception=True)
-        project = services.project_create(user=request.user, **_clean(data.validated_data))
+        project = projects.project_create(user=request.user, **_clean(data.validated_data))
         project = selectors.project_get(user=request.user, project_id=project.pk)
         return Response(s.ProjectOut(project).data, status=status.HTTP_201_CREATED)
 
@@ -171,13 +187,13 @@ class ProjectDetailApi(APIView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.ProjectPatchIn(data=request.data)
         data.is_valid(raise_exception=True)
-        project = services.project_update(project=project, user=request.user, **_clean(data.validated_data))
+        project = projects.project_update(project=project, user=request.user, **_clean(data.validated_data))
         return Response(s.ProjectOut(project).data)
 
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        services.project_delete(project=project, user=request.user)
+        projects.project_delete(project=project, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -192,7 +208,7 @@ class MemberListApi(APIView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.MemberIn(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.member_set(
+        membership = projects.member_set(
             project=project,
             user=request.user,
             member=_clean(data.validated_data)["user"],
@@ -207,7 +223,7 @@ class MemberDetailApi(APIView):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.MemberRoleIn(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.member_set(
+        membership = projects.member_set(
             project=project, user=request.user, member=user_id, role=_clean(data.validated_data)["role"]
         )
         return Response(s.MemberOut(membership).data)
@@ -215,7 +231,7 @@ class MemberDetailApi(APIView):
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request, project_id: int, user_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        services.member_remove(project=project, user=request.user, member=user_id)
+        projects.member_remove(project=project, user=request.user, member=user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -260,27 +276,16 @@ class CaseListApi(APIView):
         data = s.CaseUploadIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = _clean(data.validated_data)
-        files = request.FILES.getlist("image")
-        items = []
-        for upload in files:
-            raw = _upload_bytes(upload)
-            if raw[:4] == b"PK\x03\x04":
-                items += services.upload_items_from_zip(project=project, data=raw, window=v.get("window"))
-            else:
-                items.append(
-                    services.case_prepare(
-                        project=project,
-                        data=raw,
-                        filename=upload.name,
-                        report_text=v.get("report"),
-                        fields=v.get("fields"),
-                        window=v.get("window"),
-                    )
-                )
-        if len(items) > 1 and (v.get("report") or v.get("fields")):
-            raise ServiceError("`report`/`fields` apply to a single image; upload one image with its report")
-        cases = services.case_create_many(project=project, user=request.user, items=items, split=v.get("split"))
-        return Response(s.CaseOut(cases, many=True).data, status=status.HTTP_201_CREATED)
+        created = cases.case_upload(
+            project=project,
+            user=request.user,
+            files=[(upload.name, _upload_bytes(upload)) for upload in request.FILES.getlist("image")],
+            split=v.get("split"),
+            report_text=v.get("report"),
+            fields=v.get("fields"),
+            window=v.get("window"),
+        )
+        return Response(s.CaseOut(created, many=True).data, status=status.HTTP_201_CREATED)
 
 
 class CaseDetailApi(APIView):
@@ -293,13 +298,13 @@ class CaseDetailApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.CasePatchIn(data=request.data)
         data.is_valid(raise_exception=True)
-        services.case_update(case=case, user=request.user, **_clean(data.validated_data))
+        cases.case_update(case=case, user=request.user, **_clean(data.validated_data))
         return Response(s.CaseDetailOut(selectors.case_get(user=request.user, case_id=case_id)).data)
 
     @extend_schema(responses={204: None, **ERRORS})
     def delete(self, request, case_id: int):
         case = selectors.case_get(user=request.user, case_id=case_id)
-        services.case_delete(case=case, user=request.user)
+        cases.case_delete(case=case, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -346,7 +351,7 @@ class CaseReportApi(APIView):
         data = s.ReportIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = _clean(data.validated_data)
-        report = services.report_update(
+        report = cases.report_update(
             case=case, user=request.user, fields=v.get("fields"), text=v.get("text"), base_version=v.get("base_version")
         )
         return Response(s.ReportOut(report).data)
@@ -370,7 +375,7 @@ class CaseMaskListApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.MaskIn(data=request.data)
         data.is_valid(raise_exception=True)
-        mv = services.mask_save(
+        mv = masks.mask_save(
             case=case,
             user=request.user,
             png_bytes=_upload_bytes(_clean(data.validated_data)["mask"]),
@@ -391,7 +396,7 @@ class CaseAcceptApi(APIView):
         data = s.AcceptIn(data=request.data)
         data.is_valid(raise_exception=True)
         upload = _clean(data.validated_data).get("mask")
-        mv = services.mask_accept(
+        mv = masks.mask_accept(
             case=case,
             user=request.user,
             png_bytes=_upload_bytes(upload) if upload is not None else None,
@@ -406,7 +411,7 @@ class CaseRejectApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.RejectIn(data=request.data)
         data.is_valid(raise_exception=True)
-        case = services.mask_reject(case=case, user=request.user, reason=_clean(data.validated_data)["reason"])
+        case = masks.mask_reject(case=case, user=request.user, reason=_clean(data.validated_data)["reason"])
         return Response(s.CaseOut(case).data)
 
 
@@ -414,7 +419,7 @@ class CaseReleaseApi(APIView):
     @extend_schema(request=None, responses={200: s.CaseOut, **ERRORS})
     def post(self, request, case_id: int):
         case = selectors.case_get(user=request.user, case_id=case_id)
-        return Response(s.CaseOut(services.case_release(case=case, user=request.user)).data)
+        return Response(s.CaseOut(cases.case_release(case=case, user=request.user)).data)
 
 
 class MaskPngApi(APIView):
@@ -437,14 +442,14 @@ class WorklistNextApi(APIView):
     @extend_schema(
         request=None,
         parameters=[
-            OpenApiParameter("strategy", str, enum=list(services.cases.STRATEGIES), description="default uncertainty"),
+            OpenApiParameter("strategy", str, enum=list(cases.STRATEGIES), description="default uncertainty"),
             OpenApiParameter("split", str, enum=["train", "val", "test"]),
         ],
         responses={200: s.CaseDetailOut, 204: OpenApiResponse(description="nothing left to do"), **ERRORS},
     )
     def post(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        case = services.worklist_next(
+        case = cases.worklist_next(
             project=project,
             user=request.user,
             strategy=_q(request, "strategy") or "uncertainty",
@@ -480,12 +485,11 @@ class ImportApi(APIView):
         },
     )
     def post(self, request, project_id: int):
-        project = selectors.project_get(user=request.user, project_id=project_id)
-        require_role(project=project, user=request.user, role=Role.ADMIN)
+        project = selectors.project_get(user=request.user, project_id=project_id, role=Role.ADMIN)
         data = s.ImportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        source = ZipSource(_upload_bytes(_clean(data.validated_data)["archive"]))
-        result = services.lvit_import(project=project, user=request.user, source=source)
+        source = lvit.ZipSource(_upload_bytes(_clean(data.validated_data)["archive"]))
+        result = lvit.lvit_import(project=project, user=request.user, source=source)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
 
@@ -494,7 +498,7 @@ class ExportApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("format", str, enum=["lvit", "png", "coco"], description="default lvit"),
+            OpenApiParameter("format", str, enum=list(FORMATS), description="default lvit"),
             OpenApiParameter("split", str, description="comma-separated splits"),
             OpenApiParameter("state", str, description="comma-separated states"),
             OpenApiParameter("accepted", bool, description="only cases with an accepted mask"),
@@ -507,22 +511,16 @@ class ExportApi(APIView):
     )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        q = request.query_params
-        fmt = _q(request, "format") or "lvit"
-        if fmt not in {"lvit", "png", "coco"}:
-            raise ServiceError({"format": f"unknown export format {fmt!r}; use lvit, png or coco"})
-        qs = selectors.case_list(
+        export = dataset_export(
             project=project,
-            state=_q(request, "state"),
+            user=request.user,
+            fmt=_q(request, "format") or "lvit",
             split=_q(request, "split"),
+            state=_q(request, "state"),
             accepted_only=_bool(_q(request, "accepted")),
+            filters=dict(request.query_params.items()),
         )
-        audit(project=project, actor=request.user, action="dataset.exported", format=fmt, filters=dict(q.items()))
-        slug = "".join(c if c.isalnum() else "-" for c in project.name)[:60].strip("-") or "project"
-        if fmt == "coco":
-            return _stream(request, exports.coco_chunks(project, qs), "application/json", f"{slug}-coco.json")
-        entries = exports.lvit_entries(project, qs) if fmt == "lvit" else exports.png_entries(project, qs)
-        return _stream(request, exports.stream_zip(entries), "application/zip", f"{slug}-{fmt}.zip")
+        return _stream(request, export.chunks, export.content_type, export.filename)
 
 
 class MetricsApi(APIView):
@@ -559,7 +557,7 @@ class ModelActivateApi(APIView):
     @extend_schema(request=None, responses={200: s.ModelOut, **ERRORS})
     def post(self, request, model_id: int):
         mv = selectors.model_version_get(user=request.user, model_id=model_id)
-        return Response(s.ModelOut(services.model_version_activate(model_version=mv, user=request.user)).data)
+        return Response(s.ModelOut(registry.model_version_activate(model_version=mv, user=request.user)).data)
 
 
 class JobListApi(APIView):
@@ -569,14 +567,60 @@ class JobListApi(APIView):
     )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        qs = selectors.job_list(project=project, kind=_q(request, "kind"), status=_q(request, "status"))
+        qs = job_selectors.job_list(project_id=project.pk, kind=_q(request, "kind"), status=_q(request, "status"))
         return _paginate(self, request, qs, s.JobOut)
 
 
 class JobDetailApi(APIView):
     @extend_schema(responses={200: s.JobOut, **ERRORS})
     def get(self, request, job_id: int):
-        return Response(s.JobOut(selectors.job_get(user=request.user, job_id=job_id)).data)
+        return Response(s.JobOut(job_selectors.job_get(user=request.user, job_id=job_id)).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses={200: s.JobOut, 409: ERROR, **ERRORS})
+    def post(self, request, job_id: int):
+        """Cancel a pending or running job (project admins); 409 ``job_finished`` once it finished."""
+        job = job_selectors.job_get(user=request.user, job_id=job_id)
+        return Response(s.JobOut(project_job_cancel(job=job, user=request.user)).data)
+
+
+# --- Training ------------------------------------------------------------------------------------------------------
+
+
+class TrainingJobsApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(request=s.TrainingParamsIn, responses={201: s.JobOut, 409: ERROR, **ERRORS})
+    def post(self, request, project_id: int):
+        """Start a retraining round (admins). 400 ``not_enough_labels`` says how many accepted cases are missing."""
+        project = selectors.project_get(user=request.user, project_id=project_id, role=Role.ADMIN)
+        job = training.training_job_create(project=project, params=_params(request.data), actor=request.user)
+        return Response(job_snapshot(job), status=status.HTTP_201_CREATED)
+
+
+class TrainingReadinessApi(APIView):
+    @extend_schema(responses={200: s.TrainingReadinessOut, **ERRORS})
+    def get(self, request, project_id: int):
+        """Whether a training round can start, and how many accepted cases are missing for the first model."""
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        return Response(selectors.training_readiness(project=project))
+
+
+class TrainingPolicyApi(APIView):
+    @extend_schema(responses={200: s.TrainingPolicyOut, **ERRORS})
+    def get(self, request, project_id: int):
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        return Response(s.TrainingPolicyOut(selectors.training_policy_get(project_id=project.pk)).data)
+
+    @extend_schema(request=s.TrainingPolicyIn, responses={200: s.TrainingPolicyOut, **ERRORS})
+    def put(self, request, project_id: int):
+        """How retraining rounds end: ``auto_if_better`` promotes a candidate that beats the active model."""
+        project = selectors.project_get(user=request.user, project_id=project_id, role=Role.ADMIN)
+        data = s.TrainingPolicyIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        policy = training.training_policy_set(project=project, user=request.user, **data.validated_data)
+        return Response(s.TrainingPolicyOut(policy).data)
 
 
 class AuditListApi(APIView):

@@ -2,7 +2,8 @@
 
 Zips are written incrementally into a small sink that is drained after every member, and cases are read with
 ``.iterator()``, so memory does not grow with the number of cases (only zip's central directory, a few hundred
-bytes per member, and the text rows of one split).
+bytes per member, and the text rows of one split). openpyxl and pycocotools (about 1 s together) are imported by
+the export that needs them, not when the web process starts.
 """
 
 from __future__ import annotations

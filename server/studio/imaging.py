@@ -2,7 +2,8 @@
 
 Everything here is pure (bytes in, bytes/arrays out, :class:`ImageError` on bad input) so it can be validated before
 anything is written to storage. DICOM files are de-identified (patient identifiers and private tags removed) before
-the original is kept.
+the original is kept. pydicom (about 1.5 s to import) is imported by the DICOM functions, so a process that never
+sees a DICOM file does not load it.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def _check_pixels(width: int, height: int, frames: int = 1) -> None:
 
 def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def is_zip(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04"
 
 
 def _to_uint8(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -312,6 +317,20 @@ def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
         channels=1 if out.ndim == 2 else 3,
         meta=meta,
     )
+
+
+def dicom_hounsfield(data: bytes) -> np.ndarray:
+    """Modality-LUT values (HU for CT) of a DICOM file's displayed frame, as float32 (middle frame if several)."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    pixels = ds.pixel_array
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[len(pixels) // 2]
+    if pixels.ndim != 2:
+        raise ImageError("not a single-channel image")
+    return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
 
 
 def decode_upload(data: bytes, *, filename: str = "", window: str | None = None) -> DecodedImage:

@@ -1,4 +1,5 @@
-"""Domain model of LViT Studio: projects, cases, reports, versioned masks, pseudo-labels, models, jobs, audit.
+"""Domain model of LViT Studio: projects, cases, reports, versioned masks, pseudo-labels, model versions and their
+training policy, audit.
 
 Files live in Django's storage (``default_storage``), never at local paths, so S3 works and workers on other
 hosts read and write the same files. Mask versions are immutable: corrections create new rows.
@@ -59,7 +60,7 @@ class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     template = models.ForeignKey(ReportTemplate, on_delete=models.PROTECT, related_name="projects")
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="core.Membership", related_name="projects")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -68,23 +69,6 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class Role(models.TextChoices):
-    ANNOTATOR = "annotator"
-    REVIEWER = "reviewer"
-    ADMIN = "admin"
-
-
-class Membership(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user")]
-        ordering = ["id"]
 
 
 class Split(models.TextChoices):
@@ -234,7 +218,7 @@ class ModelVersion(models.Model):
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
-    training_job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    training_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.CANDIDATE)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
@@ -250,6 +234,8 @@ class ModelVersion(models.Model):
 
 
 class JobKind(models.TextChoices):
+    """The kinds of jobs the studio runs (``Job.kind``); ``server/studio/services/jobs.py`` names their tasks."""
+
     TRAINING = "training"
     PROPOSAL = "proposal"
     BATCH_PROPOSAL = "batch_proposal"
@@ -259,38 +245,21 @@ class JobKind(models.TextChoices):
     EXPORT = "export"
 
 
-class JobStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+class PromotionPolicy(models.TextChoices):
+    AUTO_IF_BETTER = "auto_if_better"
+    MANUAL = "manual"
 
 
-class Job(models.Model):
-    """Long work as a row: claimed by a conditional update (pending -> running); the row is the truth."""
+class TrainingPolicy(models.Model):
+    """How a project's retraining rounds end. A project without a row uses the defaults below."""
 
-    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
-    case = models.ForeignKey(Case, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
-    kind = models.CharField(max_length=16, choices=JobKind.choices)
-    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
-    progress = models.JSONField(default=dict, blank=True)
-    message = models.TextField(blank=True)
-    params = models.JSONField(default=dict, blank=True)
-    result = models.JSONField(default=dict, blank=True)
-    celery_task_id = models.CharField(max_length=255, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="training_policy")
+    promotion = models.CharField(max_length=16, choices=PromotionPolicy.choices, default=PromotionPolicy.AUTO_IF_BETTER)
+    min_improvement = models.FloatField(default=0.0, help_text="val Dice gain a candidate needs for auto-promotion")
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-id"]
-        indexes = [
-            models.Index(fields=["project", "kind", "status"], name="job_project_kind_status"),
-            models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
-        ]
+        db_table = "workers_trainingpolicy"  # the table predates the move to the studio; its rows are kept
 
 
 class AuditEvent(models.Model):

@@ -1,24 +1,30 @@
-"""Reads. Every lookup by id goes through the user: objects of projects the user is not a member of are
-answered with :class:`NotFound` (404), never 403, so ids do not leak."""
+"""Reads. Every lookup by id goes through the access policy (``server/core/access.py``): objects of projects the
+user is not a member of are answered with :class:`NotFound` (404), never 403, so ids do not leak."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+import numpy as np
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 
+from server.core.access import member_projects, membership_get, object_id
 from server.core.errors import NotFound, ServiceError
+from server.core.models import Membership
+from server.studio import conf, imaging, storage
 from server.studio.models import (
     AuditEvent,
     Case,
     CaseState,
-    Job,
+    MaskKind,
     MaskVersion,
-    Membership,
+    ModelStatus,
     ModelVersion,
     Project,
+    PseudoLabel,
     ReportTemplate,
     Split,
+    TrainingPolicy,
 )
 
 CASE_ORDERINGS = {
@@ -41,26 +47,12 @@ CASE_ORDERINGS = {
 }
 
 
-def _member_projects(user: Any) -> QuerySet[Project]:
-    if not getattr(user, "is_authenticated", False):
-        return Project.objects.none()
-    return Project.objects.filter(memberships__user=user)
-
-
-def _int_id(value: Any, what: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"no {what} {value!r}") from None
-    if number <= 0 or number > 2**63 - 1:
-        raise NotFound(f"no {what} {value!r}")
-    return number
-
-
 def project_list(*, user: Any) -> QuerySet[Project]:
-    role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
+    """The user's projects with their role and case counts."""
+    memberships = member_projects(user=user)
+    role = memberships.filter(project=OuterRef("pk")).values("role")[:1]
     return (
-        _member_projects(user)
+        Project.objects.filter(pk__in=memberships.values("project_id"))
         .select_related("template")
         .annotate(
             my_role=Subquery(role),
@@ -71,63 +63,39 @@ def project_list(*, user: Any) -> QuerySet[Project]:
     )
 
 
-def project_get(*, user: Any, project_id: Any) -> Project:
-    pid = _int_id(project_id, "project")
-    project = _member_projects(user).select_related("template").filter(pk=pid).first()
-    if project is None:
-        raise NotFound(f"no project {project_id}")
-    project.my_role = Membership.objects.get(project=project, user=user).role
+def project_get(*, user: Any, project_id: Any, role: str | None = None) -> Project:
+    """A project of the user's, with ``my_role``; 404 for anyone who is not a member, 403 below ``role``."""
+    membership = membership_get(user=user, project_id=project_id, role=role)
+    project = membership.project
+    project.my_role = membership.role
     return project
 
 
 def case_get(*, user: Any, case_id: Any) -> Case:
-    cid = _int_id(case_id, "case")
-    case = (
-        Case.objects.select_related("project__template", "report", "head_mask", "assignee")
-        .filter(pk=cid, project__memberships__user=user)
-        .first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
+    cid = object_id(case_id, "case")
+    case = Case.objects.select_related("project__template", "report", "head_mask", "assignee").filter(pk=cid).first()
     if case is None:
         raise NotFound(f"no case {case_id}")
+    membership_get(user=user, project_id=case.project_id, not_found=f"no case {case_id}")
     return case
 
 
 def mask_get(*, user: Any, mask_id: Any) -> MaskVersion:
-    mid = _int_id(mask_id, "mask")
-    mask = (
-        MaskVersion.objects.select_related("case").filter(pk=mid, case__project__memberships__user=user).first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
+    mid = object_id(mask_id, "mask")
+    mask = MaskVersion.objects.select_related("case").filter(pk=mid).first()
     if mask is None:
         raise NotFound(f"no mask {mask_id}")
+    membership_get(user=user, project_id=mask.case.project_id, not_found=f"no mask {mask_id}")
     return mask
 
 
 def model_version_get(*, user: Any, model_id: Any) -> ModelVersion:
-    mid = _int_id(model_id, "model version")
-    mv = (
-        ModelVersion.objects.select_related("project").filter(pk=mid, project__memberships__user=user).first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
+    mid = object_id(model_id, "model version")
+    mv = ModelVersion.objects.select_related("project").filter(pk=mid).first()
     if mv is None:
         raise NotFound(f"no model version {model_id}")
+    membership_get(user=user, project_id=mv.project_id, not_found=f"no model version {model_id}")
     return mv
-
-
-def job_get(*, user: Any, job_id: Any) -> Job:
-    jid = _int_id(job_id, "job")
-    job = (
-        Job.objects.select_related("project").filter(pk=jid, project__memberships__user=user).first()
-        if getattr(user, "is_authenticated", False)
-        else None
-    )
-    if job is None:
-        raise NotFound(f"no job {job_id}")
-    return job
 
 
 def case_list(
@@ -173,8 +141,6 @@ def case_list(
             raise ServiceError({"ordering": f"unknown ordering {ordering!r}; use one of {sorted(CASE_ORDERINGS)}"})
         field = ordering.lstrip("-")
         if field in {"al_score", "inconsistency"}:
-            from django.db.models import F
-
             expr = F(field).desc(nulls_last=True) if ordering.startswith("-") else F(field).asc(nulls_last=True)
             qs = qs.order_by(expr, "id")
         else:
@@ -186,10 +152,6 @@ def case_list(
 
 def mask_history(*, case: Case) -> QuerySet[MaskVersion]:
     return MaskVersion.objects.filter(case=case).select_related("author", "model_version").order_by("version")
-
-
-def latest_accepted(*, case: Case) -> MaskVersion | None:
-    return MaskVersion.objects.filter(case=case, kind="accepted").order_by("-version").first()
 
 
 def template_list() -> QuerySet[ReportTemplate]:
@@ -204,15 +166,6 @@ def model_list(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).order_by("number")
 
 
-def job_list(*, project: Project, kind: str | None = None, status: str | None = None) -> QuerySet[Job]:
-    qs = Job.objects.filter(project=project)
-    if kind:
-        qs = qs.filter(kind=kind)
-    if status:
-        qs = qs.filter(status=status)
-    return qs.order_by("-id")
-
-
 def audit_list(*, project: Project) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(project=project).select_related("actor").order_by("-id")
 
@@ -223,3 +176,92 @@ def project_stats(*, project: Project) -> dict:
     for row in rows:
         out.setdefault(row["split"], {})[row["state"]] = row["n"]
     return out
+
+
+# --- What the training loop reads ----------------------------------------------------------------------------------
+
+
+def case_sentence(*, case: Case) -> str:
+    """The case's current report sentence; empty when it has no report yet."""
+    return case.report.text if case.report is not None else ""
+
+
+def accepted_cases(*, project: Project, split: str) -> list[tuple[Case, MaskVersion]]:
+    """Labeled cases of ``split`` with their latest accepted mask."""
+    latest = MaskVersion.objects.filter(case=OuterRef("pk"), kind=MaskKind.ACCEPTED).order_by("-version")
+    cases = (
+        Case.objects.filter(project=project, split=split, state=CaseState.LABELED)
+        .annotate(accepted_id=Subquery(latest.values("pk")[:1]))
+        .filter(accepted_id__isnull=False)
+        .select_related("report")
+        .order_by("pk")
+    )
+    masks = MaskVersion.objects.in_bulk([c.accepted_id for c in cases])
+    return [(c, masks[c.accepted_id]) for c in cases]
+
+
+def unlabeled_cases(*, project: Project, splits: tuple[str, ...] = (Split.TRAIN, Split.VAL)) -> list[Case]:
+    """Cases without an accepted mask (EPI, proposals, scoring); test cases are excluded by default."""
+    return list(
+        Case.objects.filter(project=project, split__in=splits)
+        .exclude(state=CaseState.LABELED)
+        .select_related("report")
+        .order_by("pk")
+    )
+
+
+def model_version_active(*, project_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(project_id=project_id, status=ModelStatus.ACTIVE).first()
+
+
+def pseudo_labels_of(*, cases: list[Case], min_iterations: int = 0) -> list[PseudoLabel]:
+    return list(PseudoLabel.objects.filter(case__in=cases, iterations__gte=min_iterations))
+
+
+def training_readiness(*, project: Project) -> dict[str, Any]:
+    """What a first (cold-start) training round still needs. ``ready`` is True once a model exists."""
+    accepted = len(accepted_cases(project=project, split=Split.TRAIN))
+    has_model = model_version_active(project_id=project.pk) is not None
+    needed = conf.min_accepted_for_training() if not has_model else 1
+    return {
+        "ready": accepted >= needed,
+        "accepted": accepted,
+        "needed": needed,
+        "missing": max(0, needed - accepted),
+        "has_active_model": has_model,
+    }
+
+
+def training_policy_get(*, project_id: int) -> TrainingPolicy:
+    """The project's policy; an unsaved one with the defaults when it never set one."""
+    return TrainingPolicy.objects.filter(project_id=project_id).first() or TrainingPolicy(project_id=project_id)
+
+
+# --- What the editor page reads ------------------------------------------------------------------------------------
+
+
+def pseudo_label_get(*, case: Case) -> PseudoLabel:
+    """The case's EPI pseudo-label with a stored soft map; 404 when it has none."""
+    pseudo = PseudoLabel.objects.filter(case=case).exclude(soft_map="").first()
+    if pseudo is None:
+        raise NotFound("no pseudo-label for this case")
+    return pseudo
+
+
+def pseudo_label_soft_map(*, pseudo: PseudoLabel) -> np.ndarray:
+    """The stored EPI soft map as float32 probabilities in [0, 1]."""
+    return storage.read_uint8_png(pseudo.soft_map.name).astype(np.float32) / 255.0
+
+
+def case_has_pseudo_label(*, case: Case) -> bool:
+    return PseudoLabel.objects.filter(case=case).exclude(soft_map="").exists()
+
+
+def case_hounsfield(*, case: Case) -> np.ndarray:
+    """A DICOM case's modality-LUT values (HU for CT) as float32 (H, W); 404 for other cases."""
+    if case.original_format != "dicom" or not case.original:
+        raise NotFound("not a DICOM case")
+    try:
+        return imaging.dicom_hounsfield(storage.read_file(case.original.name))
+    except Exception as exc:  # a case whose original cannot be decoded again has nothing to window
+        raise NotFound(f"cannot decode the DICOM original: {exc}") from None

@@ -5,17 +5,18 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
+from server.core.models import Membership, Role
+from server.jobs.models import Job
+from server.studio import conf
 from server.studio.models import (
     AuditEvent,
     Case,
     CaseState,
-    Job,
     MaskVersion,
-    Membership,
     ModelVersion,
     Project,
+    PromotionPolicy,
     ReportTemplate,
-    Role,
     Split,
 )
 
@@ -229,6 +230,47 @@ class JobOut(serializers.ModelSerializer):
             "finished_at",
             "heartbeat_at",
         ]
+
+
+class TrainingParamsIn(serializers.Serializer):
+    """The parameters of a training round, validated by ``training_params_validate`` for the API, the management
+    command and the worker alike. Every field is optional; defaults come from the settings."""
+
+    epochs = serializers.IntegerField(required=False, min_value=1, max_value=1000)
+    mode = serializers.ChoiceField(choices=conf.TRAINING_MODES, required=False)
+    img_size = serializers.IntegerField(
+        required=False, min_value=16, max_value=1024, help_text="network input size, a multiple of 16"
+    )
+    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=256)
+    init = serializers.ChoiceField(choices=conf.INITS, required=False)
+    promotion = serializers.ChoiceField(
+        choices=PromotionPolicy.choices, required=False, allow_null=True, help_text="default: the project's policy"
+    )
+    lr = serializers.FloatField(required=False, allow_null=True, min_value=1e-7, max_value=0.5)
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**31 - 1)
+
+    def validate_img_size(self, value: int) -> int:
+        if value % 16:
+            raise serializers.ValidationError("must be a multiple of 16")
+        return value
+
+
+class TrainingPolicyIn(serializers.Serializer):
+    promotion = serializers.ChoiceField(choices=PromotionPolicy.choices)
+    min_improvement = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+
+
+class TrainingPolicyOut(serializers.Serializer):
+    promotion = serializers.CharField()
+    min_improvement = serializers.FloatField()
+
+
+class TrainingReadinessOut(serializers.Serializer):
+    ready = serializers.BooleanField()
+    accepted = serializers.IntegerField()
+    needed = serializers.IntegerField()
+    missing = serializers.IntegerField()
+    has_active_model = serializers.BooleanField()
 
 
 class AuditOut(serializers.ModelSerializer):

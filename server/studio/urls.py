@@ -1,7 +1,4 @@
-"""Studio API routes. The names are stable: the UI and scripts reverse them (listed in the README).
-
-Starting training (``training-jobs``) and cancelling a job (``studio-job-cancel``) are routed by
-``server/workers/urls.py``: they go through the one job lifecycle in ``server/workers/services.py``."""
+"""API routes. The names are stable: the UI and scripts reverse them (listed in the README)."""
 
 from __future__ import annotations
 
@@ -23,6 +20,11 @@ urlpatterns = [
     path("projects/<int:project_id>/models/", apis.ModelListApi.as_view(), name="studio-models"),
     path("projects/<int:project_id>/jobs/", apis.JobListApi.as_view(), name="studio-jobs"),
     path("projects/<int:project_id>/audit/", apis.AuditListApi.as_view(), name="studio-audit"),
+    path("projects/<int:project_id>/training-jobs/", apis.TrainingJobsApi.as_view(), name="training-jobs"),
+    path(
+        "projects/<int:project_id>/training-readiness/", apis.TrainingReadinessApi.as_view(), name="training-readiness"
+    ),
+    path("projects/<int:project_id>/training-policy/", apis.TrainingPolicyApi.as_view(), name="training-policy"),
     path("cases/<int:case_id>/", apis.CaseDetailApi.as_view(), name="studio-case"),
     path("cases/<int:case_id>/image/", apis.CaseImageApi.as_view(), name="studio-case-image"),
     path("cases/<int:case_id>/report/", apis.CaseReportApi.as_view(), name="studio-case-report"),
@@ -34,4 +36,5 @@ urlpatterns = [
     path("masks/<int:mask_id>/probabilities/", apis.MaskProbabilitiesApi.as_view(), name="studio-mask-probabilities"),
     path("models/<int:model_id>/activate/", apis.ModelActivateApi.as_view(), name="studio-model-activate"),
     path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="studio-job"),
+    path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="studio-job-cancel"),
 ]

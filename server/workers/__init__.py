@@ -1,7 +1,10 @@
-"""The human-in-the-loop cycle on Celery: proposals, EPI pseudo-labels, scoring, training, promotion.
+"""Adapters between the studio's rows and files and ``ml``: the GPU half of the human-in-the-loop cycle.
 
-Layout: ``services.py`` (job lifecycle and the domain writes the workers make), ``pipeline.py`` (the work
-each task does, calling ``ml``), ``runtime.py`` (process-level model and text-embedder cache),
-``progress.py`` (the one progress helper), ``tasks.py`` (thin Celery tasks that take ids),
-``consumers.py`` (websockets), ``apis.py`` (REST).
+Layout: ``tasks.py`` (Celery tasks: each runs one pipeline function through the job engine's runner),
+``pipeline.py`` (what each task does: read rows and files, run ``ml``, write results through the studio's
+services), ``runtime.py`` (the process-level model and text-embedder cache). Nothing here decides anything
+about the domain: promotion, proposals and versions are the studio's.
+
+``ml`` (and with it torch) is imported inside the functions that run on a worker: the web process imports this
+package too (it registers the tasks) and must start without loading torch.
 """

@@ -9,6 +9,6 @@ class WorkersConfig(AppConfig):
     verbose_name = "LViT Studio workers"
 
     def ready(self) -> None:
-        from server.workers import signals
-
-        signals.connect()
+        # Register the Celery tasks in every process, the web process included: the job engine sends tasks by
+        # name, and with CELERY_TASK_ALWAYS_EAGER a registered task runs in the sending process.
+        from server.workers import tasks  # noqa: F401

@@ -1,10 +1,11 @@
-"""The work behind each task: fetch rows, run ``ml``, write results through ``services``.
+"""The work behind each task: read the studio's rows and files, run ``ml``, write through the studio's services.
 
 Every function takes a claimed (running) :class:`Job` and returns the job's ``result`` dict. Progress goes
-through :func:`progress.job_progress`; when it reports that the row left ``running`` (cancelled, reaped)
-the function raises :class:`JobCancelled` and nothing more is written. Numeric work (inference,
-uncertainty, EPI, training, metrics) lives in ``ml``; this module only moves data between storage, the
-database and ``ml``.
+through the job engine's :func:`job_progress`; when it reports that the row left ``running`` (cancelled,
+reaped) the function raises :class:`JobCancelled` and nothing more is written. Numeric work (inference,
+uncertainty, EPI, training, metrics) lives in ``ml``; decisions (what a proposal changes, whether a candidate
+is promoted) live in the studio; this module only moves data between them. ``ml`` is imported inside the
+functions: the web process imports this module (task registration) and must not load torch.
 """
 
 from __future__ import annotations
@@ -20,16 +21,23 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
 from PIL import Image
 
 from server.core.errors import ServiceError
-from server.studio.models import Case, Job, JobStatus, ModelVersion, PseudoLabel, Split
-from server.workers import services
-from server.workers.models import PromotionPolicy, TrainingPolicy
-from server.workers.progress import job_progress
-from server.workers.runtime import LoadedModel, runtime
-from server.workers.services import JobCancelled
+from server.jobs.models import Job
+from server.jobs.progress import job_progress
+from server.jobs.selectors import job_still_running
+from server.jobs.services import JobCancelled
+from server.studio import selectors, storage
+from server.studio.models import Case, ModelVersion, Split
+from server.studio.services.cases import case_score_set
+from server.studio.services.masks import mask_create_proposal, pseudolabel_update
+from server.studio.services.training import (
+    training_candidate_promote,
+    training_candidate_store,
+    training_params_validate,
+)
+from server.workers.runtime import LoadedModel, local_checkpoint, runtime, text_length
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +55,7 @@ def _progress(job: Job, **fields: Any) -> None:
 
 def _case_image(case: Case) -> np.ndarray:
     """The case's normalized image as uint8 (H, W) or (H, W, 3), read through the storage API."""
-    im = services.read_image_file(case.image.name)
+    im = storage.read_image(case.image.name)
     im = im.convert("L") if im.mode not in ("RGB", "L") else im
     return np.asarray(im, dtype=np.uint8)
 
@@ -85,7 +93,7 @@ class _Timings:
     def as_dict(self) -> dict[str, float]:
         out = {f"{k}_s": round(v, 4) for k, v in self.seconds.items()}
         out["total_s"] = round(time.perf_counter() - self.started, 4)
-        import torch
+        import torch  # a worker has loaded it already; this keeps it out of the web process
 
         out["torch_threads"] = torch.get_num_threads()
         return out
@@ -98,7 +106,7 @@ def _predict_cases(
     images, sentences = [], []
     for case in cases:
         images.append(_case_image(case))
-        sentences.append(services.case_sentence(case)[0])
+        sentences.append(selectors.case_sentence(case=case))
     t1 = time.perf_counter()
     preds = model.predict(images, sentences, batch_size=INFERENCE_BATCH)
     if timings is not None:
@@ -107,10 +115,18 @@ def _predict_cases(
     return list(zip(cases, sentences, preds, strict=True))
 
 
-def _quantize(prob: np.ndarray) -> np.ndarray:
+def _store_proposal(case: Case, model_version: ModelVersion, sentence: str, pred: Any) -> Any:
+    """A prediction as the case's new proposal (mask, 8-bit probability map, uncertainty as its score)."""
     from ml.epi import quantize
 
-    return quantize(prob, rounding="nearest")
+    return mask_create_proposal(
+        case=case,
+        model_version=model_version,
+        array=pred.mask,
+        report_text=sentence,
+        probabilities=quantize(pred.prob, rounding="nearest"),
+        uncertainty=float(pred.uncertainty),
+    )
 
 
 # =========================================================================== proposals
@@ -123,14 +139,7 @@ def propose_case(job: Job) -> dict[str, Any]:
     _progress(job, phase="predict", done=0, total=1, model_version=model.model_version_id)
     [(case, sentence, pred)] = _predict_cases(model, [case])
     mv = ModelVersion.objects.get(pk=model.model_version_id)
-    mask = services.proposal_create(
-        case=case,
-        model_version=mv,
-        prob_uint8=_quantize(pred.prob),
-        mask=pred.mask,
-        uncertainty=pred.uncertainty,
-        report_text=sentence,
-    )
+    mask = _store_proposal(case, mv, sentence, pred)
     _progress(job, phase="done", done=1, total=1)
     return {
         "mask": mask.pk,
@@ -148,7 +157,7 @@ def propose_batch(job: Job) -> dict[str, Any]:
     if _superseded(job, model):
         return {"skipped": "superseded", "model_version": model.model_version_id}
     splits = tuple(job.params.get("splits") or (Split.TRAIN, Split.VAL, Split.TEST))
-    cases = services.unlabeled_cases(job.project, splits=splits)
+    cases = selectors.unlabeled_cases(project=job.project, splits=splits)
     mv = ModelVersion.objects.get(pk=model.model_version_id)
     _progress(job, phase="predict", done=0, total=len(cases), model_version=mv.pk)
     started, done, masks, timings = time.perf_counter(), 0, [], _Timings()
@@ -156,15 +165,7 @@ def propose_batch(job: Job) -> dict[str, Any]:
         predictions = _predict_cases(model, chunk, timings)
         t0 = time.perf_counter()
         for case, sentence, pred in predictions:
-            mask = services.proposal_create(
-                case=case,
-                model_version=mv,
-                prob_uint8=_quantize(pred.prob),
-                mask=pred.mask,
-                uncertainty=pred.uncertainty,
-                report_text=sentence,
-            )
-            masks.append(mask.pk)
+            masks.append(_store_proposal(case, mv, sentence, pred).pk)
         timings.add("write", t0)
         done += len(chunk)
         _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
@@ -182,12 +183,12 @@ def score_worklist(job: Job) -> dict[str, Any]:
     model, _ = _active_or_fail(job)
     if _superseded(job, model):
         return {"skipped": "superseded", "model_version": model.model_version_id}
-    cases = services.unlabeled_cases(job.project, splits=(Split.TRAIN,))
+    cases = selectors.unlabeled_cases(project=job.project, splits=(Split.TRAIN,))
     _progress(job, phase="score", done=0, total=len(cases))
     started, done = time.perf_counter(), 0
     for chunk in _batches(cases, INFERENCE_BATCH):
         for case, _, pred in _predict_cases(model, chunk):
-            services.case_score_set(case_id=case.pk, al_score=pred.uncertainty)
+            case_score_set(case_id=case.pk, al_score=pred.uncertainty)
         done += len(chunk)
         _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
     return {"cases": done, "model_version": model.model_version_id}
@@ -204,15 +205,14 @@ def _epi_seed(case_id: int, iteration: int) -> int:
 def update_pseudo_labels(job: Job) -> dict[str, Any]:
     """One EPI generation for every unlabeled non-test case: ``P_t = β·P_{t-1} + (1-β)·P̂_t`` (8-bit maps)."""
     from ml.epi import epi_update
-    from server.studio.services.masks import pseudolabel_update
 
     model, _ = _active_or_fail(job)
     if _superseded(job, model):
         return {"skipped": "superseded", "model_version": model.model_version_id}
     beta = float(job.params.get("beta", EPI_BETA))
-    cases = services.unlabeled_cases(job.project, splits=(Split.TRAIN, Split.VAL))
+    cases = selectors.unlabeled_cases(project=job.project, splits=(Split.TRAIN, Split.VAL))
     mv = ModelVersion.objects.get(pk=model.model_version_id)
-    existing = {p.case_id: p for p in PseudoLabel.objects.filter(case__in=cases)}
+    existing = {p.case_id: p for p in selectors.pseudo_labels_of(cases=cases)}
     _progress(job, phase="epi", done=0, total=len(cases), beta=beta)
     started, done, first, timings = time.perf_counter(), 0, 0, _Timings()
     for chunk in _batches(cases, INFERENCE_BATCH):
@@ -220,7 +220,7 @@ def update_pseudo_labels(job: Job) -> dict[str, Any]:
         t0 = time.perf_counter()
         for case, _, pred in predictions:
             label = existing.get(case.pk)
-            prev = services.read_uint8_png(label.soft_map.name) if label is not None else None
+            prev = storage.read_uint8_png(label.soft_map.name) if label is not None else None
             if prev is not None and prev.shape != pred.prob.shape:
                 prev = None  # the image was replaced; start over
             first += prev is None
@@ -259,15 +259,8 @@ class _Workspace:
     def mask(self, case: Case, name: str) -> Path:
         path = self.root / "mask" / f"{case.pk}.png"
         if not path.is_file():
-            path.write_bytes(_raw(name))
+            path.write_bytes(storage.read_file(name))
         return path
-
-
-def _raw(name: str) -> bytes:
-    from django.core.files.storage import default_storage
-
-    with default_storage.open(name, "rb") as fh:
-        return fh.read()
 
 
 def _samples(ws: _Workspace, pairs: Sequence[tuple[Case, Any]] | None = None, cases: Sequence[Case] = ()) -> list:
@@ -279,7 +272,7 @@ def _samples(ws: _Workspace, pairs: Sequence[tuple[Case, Any]] | None = None, ca
             Sample(
                 name=f"case-{case.pk}",
                 image_path=ws.image(case),
-                sentence=services.case_sentence(case)[0],
+                sentence=selectors.case_sentence(case=case),
                 mask_path=ws.mask(case, mask.png.name),
             )
         )
@@ -288,7 +281,7 @@ def _samples(ws: _Workspace, pairs: Sequence[tuple[Case, Any]] | None = None, ca
             Sample(
                 name=f"case-{case.pk}",
                 image_path=ws.image(case),
-                sentence=services.case_sentence(case)[0],
+                sentence=selectors.case_sentence(case=case),
                 labeled=False,
             )
         )
@@ -319,7 +312,7 @@ class _TrainingProgress:
 
     def should_stop(self) -> bool:
         if not self.stopped and time.perf_counter() - self.last_write > self.min_interval_s:
-            self.stopped = not services.job_still_running(self.job.pk)
+            self.stopped = not job_still_running(job_id=self.job.pk)
             self.last_write = time.perf_counter()
         return self.stopped
 
@@ -405,26 +398,20 @@ def _evaluate_checkpoint(checkpoint: Path, val: list, embedder: Any) -> dict[str
     return {k: (_finite(v) if isinstance(v, float) else v) for k, v in summary.to_dict().items()}
 
 
-def _policy(job: Job) -> tuple[str, float]:
-    policy = TrainingPolicy.objects.filter(project_id=job.project_id).first()
-    promotion = job.params.get("promotion") or (policy.promotion if policy else PromotionPolicy.AUTO_IF_BETTER)
-    return promotion, (policy.min_improvement if policy else 0.0)
-
-
 def train(job: Job) -> dict[str, Any]:
     """One retraining round: supervised on accepted masks (+ EPI pseudo-labels and the LV loss on unlabeled
     cases in ``semi_supervised`` mode), validated on the project's ``val`` split, stored as a candidate
-    ModelVersion, promoted when the policy says so.
+    ModelVersion, handed to the studio's promotion decision.
     """
     from ml.config import LViTConfig
     from ml.predict import load_checkpoint
     from ml.train import TrainConfig, Trainer
 
-    params = services.validate_training_params(job.params)
+    params = training_params_validate(job.params)
     project = job.project
-    parent = services.active_model(project.pk) if params.get("init", "finetune") == "finetune" else None
-    train_pairs = services.accepted_cases(project, split=Split.TRAIN)
-    val_pairs = services.accepted_cases(project, split=Split.VAL)
+    parent = selectors.model_version_active(project_id=project.pk) if params["init"] == "finetune" else None
+    train_pairs = selectors.accepted_cases(project=project, split=Split.TRAIN)
+    val_pairs = selectors.accepted_cases(project=project, split=Split.VAL)
     val_source = "val"
     if not val_pairs:
         train_pairs, val_pairs = _holdout(train_pairs)
@@ -432,7 +419,7 @@ def train(job: Job) -> dict[str, Any]:
     if not train_pairs:
         raise ServiceError("no accepted training cases", code="not_enough_labels")
     semi = params.get("mode") == "semi_supervised"
-    unlabeled = services.unlabeled_cases(project, splits=(Split.TRAIN,)) if semi else []
+    unlabeled = selectors.unlabeled_cases(project=project, splits=(Split.TRAIN,)) if semi else []
     _progress(job, phase="prepare", n_labeled=len(train_pairs), n_unlabeled=len(unlabeled), n_val=len(val_pairs))
 
     with tempfile.TemporaryDirectory(prefix=f"lvit-job-{job.pk}-") as tmp:
@@ -443,7 +430,7 @@ def train(job: Job) -> dict[str, Any]:
         unlabeled_samples = _samples(ws, cases=unlabeled)
 
         if parent is not None:
-            parent_ckpt = load_checkpoint(_parent_checkpoint(parent), map_location="cpu")
+            parent_ckpt = load_checkpoint(local_checkpoint(parent), map_location="cpu")
             model_cfg = LViTConfig.from_dict(parent_ckpt["config"])
         else:
             parent_ckpt = None
@@ -490,8 +477,8 @@ def train(job: Job) -> dict[str, Any]:
         _progress(job, phase="evaluate")
         best = Path(fit.best_checkpoint)
         metrics = _evaluate_checkpoint(best, val_samples, embedder)
-        active = services.active_model(project.pk)
-        baseline = _evaluate_checkpoint(_parent_checkpoint(active), val_samples, embedder) if active else None
+        active = selectors.model_version_active(project_id=project.pk)
+        baseline = _evaluate_checkpoint(local_checkpoint(active), val_samples, embedder) if active else None
         _progress(job, phase="store")
         metrics = {
             "val": metrics,
@@ -512,29 +499,22 @@ def train(job: Job) -> dict[str, Any]:
             ],
         }
         config = {"model": model_cfg.to_dict(), "train": {**cfg.to_dict(), "out_dir": None}, "params": params}
-        mv = _store_version(job, best, config, metrics, parent)
+        mv = training_candidate_store(job=job, checkpoint=best, config=config, metrics=metrics, parent=parent)
 
-    promotion, min_improvement = _policy(job)
-    promoted, reason = False, "manual policy"
-    if promotion == PromotionPolicy.AUTO_IF_BETTER:
-        if active is None:
-            promoted, reason = True, "first model"
-        elif (metrics["val_dice"] or 0.0) > (baseline["dice"] or 0.0) + min_improvement:
-            promoted, reason = True, "beats the active model"
-        else:
-            reason = "does not beat the active model"
-    if promoted:
-        from server.studio.services.registry import model_version_activate
-
-        model_version_activate(model_version=mv, user=None)  # the system; followed by re-proposals and EPI
+    decision = training_candidate_promote(
+        candidate=mv,
+        promotion=params.get("promotion"),
+        baseline=active,
+        baseline_dice=baseline["dice"] if baseline else None,
+    )
     return {
         "model_version": mv.pk,
         "number": mv.number,
         "metrics": {k: metrics[k] for k in ("val_dice", "val_iou", "val_source", "n_val", "best_epoch")},
         "baseline_dice": baseline["dice"] if baseline else None,
-        "promoted": promoted,
-        "promotion": promotion,
-        "reason": reason,
+        "promoted": decision["promoted"],
+        "promotion": decision["promotion"],
+        "reason": decision["reason"],
         "stopped": fit.stopped,
     }
 
@@ -545,34 +525,10 @@ def _stored_epi(cases: Sequence[Case], size: int, cfg: Any) -> Any:
     from ml.epi import EPIStore
 
     store = EPIStore(beta=cfg.epi_beta, seed=cfg.seed)
-    for label in PseudoLabel.objects.filter(case__in=cases, iterations__gte=1):
-        q = Image.fromarray(services.read_uint8_png(label.soft_map.name)).resize(
-            (size, size), Image.Resampling.BILINEAR
-        )
+    for label in selectors.pseudo_labels_of(cases=list(cases), min_iterations=1):
+        q = Image.fromarray(storage.read_uint8_png(label.soft_map.name)).resize((size, size), Image.Resampling.BILINEAR)
         store.set(f"case-{label.case_id}", np.asarray(q, dtype=np.uint8), label.iterations)
     return store
-
-
-def _parent_checkpoint(mv: ModelVersion) -> Path:
-    from server.workers.runtime import local_checkpoint
-
-    return local_checkpoint(mv)
-
-
-def _store_version(job: Job, checkpoint: Path, config: dict, metrics: dict, parent: ModelVersion | None) -> Any:
-    """Create the version only while the job still runs (row locked), so a cancelled round leaves nothing."""
-    with transaction.atomic():
-        locked = Job.objects.select_for_update().filter(pk=job.pk, status=JobStatus.RUNNING).first()
-        if locked is None:
-            raise JobCancelled(job.pk)
-        return services.model_version_create(
-            project=job.project,
-            checkpoint=checkpoint,
-            config=config,
-            metrics=metrics,
-            parent=parent,
-            training_job=job,
-        )
 
 
 # =========================================================================== evaluation
@@ -581,15 +537,18 @@ def _store_version(job: Job, checkpoint: Path, config: dict, metrics: dict, pare
 def evaluate(job: Job) -> dict[str, Any]:
     """Dice/IoU of a version (``params.model_version``, default the active one) on the validation split."""
     mv_id = job.params.get("model_version")
-    mv = ModelVersion.objects.get(pk=mv_id, project=job.project) if mv_id else services.active_model(job.project_id)
+    mv = (
+        ModelVersion.objects.get(pk=mv_id, project=job.project)
+        if mv_id
+        else selectors.model_version_active(project_id=job.project_id)
+    )
     if mv is None:
         raise ServiceError("the project has no active model to evaluate", code="no_model")
-    pairs = services.accepted_cases(job.project, split=job.params.get("split", Split.VAL))
+    pairs = selectors.accepted_cases(project=job.project, split=job.params.get("split", Split.VAL))
     if not pairs:
         raise ServiceError("no accepted cases in the validation split", code="no_validation_cases")
     _progress(job, phase="evaluate", total=len(pairs))
     with tempfile.TemporaryDirectory(prefix=f"lvit-job-{job.pk}-") as tmp:
         ws = _Workspace(Path(tmp))
-        length = int((mv.config.get("model") or {}).get("text_len", 10))
-        metrics = _evaluate_checkpoint(_parent_checkpoint(mv), _samples(ws, pairs), runtime.embedder(length))
+        metrics = _evaluate_checkpoint(local_checkpoint(mv), _samples(ws, pairs), runtime.embedder(text_length(mv)))
     return {"model_version": mv.pk, "split": job.params.get("split", Split.VAL), "metrics": metrics}

@@ -4,6 +4,8 @@ A task asks for the project's active model; the cache compares the active versio
 holds and reloads only when it changed (promotion or rollback). Checkpoints come from Django's storage
 (never a shared local path): they are downloaded once per host into a local cache folder keyed by the
 ModelVersion id and verified against the SHA-256 recorded at creation.
+
+``ml`` is imported where a model or an embedder is built (a worker's first task), not when the module loads.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from server.studio.models import ModelStatus, ModelVersion
+from server.studio import selectors
+from server.studio.models import ModelVersion
+from server.studio.storage import sha256_file
 from server.workers import conf
-from server.workers.services import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +67,11 @@ class WorkerRuntime:
         self._models: dict[int, LoadedModel] = {}  # project id -> its active model as last seen
         self.loads = 0  # number of checkpoint loads (a warm worker does not reload)
 
-    def embedder(self, length: int = 10) -> Any:
-        from ml.text import TextEmbedder
+    def embedder(self, length: int | None = None) -> Any:
+        """The text embedder for ``length`` words (``None``: ml's default length), built once per length."""
+        from ml.text import DEFAULT_LENGTH, TextEmbedder
 
+        length = length or DEFAULT_LENGTH
         with self._lock:
             if length not in self._embedders:
                 self._embedders[length] = TextEmbedder(
@@ -79,7 +84,7 @@ class WorkerRuntime:
 
     def active(self, project_id: int) -> tuple[LoadedModel, bool] | None:
         """The project's active model, loaded; ``(model, loaded_now)``. ``None`` without an active version."""
-        mv = ModelVersion.objects.filter(project_id=project_id, status=ModelStatus.ACTIVE).first()
+        mv = selectors.model_version_active(project_id=project_id)
         if mv is None:
             return None
         with self._lock:
@@ -92,8 +97,7 @@ class WorkerRuntime:
 
     def load(self, mv: ModelVersion) -> LoadedModel:
         """Load any version (uncached; e.g. a candidate to evaluate)."""
-        length = int((mv.config.get("model") or {}).get("text_len", 10))
-        model = LoadedModel(mv, local_checkpoint(mv), self.embedder(length))
+        model = LoadedModel(mv, local_checkpoint(mv), self.embedder(text_length(mv)))
         self.loads += 1
         logger.info("loaded model version %s (#%s) of project %s", mv.pk, mv.number, mv.project_id)
         return model
@@ -101,6 +105,12 @@ class WorkerRuntime:
     def forget(self) -> None:
         with self._lock:
             self._models.clear()
+
+
+def text_length(mv: ModelVersion) -> int | None:
+    """The number of words the version's text path expects (``None``: a config without one, ml's default)."""
+    value = (mv.config.get("model") or {}).get("text_len")
+    return int(value) if value is not None else None
 
 
 def local_checkpoint(mv: ModelVersion) -> Path:

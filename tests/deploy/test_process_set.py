@@ -56,7 +56,7 @@ from ml.config import LViTConfig
 from ml.models import build_model
 from ml.predict import save_checkpoint
 from server.studio.models import ModelStatus, ModelVersion, Project
-from server.workers.services import model_version_create
+from server.studio.services.registry import model_version_create
 
 project = Project.objects.get(pk=int(sys.argv[1]))
 torch.manual_seed(0)

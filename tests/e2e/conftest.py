@@ -98,17 +98,6 @@ class ServerProcess:
         self._log.close()
 
 
-def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 class Stack:
     """What the processes of one e2e module share: environment (database, Redis, media) and log folder."""
 
@@ -198,7 +187,7 @@ def worker(e2e_worker: WorkerProcess, stack: Stack, seeded_templates: None, arti
     if not e2e_worker.alive:
         e2e_worker.start()
     yield e2e_worker
-    from server.studio.models import Job, JobStatus
+    from server.jobs.models import Job, JobStatus
 
     Job.objects.filter(status__in=[JobStatus.PENDING, JobStatus.RUNNING]).update(
         status=JobStatus.CANCELLED, message="test teardown"

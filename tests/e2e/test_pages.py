@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from django.test import Client
 
-from server.studio.models import Case, Membership, PseudoLabel, Role
+from server.core.models import Membership, Role
+from server.studio.models import Case, PseudoLabel
 from tests.e2e.dicom import ct_dicom
 
 pytestmark = pytest.mark.django_db
@@ -97,6 +98,16 @@ def test_outsider_gets_404_everywhere(world: dict) -> None:
     ]:
         assert out.get(url).status_code == 404, url
     assert out.post(f"/cases/{c.pk}/propose/").status_code == 404
+
+
+def test_a_superuser_who_is_not_a_member_gets_404_too(world: dict) -> None:
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", password=None)
+    p, c = world["project"], world["dicom"]
+    for url in [f"/projects/{p.pk}/", f"/projects/{p.pk}/cases/{c.pk}/", f"/cases/{c.pk}/hu/"]:
+        assert client_for(root).get(url).status_code == 404, url
+    assert client_for(root).post(f"/cases/{c.pk}/propose/").status_code == 404
 
 
 def test_case_page_config_carries_template_role_and_presets(world: dict) -> None:

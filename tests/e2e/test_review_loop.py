@@ -21,8 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from server.studio.models import Case, CaseState, Job, JobKind, JobStatus, MaskKind, Membership, ModelVersion, Role
-from tests.e2e.conftest import wait_for
+from server.core.models import Membership, Role
+from server.jobs.models import Job, JobStatus
+from server.studio.models import Case, CaseState, JobKind, MaskKind, ModelVersion
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -51,7 +53,7 @@ def _setup(shared_data: Path, tmp_path: Path) -> dict[str, Any]:
     from server.studio.services.cases import case_create_many, case_prepare
     from server.studio.services.masks import mask_save
     from server.studio.services.projects import project_create
-    from server.workers.services import model_version_create
+    from server.studio.services.registry import model_version_create
 
     User = get_user_model()
     admin = User.objects.create_user(username="dr.admin", password=PASSWORD)

@@ -13,8 +13,10 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from server.studio import services
-from server.studio.models import Project, Role
+from server.core.models import Role
+from server.studio.models import Project
+from server.studio.services.cases import case_create
+from server.studio.services.projects import member_set, project_create
 
 
 @pytest.fixture(autouse=True)
@@ -61,8 +63,8 @@ def people(db) -> People:
     owner = User.objects.create_user("owner", password="owner-pass-123")
     collaborator = User.objects.create_user("collab", password="collab-pass-123")
     outsider = User.objects.create_user("outsider", password="outsider-pass-123")
-    project = services.project_create(user=owner, name="Chest", template="lung-infection")
-    services.member_set(project=project, user=owner, member=collaborator.username, role=Role.ANNOTATOR)
+    project = project_create(user=owner, name="Chest", template="lung-infection")
+    member_set(project=project, user=owner, member=collaborator.username, role=Role.ANNOTATOR)
     return People(owner=owner, collaborator=collaborator, outsider=outsider, project=project)
 
 
@@ -83,7 +85,7 @@ def outsider_client(people) -> APIClient:
 
 @pytest.fixture
 def case(people):
-    return services.case_create(
+    return case_create(
         project=people.project,
         user=people.owner,
         data=gray_image(),

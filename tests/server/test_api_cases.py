@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from pydicom.data import get_testdata_file
 
 from server.studio.models import Case, Report
-from server.studio.signals_hooks import case_needs_proposal
+from server.studio.services import proposals
 from tests.server.conftest import gray_image, png_bytes
 
 
@@ -164,24 +164,24 @@ def test_unknown_template_value_and_duplicate_name(people, owner_client, case):
 
 
 def test_failed_storage_leaves_no_orphan_files(people, settings, monkeypatch):
-    from server.studio import services
     from server.studio.services import cases as case_services
+    from server.studio.services.cases import case_create_many, case_prepare
 
     def boom(**kwargs):
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(case_services, "audit", boom)
-    item = services.case_prepare(project=people.project, data=gray_image(), filename="x.png")
+    item = case_prepare(project=people.project, data=gray_image(), filename="x.png")
     with pytest.raises(RuntimeError):
-        services.case_create_many(project=people.project, user=people.owner, items=[item])
+        case_create_many(project=people.project, user=people.owner, items=[item])
     assert media_files(settings) == []
 
 
 def test_list_filters_and_ordering(people, owner_client, collab_client):
-    from server.studio import services
+    from server.studio.services.cases import case_create
 
     for i, split in enumerate(["train", "train", "val", "test"]):
-        c = services.case_create(
+        c = case_create(
             project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"c{i}.png", split=split
         )
         Case.objects.filter(pk=c.pk).update(al_score=i / 10)
@@ -205,22 +205,19 @@ def test_list_filters_and_ordering(people, owner_client, collab_client):
         assert r.status_code == 400 and r.json()["error"] == "invalid", bad
 
 
-def test_report_versions_and_hook(people, collab_client, case, django_capture_on_commit_callbacks):
+def test_report_versions_and_hook(people, collab_client, case, django_capture_on_commit_callbacks, monkeypatch):
     seen = []
 
-    def receiver(sender, case_id, reason, **kwargs):
+    def request(*, case_id, reason):
         seen.append((case_id, reason))
 
-    case_needs_proposal.connect(receiver, dispatch_uid="test-hook")
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            r = collab_client.put(
-                f"/api/cases/{case.pk}/report/",
-                {"fields": {"laterality": "unilateral", "areas": "one", "left_zones": ["all"]}},
-                format="json",
-            )
-    finally:
-        case_needs_proposal.disconnect(dispatch_uid="test-hook")
+    monkeypatch.setattr(proposals, "proposal_job_request", request)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = collab_client.put(
+            f"/api/cases/{case.pk}/report/",
+            {"fields": {"laterality": "unilateral", "areas": "one", "left_zones": ["all"]}},
+            format="json",
+        )
     assert r.status_code == 200, r.json()
     assert r.json()["text"] == "Unilateral pulmonary infection, one infected area, all left lung."
     assert r.json()["version"] == 2
@@ -234,21 +231,16 @@ def test_report_versions_and_hook(people, collab_client, case, django_capture_on
     assert Report.objects.filter(case=case).count() == 2
 
 
-def test_upload_sends_the_proposal_hook_on_commit(people, django_capture_on_commit_callbacks):
-    from server.studio import services
+def test_upload_sends_the_proposal_hook_on_commit(people, django_capture_on_commit_callbacks, monkeypatch):
+    from server.studio.services.cases import case_create
 
     seen = []
-    case_needs_proposal.connect(
-        lambda sender, case_id, reason, **kw: seen.append(reason), dispatch_uid="t2", weak=False
-    )
-    try:
-        with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            services.case_create(project=people.project, user=people.owner, data=gray_image(), filename="h.png")
-        assert seen == []  # nothing before commit
-        for cb in callbacks:
-            cb()
-    finally:
-        case_needs_proposal.disconnect(dispatch_uid="t2")
+    monkeypatch.setattr(proposals, "proposal_job_request", lambda *, case_id, reason: seen.append(reason))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        case_create(project=people.project, user=people.owner, data=gray_image(), filename="h.png")
+    assert seen == []  # nothing before commit
+    for cb in callbacks:
+        cb()
     assert seen == ["uploaded"]
 
 
@@ -273,10 +265,10 @@ def test_case_delete_removes_files_after_commit(
 
 
 def test_rgb_image_stays_rgb(people):
-    from server.studio import services
+    from server.studio.services.cases import case_create
 
     rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    c = services.case_create(project=people.project, user=people.owner, data=png_bytes(rgb), filename="rgb.png")
+    c = case_create(project=people.project, user=people.owner, data=png_bytes(rgb), filename="rgb.png")
     assert c.channels == 3 and (c.width, c.height) == (30, 20)
 
 
@@ -289,11 +281,11 @@ def test_missing_storage_file_is_404_not_500(people, owner_client, case):
 
 
 def test_project_delete_removes_every_file(people, owner_client, case, settings, django_capture_on_commit_callbacks):
-    from server.studio import services
-    from server.workers.services import model_version_create
+    from server.studio.services.masks import mask_accept
+    from server.studio.services.registry import model_version_create
     from tests.server.conftest import mask_png
 
-    services.mask_accept(case=case, user=people.owner, png_bytes=mask_png())
+    mask_accept(case=case, user=people.owner, png_bytes=mask_png())
     model_version_create(project=people.project, checkpoint=b"w")
     assert len(media_files(settings)) == 4
     with django_capture_on_commit_callbacks(execute=True):

@@ -9,9 +9,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from server.studio import services
 from server.studio.models import AuditEvent, CaseState, MaskVersion
-from server.workers.services import model_version_create
+from server.studio.selectors import pseudo_label_soft_map
+from server.studio.services.masks import mask_accept, mask_create_proposal, mask_save, pseudolabel_update
+from server.studio.services.registry import model_version_create
 from tests.server.conftest import mask_png, png_bytes
 
 
@@ -24,9 +25,7 @@ def proposal(case, people, box=(10, 10, 30, 20), uncertainty=0.3):
     x0, y0, x1, y1 = box
     m[y0:y1, x0:x1] = 0.9
     model = model_version_create(project=people.project, checkpoint=b"w")
-    return services.mask_create_proposal(
-        case=case, model_version=model, array=m > 0.5, probabilities=m, uncertainty=uncertainty
-    )
+    return mask_create_proposal(case=case, model_version=model, array=m > 0.5, probabilities=m, uncertainty=uncertainty)
 
 
 def test_proposal_then_correction_then_accept(people, collab_client, case):
@@ -119,7 +118,7 @@ def test_reject_returns_the_case_to_unlabeled(people, collab_client, case):
 
 
 def test_proposal_on_labeled_case_keeps_the_accepted_head(people, case):
-    services.mask_accept(case=case, user=people.owner, png_bytes=mask_png())
+    mask_accept(case=case, user=people.owner, png_bytes=mask_png())
     proposal(case, people)
     case.refresh_from_db()
     assert case.state == CaseState.LABELED and case.head_mask.kind == "accepted"
@@ -137,17 +136,17 @@ def test_inconsistency_is_computed_from_the_proposal(people, case):
 
 def test_pseudolabel_update_counts_iterations(people, case):
     soft = np.linspace(0, 1, case.width * case.height, dtype=np.float32).reshape(case.height, case.width)
-    p1 = services.pseudolabel_update(case=case, soft_map=soft)
-    p2 = services.pseudolabel_update(case=case, soft_map=soft)
+    p1 = pseudolabel_update(case=case, soft_map=soft)
+    p2 = pseudolabel_update(case=case, soft_map=soft)
     assert p2.pk == p1.pk and p2.iterations == 2
-    back = services.pseudolabel_soft_map(p2)
+    back = pseudo_label_soft_map(pseudo=p2)
     assert np.abs(back - soft).max() <= 1 / 255 + 1e-6
     with pytest.raises(Exception, match="expected"):
-        services.pseudolabel_update(case=case, soft_map=np.zeros((3, 3)))
+        pseudolabel_update(case=case, soft_map=np.zeros((3, 3)))
 
 
 def test_rgb_mask_any_channel_is_foreground(people, case):
     rgb = np.zeros((48, 64, 3), dtype=np.uint8)
     rgb[0:4, 0:4, 1] = 7
-    mv = services.mask_save(case=case, user=people.owner, png_bytes=png_bytes(rgb), base_version=None)
+    mv = mask_save(case=case, user=people.owner, png_bytes=png_bytes(rgb), base_version=None)
     assert mv.foreground == 16

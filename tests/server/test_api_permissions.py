@@ -5,17 +5,18 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from server.studio import services
 from server.studio.models import JobKind
-from server.workers.services import job_create, model_version_create
+from server.studio.services.jobs import project_job_create
+from server.studio.services.masks import mask_save
+from server.studio.services.registry import model_version_create
 from tests.server.conftest import mask_png
 
 
 @pytest.fixture
 def objects(people, case):
-    mv = services.mask_save(case=case, user=people.owner, png_bytes=mask_png(), base_version=None)
+    mv = mask_save(case=case, user=people.owner, png_bytes=mask_png(), base_version=None)
     model = model_version_create(project=people.project, checkpoint=b"weights", metrics={"dice": 0.5})
-    job = job_create(kind=JobKind.SCORING, project=people.project, created_by=people.owner)
+    job = project_job_create(kind=JobKind.SCORING, project=people.project, created_by=people.owner)
     return {
         "project": people.project.pk,
         "case": case.pk,
@@ -69,6 +70,18 @@ def test_outsider_gets_404_and_nothing_changes(method, url, objects, outsider_cl
     response = getattr(outsider_client, method)(url.format(**objects), {}, format="json")
     assert response.status_code == 404, (url, response.status_code)
     assert response.json()["error"] == "not_found"
+    assert owner_client.get(f"/api/projects/{objects['project']}/audit/").json()["count"] == before
+
+
+@pytest.mark.parametrize("method, url", ENDPOINTS)
+def test_a_superuser_who_is_not_a_member_is_an_outsider(method, url, objects, people, owner_client):
+    """One rule everywhere: ``is_superuser`` opens /admin/, not projects."""
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", password=None)
+    before = owner_client.get(f"/api/projects/{objects['project']}/audit/").json()["count"]
+    response = getattr(people.client(root), method)(url.format(**objects), {}, format="json")
+    assert response.status_code == 404, (url, response.status_code)
     assert owner_client.get(f"/api/projects/{objects['project']}/audit/").json()["count"] == before
 
 

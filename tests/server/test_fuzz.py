@@ -19,9 +19,11 @@ from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationConfig
 
-from server.studio import services
 from server.studio.models import JobKind
-from server.workers.services import job_create, model_version_create
+from server.studio.services.cases import case_create
+from server.studio.services.jobs import project_job_create
+from server.studio.services.masks import mask_create_proposal, mask_save
+from server.studio.services.registry import model_version_create
 from server.wsgi import application
 from tests.server.conftest import gray_image, mask_png
 
@@ -42,14 +44,14 @@ def api_schema():
 
 @pytest.fixture
 def fuzz_env(people):
-    case = services.case_create(
+    case = case_create(
         project=people.project, user=people.owner, data=gray_image(), filename="fuzz.png", report_text="Hazy."
     )
-    mv = services.mask_save(case=case, user=people.owner, png_bytes=mask_png(), base_version=None)
+    mv = mask_save(case=case, user=people.owner, png_bytes=mask_png(), base_version=None)
     probs = np.zeros((case.height, case.width), np.float32)
-    services.mask_create_proposal(case=case, array=probs > 0.5, probabilities=probs, uncertainty=0.1)
+    mask_create_proposal(case=case, array=probs > 0.5, probabilities=probs, uncertainty=0.1)
     model = model_version_create(project=people.project, checkpoint=b"w", metrics={"dice": 0.1})
-    job = job_create(kind=JobKind.SCORING, project=people.project)
+    job = project_job_create(kind=JobKind.SCORING, project=people.project)
     token, _ = Token.objects.get_or_create(user=people.owner)
     # Like Django's test client: keep the test transaction's connection open across WSGI requests.
     request_started.disconnect(close_old_connections)

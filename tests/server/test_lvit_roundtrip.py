@@ -16,8 +16,9 @@ from django.core.management import call_command
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from server.studio.models import Case, CaseState, MaskVersion, Project, Role
-from server.studio.services import member_set
+from server.core.models import Role
+from server.studio.models import Case, CaseState, MaskVersion, Project
+from server.studio.services.projects import member_set
 
 # pycocotools' decode passes copy=False to numpy 2 (its own deprecation, not ours)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -180,10 +181,10 @@ def test_export_streams_asynchronously_under_asgi(people, owner_client, case):
     from django.test import AsyncClient
     from rest_framework.authtoken.models import Token
 
-    from server.studio import services
+    from server.studio.services.masks import mask_accept
     from tests.server.conftest import mask_png
 
-    services.mask_accept(case=case, user=people.owner, png_bytes=mask_png())
+    mask_accept(case=case, user=people.owner, png_bytes=mask_png())
     token, _ = Token.objects.get_or_create(user=people.owner)
 
     async def fetch() -> tuple[bool, bytes]:
@@ -216,14 +217,15 @@ def test_import_command_failure_leaves_no_project(shared_data, db):
 
 
 def test_export_names_stay_unique_when_stems_collide(people, owner_client):
-    from server.studio import services
+    from server.studio.services.cases import case_create
+    from server.studio.services.masks import mask_accept
     from tests.server.conftest import gray_image, mask_png
 
     jpeg = io.BytesIO()
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(jpeg, format="JPEG")
     for name, data in (("a.png", gray_image()), ("a.jpg", jpeg.getvalue())):
-        c = services.case_create(project=people.project, user=people.owner, data=data, filename=name)
-        services.mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+        c = case_create(project=people.project, user=people.owner, data=data, filename=name)
+        mask_accept(case=c, user=people.owner, png_bytes=mask_png())
     for fmt in ("lvit", "png"):
         r = owner_client.get(f"/api/projects/{people.project.pk}/export/?format={fmt}")
         with zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))) as zf:

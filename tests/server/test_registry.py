@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from server.studio import services
-from server.studio.models import AuditEvent, Job, JobKind, JobStatus, ModelStatus, ModelVersion
-from server.workers import conf
-from server.workers.progress import job_progress
-from server.workers.services import job_claim, job_create, job_finish, job_reap_stale, model_version_create
+from server.jobs.models import Job, JobStatus
+from server.jobs.progress import job_progress
+from server.jobs.services import job_claim, job_finish, job_reap_stale
+from server.studio import conf
+from server.studio.models import AuditEvent, JobKind, ModelStatus, ModelVersion
+from server.studio.services.cases import case_create
+from server.studio.services.jobs import project_job_create
+from server.studio.services.masks import mask_accept
+from server.studio.services.registry import model_version_activate, model_version_create
 from tests.server.conftest import gray_image, mask_png
 
 
@@ -19,7 +23,7 @@ def test_versions_are_numbered_and_activation_retires_the_previous(people, owner
     assert (v1.number, v2.number) == (1, 2)
     with v2.checkpoint.open("rb") as fh:
         assert fh.read() == b"two"
-    services.model_version_activate(model_version=v1)
+    model_version_activate(model_version=v1)
     r = owner_client.post(f"/api/models/{v2.pk}/activate/")
     assert r.status_code == 200 and r.json()["status"] == "active"
     v1.refresh_from_db()
@@ -58,7 +62,7 @@ def test_metrics_json_and_csv(people, owner_client):
 
 
 def test_job_claim_is_exclusive_and_progress_finish(people, owner_client):
-    job = job_create(kind=JobKind.BATCH_PROPOSAL, project=people.project, params={"n": 3})
+    job = project_job_create(kind=JobKind.BATCH_PROPOSAL, project=people.project, params={"n": 3})
     claimed = job_claim(job_id=job.pk, task_id=job.celery_task_id)
     assert claimed is not None
     assert job_claim(job_id=job.pk, task_id=job.celery_task_id) is None  # duplicate delivery
@@ -81,10 +85,8 @@ def test_training_needs_admin_and_enough_labels(people, owner_client, settings):
     r = owner_client.post(start, {}, format="json")
     assert r.status_code == 400 and r.json()["error"] == "not_enough_labels"
     for i in range(2):
-        c = services.case_create(
-            project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"t{i}.png"
-        )
-        services.mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+        c = case_create(project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"t{i}.png")
+        mask_accept(case=c, user=people.owner, png_bytes=mask_png())
     r = owner_client.post(start, {"epochs": 2}, format="json")
     expected = {"attempt": 1, "max_attempts": 1, **conf.default_training_params(), "epochs": 2}
     assert r.status_code == 201 and r.json()["kind"] == "training" and r.json()["params"] == expected
@@ -127,8 +129,8 @@ def test_jobs_without_heartbeat_are_reaped(people):
     from django.utils import timezone
 
     # One attempt each: a reaped job with attempts left is retried (tests/workers), this one is failed.
-    alive = job_create(kind=JobKind.EPI_UPDATE, project=people.project, params={"max_attempts": 1})
-    dead = job_create(kind=JobKind.EPI_UPDATE, project=people.project, params={"max_attempts": 1})
+    alive = project_job_create(kind=JobKind.EPI_UPDATE, project=people.project, params={"max_attempts": 1})
+    dead = project_job_create(kind=JobKind.EPI_UPDATE, project=people.project, params={"max_attempts": 1})
     for job in (alive, dead):
         job_claim(job_id=job.pk)
     Job.objects.filter(pk=dead.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))

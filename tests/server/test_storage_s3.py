@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from server.workers.services import model_version_create
+from server.studio.services.registry import model_version_create
 from tests.server.conftest import gray_image, mask_png
 
 moto = pytest.importorskip("moto")

@@ -9,17 +9,17 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from server.studio import services
 from server.studio.models import Case, CaseState, MaskKind
+from server.studio.services.cases import case_create, worklist_next
+from server.studio.services.masks import mask_create_proposal
+from server.studio.services.projects import member_set
 from tests.server.conftest import gray_image
 
 
 def make_cases(people, n=5):
     cases = []
     for i in range(n):
-        c = services.case_create(
-            project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"w{i}.png"
-        )
+        c = case_create(project=people.project, user=people.owner, data=gray_image(seed=i), filename=f"w{i}.png")
         Case.objects.filter(pk=c.pk).update(al_score=i / 10, inconsistency=(n - i) / 10)
         cases.append(c)
     return cases
@@ -39,29 +39,29 @@ def test_uncertainty_orders_by_al_score_and_resumes(people, collab_client, owner
 
 def test_expired_assignments_are_reclaimed(people):
     cases = make_cases(people, 1)
-    services.worklist_next(project=people.project, user=people.owner)
-    assert services.worklist_next(project=people.project, user=people.collaborator) is None
+    worklist_next(project=people.project, user=people.owner)
+    assert worklist_next(project=people.project, user=people.collaborator) is None
     Case.objects.filter(pk=cases[0].pk).update(assigned_at=timezone.now() - timedelta(hours=2))
-    assert services.worklist_next(project=people.project, user=people.collaborator).pk == cases[0].pk
+    assert worklist_next(project=people.project, user=people.collaborator).pk == cases[0].pk
 
 
 def test_inconsistency_strategy_only_considers_proposals(people):
     cases = make_cases(people, 3)
-    assert services.worklist_next(project=people.project, user=people.owner, strategy="inconsistency") is None
-    services.mask_create_proposal(case=cases[1], array=__import__("numpy").ones((48, 64), bool), kind=MaskKind.PROPOSAL)
-    got = services.worklist_next(project=people.project, user=people.owner, strategy="inconsistency")
+    assert worklist_next(project=people.project, user=people.owner, strategy="inconsistency") is None
+    mask_create_proposal(case=cases[1], array=__import__("numpy").ones((48, 64), bool), kind=MaskKind.PROPOSAL)
+    got = worklist_next(project=people.project, user=people.owner, strategy="inconsistency")
     assert got.pk == cases[1].pk
 
 
 def test_random_and_labeled_cases_are_skipped(people):
     cases = make_cases(people, 3)
     Case.objects.filter(pk__in=[cases[0].pk, cases[1].pk]).update(state=CaseState.LABELED)
-    assert services.worklist_next(project=people.project, user=people.owner, strategy="random").pk == cases[2].pk
+    assert worklist_next(project=people.project, user=people.owner, strategy="random").pk == cases[2].pk
 
 
 def test_release(people, collab_client):
     make_cases(people, 1)
-    case = services.worklist_next(project=people.project, user=people.collaborator)
+    case = worklist_next(project=people.project, user=people.collaborator)
     r = collab_client.post(f"/api/cases/{case.pk}/release/")
     assert r.status_code == 200 and r.json()["assignee"] is None
 
@@ -73,14 +73,14 @@ def test_concurrent_claims_never_share_a_case(people):
 
     users = [get_user_model().objects.create_user(f"u{i}") for i in range(6)]
     for u in users:
-        services.member_set(project=people.project, user=people.owner, member=u.username, role="annotator")
+        member_set(project=people.project, user=people.owner, member=u.username, role="annotator")
     barrier = threading.Barrier(len(users))
     got: dict[str, int | None] = {}
 
     def claim(user):
         try:
             barrier.wait()
-            case = services.worklist_next(project=people.project, user=user)
+            case = worklist_next(project=people.project, user=user)
             got[user.username] = case.pk if case else None
         finally:
             connection.close()

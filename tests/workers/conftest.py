@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support import polling
 from tests.support.celery_worker import WorkerProcess
 
 TEST_IMG_SIZE = 32  # LViT-T at 32x32: a real network, ~20 ms per forward on CPU
@@ -113,7 +114,7 @@ def worker(celery_worker: WorkerProcess, seeded_templates: None) -> Iterator[Wor
 
 def _wait_idle(worker: WorkerProcess, timeout: float = 120.0) -> None:
     """Cancel what is still queued (its claim will fail), then let the running task finish or notice."""
-    from server.studio.models import Job, JobStatus
+    from server.jobs.models import Job, JobStatus
 
     Job.objects.filter(status=JobStatus.PENDING).update(status=JobStatus.CANCELLED, message="test teardown")
     Job.objects.filter(status=JobStatus.RUNNING).update(status=JobStatus.CANCELLED, message="test teardown")
@@ -133,18 +134,13 @@ def worker_busy(worker: WorkerProcess) -> bool:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition", worker: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    log = f"\nworker log:\n{worker.log()}" if worker is not None else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{log}")
+    """:func:`tests.support.polling.wait_for`; a timeout shows the worker's log."""
+    context = (lambda: f"worker log:\n{worker.log()}") if worker is not None else None
+    return polling.wait_for(predicate, timeout, what, context=context)
 
 
 def wait_job(job_id: int, worker: Any = None, timeout: float = 120.0, statuses: tuple[str, ...] | None = None) -> Any:
-    from server.studio.models import Job, JobStatus
+    from server.jobs.models import Job, JobStatus
 
     done = statuses or (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 

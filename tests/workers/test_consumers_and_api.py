@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 
-from server.studio.models import Job, JobKind
+from server.jobs.models import Job
+from server.studio.models import JobKind
 from tests.workers.test_worker_cycle import close_thread_connections, make_project, make_users, session_headers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_templates")]
@@ -40,18 +42,23 @@ def test_job_socket_is_for_project_members_only(worker_media) -> None:
     job = Job.objects.create(project=project, kind=JobKind.TRAINING, progress={"epoch": 3})
     member, outsider = session_headers(users["annotator"]), session_headers(users["outsider"])
     anonymous = [(b"origin", b"http://testserver")]
+    root = session_headers(get_user_model().objects.create_superuser("root", password=None))
 
     async def scenario() -> None:
         c, first = await _connect(f"/ws/jobs/{job.pk}/", member)
         assert first["type"] == "websocket.send" and '"epoch": 3' in first["text"]  # current state on connect
         await c.disconnect()
-        for headers in (outsider, anonymous):
+        for headers in (outsider, anonymous, root):  # a superuser who is not a member is an outsider too
             c, first = await _connect(f"/ws/jobs/{job.pk}/", headers)
             assert first == {"type": "websocket.close", "code": 4403}
+            await c.disconnect()  # end the consumer now, not when asyncio.run cancels what is left
         c, first = await _connect(f"/ws/jobs/{job.pk + 1000}/", member)
         assert first == {"type": "websocket.close", "code": 4404}
-        c, first = await _connect(f"/ws/projects/{project.pk}/", outsider)
-        assert first == {"type": "websocket.close", "code": 4403}
+        await c.disconnect()
+        for headers in (outsider, root):
+            c, first = await _connect(f"/ws/projects/{project.pk}/", headers)
+            assert first == {"type": "websocket.close", "code": 4403}
+            await c.disconnect()
         await close_thread_connections()
 
     asyncio.run(scenario())
@@ -60,7 +67,7 @@ def test_job_socket_is_for_project_members_only(worker_media) -> None:
 def test_project_socket_relays_project_events(worker_media) -> None:
     from asgiref.sync import sync_to_async
 
-    from server.workers.progress import project_event
+    from server.studio.events import project_event
 
     users = make_users()
     project = make_project(users)

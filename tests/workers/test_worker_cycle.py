@@ -15,20 +15,18 @@ import numpy as np
 import pytest
 import torch
 
+from server.core.models import Membership, Role
+from server.jobs.models import Job, JobStatus
 from server.studio.models import (
     Case,
     CaseState,
-    Job,
     JobKind,
-    JobStatus,
     MaskKind,
     MaskVersion,
-    Membership,
     ModelStatus,
     ModelVersion,
     Project,
     PseudoLabel,
-    Role,
     Split,
 )
 from tests.workers.conftest import TEST_IMG_SIZE, png, synthetic_case, wait_for, wait_job
@@ -64,7 +62,7 @@ def random_model(project: Project, tmp_path: Path, *, seed: int = 0, activate: b
     from ml.config import LViTConfig
     from ml.models import build_model
     from ml.predict import save_checkpoint
-    from server.workers.services import model_version_create
+    from server.studio.services.registry import model_version_create
 
     torch.manual_seed(seed)
     cfg = LViTConfig(img_size=TEST_IMG_SIZE)
@@ -115,7 +113,7 @@ def labeled_project(users: dict[str, Any], *, train: int, val: int, unlabeled: i
 
 
 def start_training(project: Project, user: Any, **params: Any) -> Job:
-    from server.workers.services import training_job_create
+    from server.studio.services.training import training_job_create
 
     return training_job_create(
         project=project, params={"img_size": TEST_IMG_SIZE, "batch_size": 2, **params}, actor=user
@@ -142,7 +140,7 @@ def test_upload_and_report_change_each_store_a_proposal(worker, tmp_path) -> Non
     case.refresh_from_db()
     assert case.head_mask_id == first.pk and case.state == CaseState.PROPOSED
     assert case.al_score == pytest.approx(first.uncertainty) and 0.0 <= first.uncertainty <= 1.0
-    from server.workers.services import read_uint8_png
+    from server.studio.storage import read_uint8_png
 
     stored = read_uint8_png(first.png.name)
     assert stored.shape == (case.height, case.width) and set(np.unique(stored)) <= {0, 255}
@@ -174,10 +172,10 @@ def session_headers(user: Any) -> list[tuple[bytes, bytes]]:
 
 def held_training(monkeypatch: pytest.MonkeyPatch, project: Project, user: Any, **params: Any) -> Job:
     """A committed training job whose task is not sent yet (so a websocket can subscribe before it starts)."""
-    from server.workers import services
+    from server.jobs import services as engine
 
     held: list[Job] = []
-    monkeypatch.setattr(services, "_enqueue_on_commit", lambda job, countdown=None: held.append(job))
+    monkeypatch.setattr(engine, "_enqueue_on_commit", lambda job, countdown=None: held.append(job))
     job = start_training(project, user, **params)
     monkeypatch.undo()
     assert held == [job]
@@ -185,10 +183,10 @@ def held_training(monkeypatch: pytest.MonkeyPatch, project: Project, user: Any, 
 
 
 def send(job: Job) -> None:
-    from server.workers.services import TASK_FOR_KIND
-    from server.workers.tasks import TASKS
+    """Send the job's task by its name, as the job engine does on commit."""
+    from server.celery import app
 
-    TASKS[TASK_FOR_KIND[job.kind]].apply_async(args=[job.pk], task_id=job.celery_task_id)
+    app.send_task(job.task_name, args=[job.pk], task_id=job.celery_task_id)
 
 
 async def watch_job(job: Job, user: Any, headers: list, timeout: float = 180.0) -> list[dict]:
@@ -302,9 +300,9 @@ def test_manual_policy_keeps_a_candidate_then_admin_promotes_and_rolls_back(work
     users = make_users()
     project = labeled_project(users, train=4, val=2, unlabeled=1)
     first = random_model(project, tmp_path)
-    from server.workers.services import job_create
+    from server.studio.services.jobs import project_job_create
 
-    epi = wait_job(job_create(kind=JobKind.EPI_UPDATE, project=project).pk, worker)
+    epi = wait_job(project_job_create(kind=JobKind.EPI_UPDATE, project=project).pk, worker)
     assert epi.status == JobStatus.SUCCEEDED and epi.result["initialised"] == 1
     job = start_training(project, users["admin"], epochs=1, mode="semi_supervised", promotion="manual")
     job = wait_job(job.pk, worker)
@@ -347,7 +345,7 @@ def wait_training_steps(job: Job, worker: Any) -> None:
 
 
 def test_killed_worker_leaves_a_failed_job_and_no_model_version(worker, settings) -> None:
-    from server.workers.services import job_reap_stale
+    from server.jobs.services import job_reap_stale
 
     settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 2
     users = make_users()
@@ -387,6 +385,7 @@ def test_job_of_a_lost_worker_is_retried_and_completes(worker, tmp_path) -> None
         project=project,
         case=case,
         kind=JobKind.PROPOSAL,
+        task_name="gpu.propose_mask",
         status=JobStatus.RUNNING,
         params={"attempt": 1, "max_attempts": 3},
         celery_task_id=str(uuid.uuid4()),
@@ -405,7 +404,8 @@ def test_two_claims_one_winner_and_duplicate_deliveries_do_nothing(worker, tmp_p
 
     from django.db import connection
 
-    from server.workers import services
+    from server.jobs import services as engine
+    from server.studio.services.jobs import project_job_create
 
     users = make_users()
     project = make_project(users)
@@ -413,16 +413,16 @@ def test_two_claims_one_winner_and_duplicate_deliveries_do_nothing(worker, tmp_p
     random_model(project, tmp_path)
 
     held: list[Job] = []
-    monkeypatch.setattr(services, "_enqueue_on_commit", lambda job, countdown=None: held.append(job))
-    racing = services.job_create(kind=JobKind.PROPOSAL, project=project, case=case)
-    job = services.job_create(kind=JobKind.PROPOSAL, project=project, case=case)
+    monkeypatch.setattr(engine, "_enqueue_on_commit", lambda job, countdown=None: held.append(job))
+    racing = project_job_create(kind=JobKind.PROPOSAL, project=project, case=case)
+    job = project_job_create(kind=JobKind.PROPOSAL, project=project, case=case)
     monkeypatch.undo()
 
     barrier, winners = threading.Barrier(2), []
 
     def claim() -> None:
         barrier.wait()
-        winners.append(services.job_claim(job_id=racing.pk, task_id=racing.celery_task_id))
+        winners.append(engine.job_claim(job_id=racing.pk, task_id=racing.celery_task_id))
         connection.close()
 
     threads = [threading.Thread(target=claim) for _ in range(2)]
@@ -490,19 +490,19 @@ def test_bootstrap_model_trains_promotes_and_proposes(worker, settings) -> None:
 
 
 def test_scoring_and_evaluation_jobs(worker, tmp_path) -> None:
-    from server.workers.services import job_create
+    from server.studio.services.jobs import project_job_create
 
     users = make_users()
     project = labeled_project(users, train=0, val=2, unlabeled=2)
     mv = random_model(project, tmp_path)
     Case.objects.filter(project=project).update(al_score=None)
-    scoring = wait_job(job_create(kind=JobKind.SCORING, project=project).pk, worker)
+    scoring = wait_job(project_job_create(kind=JobKind.SCORING, project=project).pk, worker)
     assert scoring.status == JobStatus.SUCCEEDED and scoring.result["cases"] == 2
     unlabeled = Case.objects.filter(project=project).exclude(state=CaseState.LABELED)
     assert all(0.0 <= c.al_score <= 1.0 for c in unlabeled)
     assert not MaskVersion.objects.filter(case__in=unlabeled).exists()  # scores only, no new masks
 
-    evaluation = wait_job(job_create(kind=JobKind.EVALUATION, project=project).pk, worker)
+    evaluation = wait_job(project_job_create(kind=JobKind.EVALUATION, project=project).pk, worker)
     assert evaluation.status == JobStatus.SUCCEEDED, evaluation.message
     assert evaluation.result["model_version"] == mv.pk and evaluation.result["metrics"]["n"] == 2
     assert 0.0 <= evaluation.result["metrics"]["dice"] <= 1.0

@@ -1,8 +1,12 @@
-"""Cases: upload (validated before anything is stored), reports, worklist assignment, deletion."""
+"""Cases: upload (validated before anything is stored), reports, worklist assignment, scores, deletion.
+
+An upload and a report change of an unlabeled case each request a proposal once they commit
+(``proposals.proposals_request_on_commit``)."""
 
 from __future__ import annotations
 
 import posixpath
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -11,11 +15,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from server.core.access import require_role
 from server.core.errors import Conflict, ServiceError
+from server.core.models import Role
 from server.studio import imaging, reports
-from server.studio.models import Case, CaseState, Project, Report, Role, Split
-from server.studio.services.common import audit, delete_files_on_commit, require_role, written_files
-from server.studio.signals_hooks import on_case_needs_proposal
+from server.studio.models import Case, CaseState, Project, Report, Split
+from server.studio.services.common import audit, delete_files_on_commit, written_files
+from server.studio.services.masks import case_inconsistency
+from server.studio.services.proposals import proposals_request_on_commit
 
 DEFAULT_ASSIGNMENT_TTL = timedelta(minutes=30)
 STRATEGIES = ("uncertainty", "random", "inconsistency")
@@ -86,25 +93,29 @@ def _store_case(
     return case
 
 
+def case_names_check(*, project: Project, names: list[str], repeated: str) -> None:
+    """409 ``duplicate_name`` when ``names`` repeat one (``repeated`` says how, e.g. "the upload names these files
+    twice") or when the project already has a case of one of them."""
+    dupes = sorted(n for n, count in Counter(names).items() if count > 1)
+    if dupes:
+        raise Conflict(f"{repeated}: {dupes[:20]}", code="duplicate_name")
+    taken = list(Case.objects.filter(project=project, name__in=names).values_list("name", flat=True)[:20])
+    if taken:
+        raise Conflict(f"cases with these names already exist in the project: {taken}", code="duplicate_name")
+
+
 def case_create_many(
     *, project: Project, user: Any, items: list[UploadItem], split: str | None = None, notify: bool = True
 ) -> list[Case]:
     """Store validated uploads all-or-nothing; files are deleted again if the transaction fails."""
     split = _split(split)
-    names = [i.name for i in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise Conflict(f"the upload names these files twice: {dupes}", code="duplicate_name")
-    taken = list(Case.objects.filter(project=project, name__in=names).values_list("name", flat=True)[:20])
-    if taken:
-        raise Conflict(f"cases with these names already exist in the project: {taken}", code="duplicate_name")
+    case_names_check(project=project, names=[i.name for i in items], repeated="the upload names these files twice")
     try:
         with written_files() as janitor, transaction.atomic():
             cases = [_store_case(project=project, user=user, item=i, split=split, janitor=janitor) for i in items]
             audit(project=project, actor=user, action="cases.uploaded", count=len(cases))
             if notify:
-                for case in cases:
-                    on_case_needs_proposal(case.pk, reason="uploaded")
+                proposals_request_on_commit(case_ids=[c.pk for c in cases], reason="uploaded")
     except IntegrityError:  # a concurrent upload took one of the names between the check and the insert
         raise Conflict("a case with one of these names was created meanwhile; retry", code="duplicate_name") from None
     return cases
@@ -125,6 +136,38 @@ def case_create(
         project=project, data=data, filename=filename, report_text=report_text, fields=fields, window=window
     )
     return case_create_many(project=project, user=user, items=[item], split=split)[0]
+
+
+def case_upload(
+    *,
+    project: Project,
+    user: Any,
+    files: list[tuple[str, bytes]],
+    split: str | None = None,
+    report_text: str | None = None,
+    fields: dict | None = None,
+    window: str | None = None,
+) -> list[Case]:
+    """Upload ``(filename, bytes)`` files, each an image or a zip of images, all-or-nothing. A report (sentence or
+    structured ``fields``) belongs to a single image; with several it is refused before anything is stored."""
+    items: list[UploadItem] = []
+    for filename, data in files:
+        if imaging.is_zip(data):
+            items += upload_items_from_zip(project=project, data=data, window=window)
+        else:
+            items.append(
+                case_prepare(
+                    project=project,
+                    data=data,
+                    filename=filename,
+                    report_text=report_text,
+                    fields=fields,
+                    window=window,
+                )
+            )
+    if len(items) > 1 and (report_text or fields):
+        raise ServiceError("`report`/`fields` apply to a single image; upload one image with its report")
+    return case_create_many(project=project, user=user, items=items, split=split)
 
 
 def upload_items_from_zip(*, project: Project, data: bytes, window: str | None = None) -> list[UploadItem]:
@@ -160,13 +203,11 @@ def report_update(
     case.report = report
     update = ["report", "updated_at"]
     if case.head_mask_id is not None:
-        from server.studio.services.masks import _inconsistency, load_mask
-
-        case.inconsistency = _inconsistency(case, load_mask(case.head_mask))
+        case.inconsistency = case_inconsistency(case=case, mask=case.head_mask)
         update.append("inconsistency")
     case.save(update_fields=update)
     if case.state != CaseState.LABELED:
-        on_case_needs_proposal(case.pk, reason="report_changed")
+        proposals_request_on_commit(case_ids=[case.pk], reason="report_changed")
     return report
 
 
@@ -242,6 +283,11 @@ def worklist_next(
     Case.objects.filter(pk=case.pk).update(assignee=user, assigned_at=now)
     case.assignee, case.assigned_at = user, now
     return case
+
+
+def case_score_set(*, case_id: int, al_score: float) -> None:
+    """The case's active-learning score (model uncertainty; the worklist's ``uncertainty`` order)."""
+    Case.objects.filter(pk=case_id).update(al_score=float(al_score))
 
 
 @transaction.atomic

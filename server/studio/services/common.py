@@ -1,4 +1,4 @@
-"""Helpers shared by the services: roles, audit events, files written only after validation."""
+"""Helpers shared by the services: audit events, files written only after validation."""
 
 from __future__ import annotations
 
@@ -11,24 +11,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models.fields.files import FieldFile
 
-from server.core.errors import Forbidden
-from server.studio.models import AuditEvent, Membership, Project, Role
-
-ROLE_RANK = {Role.ANNOTATOR: 0, Role.REVIEWER: 1, Role.ADMIN: 2}
-
-
-def role_of(*, project: Project, user: Any) -> str | None:
-    if not getattr(user, "is_authenticated", False):
-        return None
-    return Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
-
-
-def require_role(*, project: Project, user: Any, role: str) -> None:
-    """Raise :class:`Forbidden` unless ``user`` holds at least ``role`` in ``project`` (membership is checked by the
-    selectors, which answer 404 to non-members)."""
-    actual = role_of(project=project, user=user)
-    if actual is None or ROLE_RANK[Role(actual)] < ROLE_RANK[Role(role)]:
-        raise Forbidden(f"this needs the {role} role in project {project.name!r}; you are {actual or 'not a member'}")
+from server.studio.models import AuditEvent, Project
 
 
 def audit(*, project: Project | None, actor: Any, action: str, target: Any = None, **data: Any) -> AuditEvent:

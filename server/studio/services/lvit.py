@@ -9,8 +9,6 @@ when the project's template parses it). Where each case came from (mask name, te
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import posixpath
 import re
@@ -21,13 +19,15 @@ from typing import Any, Protocol
 
 from django.db import IntegrityError, transaction
 
+from server.core.access import require_role
 from server.core.errors import Conflict, ServiceError
+from server.core.models import Role
 from server.studio import imaging, reports
-from server.studio.models import Case, Project, Report, Role
-from server.studio.services.cases import UploadItem, _store_case
-from server.studio.services.common import audit, require_role, written_files
+from server.studio.models import Project
+from server.studio.services.cases import UploadItem, _store_case, case_names_check
+from server.studio.services.common import audit, written_files
 from server.studio.services.masks import mask_import_accepted
-from server.studio.signals_hooks import on_case_needs_proposal
+from server.studio.services.proposals import proposals_request_on_commit
 
 SPLIT_FOLDERS = {"Train": "train", "Val": "val", "Test": "test"}
 _FILE_RX = re.compile(r"^(?:(?P<prefix>.*)/)?(?P<split>Train|Val|Test)_Folder/(?P<kind>img|labelcol)/(?P<name>[^/]+)$")
@@ -80,32 +80,16 @@ class ZipSource:
         return imaging.read_member(self.zf, self.infos[path])
 
 
-def read_text_table(data: bytes, ext: str, *, where: str = "text file") -> list[tuple[str, str]]:
-    """``[(Image, Description)]`` rows of an LViT text file, in file order."""
-    rows: list[list[Any]]
-    try:
-        if ext == "csv":
-            rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
-        else:
-            import openpyxl
+def _text_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
+    """``[(Image, Description)]`` rows of an LViT text file in file order (``ml.data.read_text_rows``), or 400
+    ``invalid_text_file`` naming the file."""
+    # ml's package loads torch on import; the web process pays for that only when a dataset is imported.
+    from ml.data import DataError, read_text_rows
 
-            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-            rows = [list(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
-            wb.close()
-    except Exception as exc:  # openpyxl/zipfile/csv raise many types on bad files
-        raise ServiceError(f"cannot read {where}: {exc}", code="invalid_text_file") from None
-    if not rows:
-        return []
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
-    if "Image" not in header or "Description" not in header:
-        raise ServiceError(f"{where} needs the columns Image and Description, found {header}", code="invalid_text_file")
-    ii, di = header.index("Image"), header.index("Description")
-    out = []
-    for r in rows[1:]:
-        if len(r) <= max(ii, di) or r[ii] in (None, ""):
-            continue
-        out.append((str(r[ii]), "" if r[di] is None else str(r[di])))
-    return out
+    try:
+        return read_text_rows(data, fmt, where=where)
+    except DataError as exc:
+        raise ServiceError(str(exc), code="invalid_text_file") from None
 
 
 @dataclass
@@ -168,7 +152,7 @@ def _plan(project: Project, source: Source) -> tuple[list[_Planned], list[str]]:
         text_format = "csv"
         if split_folder in texts:
             path, text_format = texts[split_folder]
-            for i, (key, desc) in enumerate(read_text_table(source.read(path), text_format, where=path)):
+            for i, (key, desc) in enumerate(_text_rows(source.read(path), text_format, where=path)):
                 table[key] = (i, desc)
         used_masks = set()
         mask_style_qata = any(n.startswith("mask_") for n in split_masks)
@@ -215,13 +199,9 @@ def lvit_import(*, project: Project, user: Any, source: Source, check_role: bool
     if check_role:
         require_role(project=project, user=user, role=Role.ADMIN)
     planned, warnings = _plan(project, source)
-    names = [p.item.name for p in planned]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise Conflict(f"these image names occur in several splits: {dupes[:20]}", code="duplicate_name")
-    taken = list(Case.objects.filter(project=project, name__in=names).values_list("name", flat=True)[:20])
-    if taken:
-        raise Conflict(f"cases with these names already exist in the project: {taken}", code="duplicate_name")
+    case_names_check(
+        project=project, names=[p.item.name for p in planned], repeated="these image names occur in several splits"
+    )
     result = ImportResult(warnings=warnings)
     actor = user if getattr(user, "is_authenticated", False) else None
     try:
@@ -245,7 +225,7 @@ def _store_planned(*, project: Project, planned: list[_Planned], actor: Any, res
                 mask_import_accepted(case=case, png=png, mask=mask, user=actor, janitor=janitor)
                 result.labeled += 1
             else:
-                on_case_needs_proposal(case.pk, reason="uploaded")
+                proposals_request_on_commit(case_ids=[case.pk], reason="uploaded")
         audit(project=project, actor=actor, action="dataset.imported", **{k: v for k, v in result.as_dict().items()})
 
 
@@ -257,11 +237,11 @@ def guess_template(source: Source) -> str:
         t = _TEXT_RX.match(path)
         if not t:
             continue
-        for _, desc in read_text_table(source.read(path), t.group("ext"), where=path):
+        for _, desc in _text_rows(source.read(path), t.group("ext"), where=path):
             seen += 1
             if reports.parse(template, desc) is None:
                 return "free-text"
     return "lung-infection" if seen else "free-text"
 
 
-__all__ = ["DirSource", "ImportResult", "Report", "ZipSource", "guess_template", "lvit_import", "read_text_table"]
+__all__ = ["DirSource", "ImportResult", "ZipSource", "guess_template", "lvit_import"]

@@ -1,8 +1,9 @@
-"""Mask versions: proposals from models, corrections against a base version (409 when stale), accept, reject."""
+"""Mask versions: proposals from models, corrections against a base version (409 when stale), accept, reject;
+EPI pseudo-labels. A new proposal announces ``proposal.created``, an accepted mask ``case.accepted`` on the
+project's websocket group (``server/studio/events.py``)."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,9 @@ from django.db.models import Max
 
 from server.core.errors import Conflict, ServiceError
 from server.studio import imaging, reports
+from server.studio.events import project_event
 from server.studio.models import Case, CaseState, MaskKind, MaskVersion, ModelVersion, PseudoLabel
-from server.studio.services.common import audit, written_files
-from server.studio.signals_hooks import on_mask_accepted
+from server.studio.services.common import audit, delete_files_on_commit, written_files
 
 
 def load_mask(mask: MaskVersion) -> np.ndarray:
@@ -44,6 +45,11 @@ def _inconsistency(case: Case, mask: np.ndarray) -> float | None:
         return None
     box = (case.meta or {}).get("body_box")
     return reports.inconsistency_score(case.report.fields, mask, box=tuple(box) if box else None)
+
+
+def case_inconsistency(*, case: Case, mask: MaskVersion) -> float | None:
+    """How much the case's report and a stored mask disagree (``None`` without a report)."""
+    return _inconsistency(case, load_mask(mask))
 
 
 def change_stats(*, mask: np.ndarray, reference: np.ndarray | None, reference_version: int | None) -> dict:
@@ -138,7 +144,8 @@ def mask_create_proposal(
     kind: str = MaskKind.PROPOSAL,
 ) -> MaskVersion:
     """Store a model's proposal (for workers). Moves an unlabeled case to ``proposed`` and updates its scores;
-    a labeled case keeps its accepted head (the proposal is kept in the history only)."""
+    a labeled case keeps its accepted head (the proposal is kept in the history only). Announces
+    ``proposal.created`` on commit."""
     if kind not in (MaskKind.PROPOSAL, MaskKind.PSEUDO):
         raise ServiceError(f"a model proposes kind proposal or pseudo, not {kind!r}")
     png, mask = _as_mask_png(case, png_bytes=png_bytes, array=array)
@@ -165,6 +172,16 @@ def mask_create_proposal(
             case.inconsistency = _inconsistency(case, mask) if case.report else None
             update += ["head_mask", "state", "inconsistency"]
         case.save(update_fields=update)
+        project_event(
+            case.project_id,
+            "proposal.created",
+            {
+                "case": case.pk,
+                "mask": mv.pk,
+                "version": mv.version,
+                "model_version": model_version and model_version.pk,
+            },
+        )
     return mv
 
 
@@ -219,7 +236,7 @@ def mask_save(
                 case.assignee, case.assigned_at = None, None
                 update += ["assignee", "assigned_at"]
                 audit(project=case.project, actor=user, action="mask.accepted", target=mv, case=case.pk)
-                on_mask_accepted(case.pk, mv.pk)
+                project_event(case.project_id, "case.accepted", {"case": case.pk, "mask": mv.pk})
             case.save(update_fields=update)
     if conflict is not None:
         raise Conflict(conflict, code="stale_base")
@@ -291,15 +308,5 @@ def pseudolabel_update(
         pseudo.model_version = model_version
         pseudo.save()
         if old_name:
-            from server.studio.services.common import delete_files_on_commit
-
             delete_files_on_commit([old_name])
     return pseudo
-
-
-def pseudolabel_soft_map(pseudo: PseudoLabel) -> np.ndarray:
-    """The stored soft map as float32 probabilities in [0, 1]."""
-    from PIL import Image
-
-    with pseudo.soft_map.open("rb") as fh:
-        return np.asarray(Image.open(io.BytesIO(fh.read())), dtype=np.float32) / 255.0

@@ -7,9 +7,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
+from server.core.access import require_role
 from server.core.errors import Conflict, NotFound, ServiceError
-from server.studio.models import Case, Membership, Project, ReportTemplate, Role
-from server.studio.services.common import audit, delete_files_on_commit, require_role
+from server.core.models import Membership, Role
+from server.studio.models import Case, Project, ReportTemplate
+from server.studio.services.common import audit, delete_files_on_commit
 
 
 def _template(template: ReportTemplate | str | int | None) -> ReportTemplate:

@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from server.core.errors import ServiceError
-from server.studio import services
 from server.studio.models import Project, ReportTemplate
 from server.studio.services.lvit import DirSource, guess_template, lvit_import
+from server.studio.services.projects import project_create
 
 
 class Command(BaseCommand):
@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 if found is None:
                     slug = template or guess_template(source)
                     if owner is not None:
-                        found = services.project_create(user=owner, name=project, template=slug)
+                        found = project_create(user=owner, name=project, template=slug)
                     else:
                         found = Project.objects.create(name=project, template=ReportTemplate.objects.get(slug=slug))
                     self.stdout.write(f"created project {found.name!r} (id {found.pk}, template {slug})")

@@ -6,9 +6,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from server.core.models import Membership, Role
 from server.studio import imaging, reports
 from server.studio.demo import phantom
-from server.studio.models import Case, Membership, Project, ReportTemplate, Role
+from server.studio.models import Case, Project, ReportTemplate
 from server.studio.services.cases import UploadItem, case_create_many
 from server.studio.services.common import written_files
 from server.studio.services.masks import mask_import_accepted

@@ -1,11 +1,8 @@
-"""The one progress helper: write the job row, then broadcast to the Channels group ``job.<id>``.
+"""Job progress: :func:`job_progress` writes the row, then broadcasts it to the Channels group ``job.<id>``.
 
-Websocket clients subscribe to ``job.<id>`` (see ``consumers.py``); the consumer sends the row's current
-state on connect and afterwards only relays what this module sends. Project-wide events (new proposal,
-case accepted, model promoted) go to ``project.<id>``.
-
-Broadcast failures (Redis down) are logged and swallowed: the row is the source of truth and clients
-re-read it on reconnect.
+Websocket clients subscribe to ``job.<id>`` (``consumers.py``); the consumer sends the row's current state on
+connect and afterwards only relays what this module sends. Broadcast failures (Redis down) are logged and
+swallowed: the row is the source of truth and clients re-read it on reconnect.
 """
 
 from __future__ import annotations
@@ -18,20 +15,15 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from server.studio.models import Job, JobStatus
+from server.jobs.models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
 JOB_MESSAGE = "job.update"  # consumer handler: job_update
-PROJECT_MESSAGE = "project.event"  # consumer handler: project_event
 
 
 def job_group(job_id: int) -> str:
     return f"job.{job_id}"
-
-
-def project_group(project_id: int) -> str:
-    return f"project.{project_id}"
 
 
 def _iso(value: Any) -> str | None:
@@ -39,7 +31,7 @@ def _iso(value: Any) -> str | None:
 
 
 def job_snapshot(job: Job) -> dict[str, Any]:
-    """The JSON a client sees for a job: on connect, in every broadcast, and from ``GET /api/jobs/{id}/``."""
+    """The JSON a client sees for a job: on connect, in every broadcast, and when a job is created by the API."""
     return {
         "id": job.id,
         "project": job.project_id,
@@ -57,26 +49,24 @@ def job_snapshot(job: Job) -> dict[str, Any]:
     }
 
 
-def _group_send(group: str, message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:  # (a broadcast must never fail the job)
-        logger.warning("broadcast to %s failed", group, exc_info=True)
+def group_send_on_commit(group: str, message: dict[str, Any]) -> None:
+    """Send ``message`` to a Channels group once the surrounding transaction commits; never raises."""
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except Exception:  # (a broadcast must never fail the job or the request)
+            logger.warning("broadcast to %s failed", group, exc_info=True)
+
+    transaction.on_commit(send)
 
 
 def broadcast_job(job: Job) -> None:
     """Send the job's current state to ``job.<id>`` once the surrounding transaction commits."""
-    data = job_snapshot(job)
-    transaction.on_commit(lambda: _group_send(job_group(job.id), {"type": JOB_MESSAGE, "job": data}))
-
-
-def project_event(project_id: int, event: str, data: dict[str, Any]) -> None:
-    """Send ``{"event": event, "data": data}`` to ``project.<id>`` once the surrounding transaction commits."""
-    message = {"type": PROJECT_MESSAGE, "event": event, "data": data}
-    transaction.on_commit(lambda: _group_send(project_group(project_id), message))
+    group_send_on_commit(job_group(job.id), {"type": JOB_MESSAGE, "job": job_snapshot(job)})
 
 
 def job_progress(job: Job, **fields: Any) -> bool:

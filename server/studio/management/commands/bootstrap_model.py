@@ -15,11 +15,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from server.core.errors import ServiceError
-from server.studio.models import Job, JobKind, JobStatus, Project
-from server.workers import conf
-from server.workers.services import ACTIVE_STATUSES, active_model, training_job_create
-
-FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+from server.jobs.models import FINISHED_STATUSES, Job, JobStatus
+from server.jobs.selectors import job_active
+from server.studio import conf, selectors
+from server.studio.models import JobKind, Project
+from server.studio.services.training import training_job_create
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, default=None, help="default: LVIT_TRAIN_EPOCHS (3 on CPU, 20 on GPU)")
         parser.add_argument("--img-size", type=int, default=224, help="network input size (multiple of 16)")
         parser.add_argument("--batch-size", type=int, default=4)
-        parser.add_argument("--mode", choices=["labeled_only", "semi_supervised"], default="labeled_only")
+        parser.add_argument("--mode", choices=conf.TRAINING_MODES, default="labeled_only")
         parser.add_argument("--wait", action="store_true", help="follow the job (and the proposals) until done")
         parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait with --wait")
 
@@ -38,11 +38,11 @@ class Command(BaseCommand):
         project = Project.objects.filter(pk=opts["project"]).first()
         if project is None:
             raise CommandError(f"no project {opts['project']}")
-        mv = active_model(project.pk)
+        mv = selectors.model_version_active(project_id=project.pk)
         if mv is not None:
             self.stdout.write(f"project {project.pk} already has an active model: v{mv.number} (id {mv.pk})")
             return
-        job = Job.objects.filter(project=project, kind=JobKind.TRAINING, status__in=ACTIVE_STATUSES).first()
+        job = job_active(project_id=project.pk, kind=JobKind.TRAINING)
         if job is None:
             params = {
                 "epochs": opts["epochs"] or conf.default_training_params()["epochs"],
@@ -73,14 +73,14 @@ class Command(BaseCommand):
             if line != last:
                 self.stdout.write(line)
                 last = line
-            if job.status in FINISHED:
+            if job.status in FINISHED_STATUSES:
                 break
             time.sleep(2)
         if job.status != JobStatus.SUCCEEDED:
             raise CommandError(f"training job {job.pk} ended {job.status}: {job.message}")
         self.stdout.write(f"model version {job.result.get('model_version')} promoted={job.result.get('promoted')}")
         follow = Job.objects.filter(project=job.project, kind=JobKind.BATCH_PROPOSAL, created_at__gte=job.created_at)
-        while time.monotonic() < deadline and follow.exclude(status__in=FINISHED).exists():
+        while time.monotonic() < deadline and follow.exclude(status__in=FINISHED_STATUSES).exists():
             time.sleep(2)
         for f in follow:
             self.stdout.write(f"proposals job {f.pk} {f.status}: {f.result.get('cases', 0)} cases")
