@@ -133,8 +133,15 @@ def cxr_dx(
     return ds
 
 
+def even(image: np.ndarray) -> np.ndarray:
+    """``image`` cropped to an even number of rows and columns (GDCM's JPEG Lossless encoder refuses odd-length
+    8-bit pixel data)."""
+    return image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+
+
 def ct_sc(image: np.ndarray, patient: Patient, *, study_uid: str | None = None) -> FileDataset:
-    """A CT slice captured as an 8-bit Secondary Capture object (pixel spacing unknown, as for most SC)."""
+    """A CT slice captured as an 8-bit Secondary Capture object (pixel spacing unknown, as for most SC); ``image``
+    is used as given (crop it with :func:`even` first to compress it to JPEG Lossless)."""
     ds = _file_dataset(
         SecondaryCaptureImageStorage,
         patient,
