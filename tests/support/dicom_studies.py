@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import io
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -226,6 +228,79 @@ def compressed(data: bytes, syntax: str) -> bytes:
                 raise ValueError("GDCM cannot write the output")
             return dst.read_bytes()
     if syntax in (JPEGLSLossless, JPEG2000Lossless):
-        ds.compress(syntax)
+        ds.compress(syntax, generate_instance_uid=False)
         return to_bytes(ds)
     raise ValueError(f"no encoder here for {syntax}")
+
+
+PYDICOM_FILES = (
+    "CT_small.dcm",  # CT, windowed by its tags
+    "MR_small.dcm",  # MR, min-max
+    "examples_palette.dcm",  # US, PALETTE COLOR
+    "SC_rgb_jpeg_dcmtk.dcm",  # RGB, JPEG Baseline (YBR_FULL)
+    "examples_ybr_color.dcm",  # US cine: 30 frames, JPEG Baseline
+    "rtplan.dcm",  # an RT Plan: no image
+    "test-SR.dcm",  # a structured report: no image
+)
+COMPRESSED_SYNTAXES = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless)
+
+
+@dataclass
+class LoadedPacs:
+    """What :func:`load_test_pacs` stored, by purpose: UIDs to search for and the bytes each instance came from."""
+
+    cxr: Patient
+    ct: Patient
+    cine: Patient
+    cxr_study: str = ""
+    ct_study: str = ""  # four slices, one per compressed transfer syntax
+    multiframe_study: str = ""
+    no_image_study: str = ""  # an RT Plan only
+    ct_uncompressed: dict[str, bytes] = field(default_factory=dict)  # SOP Instance UID -> the file before compression
+    syntax_of: dict[str, str] = field(default_factory=dict)  # SOP Instance UID -> transfer syntax stored
+    cxr_images: dict[str, np.ndarray] = field(default_factory=dict)  # SOP Instance UID -> the 8-bit source picture
+    pydicom_studies: dict[str, str] = field(default_factory=dict)  # file name -> Study Instance UID
+
+
+def load_test_pacs(upload: Callable[[bytes], object], shared_data: Path) -> LoadedPacs:
+    """Build the test studies and store them with ``upload`` (one DICOM file's bytes at a time)."""
+    pacs = LoadedPacs(
+        cxr=Patient("LVIT-CXR-0001", "Doe^Jane", "19620412", "F", "ACC-CXR-1001", "20240315", "XR CHEST PA"),
+        ct=Patient("LVIT-CT-0002", "Roe^Richard", "19581130", "M", "ACC-CT-2002", "20240402", "CT CHEST"),
+        cine=Patient("LVIT-SC-0003", "Poe^Paula", "19700101", "F", "ACC-SC-3003", "20230911", "CT capture"),
+    )
+    cxr_dir = shared_data / "covid_cxr" / "Train_Folder" / "img"
+    pacs.cxr_study = generate_uid(prefix=UID_ROOT)
+    for i, path in enumerate(sorted(cxr_dir.glob("*.png"))[:2]):
+        image = read_gray(path)
+        ds = cxr_dx(image, pacs.cxr, study_uid=pacs.cxr_study, view="PA" if i == 0 else "AP")
+        ds.InstanceNumber = i + 1
+        upload(to_bytes(ds))
+        pacs.cxr_images[str(ds.SOPInstanceUID)] = image
+
+    ct_dir = shared_data / "covid_ct" / "Train_Folder" / "img"
+    ct_paths = sorted(ct_dir.glob("*.png"))
+    pacs.ct_study = generate_uid(prefix=UID_ROOT)
+    series_uid = generate_uid(prefix=UID_ROOT)
+    for i, (path, syntax) in enumerate(zip(ct_paths, COMPRESSED_SYNTAXES, strict=False)):
+        ds = ct_sc(even(read_gray(path)), pacs.ct, study_uid=pacs.ct_study)
+        ds.SeriesInstanceUID = series_uid
+        ds.InstanceNumber = i + 1
+        plain = to_bytes(ds)
+        upload(compressed(plain, syntax))
+        pacs.ct_uncompressed[str(ds.SOPInstanceUID)] = plain
+        pacs.syntax_of[str(ds.SOPInstanceUID)] = str(syntax)
+
+    pacs.multiframe_study = generate_uid(prefix=UID_ROOT)
+    frames = [read_gray(p) for p in ct_paths[4:7]]
+    upload(to_bytes(multiframe_sc(frames, pacs.cine, study_uid=pacs.multiframe_study)))
+
+    for name in PYDICOM_FILES:
+        path = get_testdata_file(name)
+        if path is None:
+            raise RuntimeError(f"pydicom's test file {name} is missing")
+        data = Path(path).read_bytes()
+        upload(data)
+        pacs.pydicom_studies[name] = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+    pacs.no_image_study = pacs.pydicom_studies["rtplan.dcm"]
+    return pacs

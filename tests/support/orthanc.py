@@ -153,3 +153,10 @@ class OrthancProcess:
         for hit in r.json():
             if hit["Type"] == "Study":
                 requests.delete(f"{self.url}/studies/{hit['ID']}", auth=self.auth, timeout=10).raise_for_status()
+
+    def delete_series(self, series_uid: str) -> None:
+        r = requests.post(f"{self.url}/tools/lookup", data=series_uid, auth=self.auth, timeout=10)
+        r.raise_for_status()
+        for hit in r.json():
+            if hit["Type"] == "Series":
+                requests.delete(f"{self.url}/series/{hit['ID']}", auth=self.auth, timeout=10).raise_for_status()
