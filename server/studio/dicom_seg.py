@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
@@ -109,6 +110,7 @@ def seg_build(
     if not 0 <= frame < frames:
         raise SegError(f"frame {frame} does not exist: the source has {frames} frame(s)")
     binary = mask > 0
+    source = _with_type2_attributes(source)
     reference, frame_number = source, None
     if frames > 1 and "FrameOfReferenceUID" in source:
         # a multi-frame image with a coordinate system: one SEG frame per source frame, the others empty (omitted)
@@ -153,6 +155,33 @@ def seg_build(
     return seg
 
 
+# Patient and study attributes of DICOM Type 2 (present, may be empty) that a de-identified source lacks.
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+
+def _with_type2_attributes(source: Dataset) -> Dataset:
+    """``source``, or a shallow copy of it with the missing Type 2 patient/study attributes present and empty (a
+    de-identified image has them removed; a SEG must carry them, empty is what the standard asks for unknowns)."""
+    missing = [k for k in TYPE2_COPIED if k not in source]
+    if not missing:
+        return source
+    copy_ = Dataset(source)
+    copy_.file_meta = getattr(source, "file_meta", Dataset())
+    for keyword in missing:
+        setattr(copy_, keyword, "")
+    return copy_
+
+
 def _single_frame_view(source: Dataset) -> Dataset:
     """The source's attributes as a single-frame Secondary Capture (no frame structure, no pixels), for building the
     SEG of one frame; :func:`seg_build` puts the source's own SOP class and the frame number back in the references."""
@@ -173,22 +202,34 @@ def seg_bytes(seg: Dataset) -> bytes:
 
 
 def seg_mask(data: bytes, *, source_sop_uid: str, frame: int = 0, multiframe: bool = False) -> np.ndarray:
-    """The ``(H, W)`` bool mask that a binary SEG holds for the source instance (``frame`` of it when the source is
-    multi-frame), read with highdicom."""
+    """The ``(H, W)`` bool mask that a binary SEG holds for segment 1 on the source instance (``frame`` of it when
+    the source is multi-frame), read with plain pydicom: the SEG frames that reference that source frame, united.
+
+    Reading without highdicom makes this an independent check of what highdicom wrote (and highdicom's own reader
+    refuses projection images whose Pixel Measures lack a slice thickness).
+    """
     try:
-        seg = hd.seg.segread(io.BytesIO(data))
-        if multiframe:
-            pixels = seg.get_pixels_by_source_frame(
-                source_sop_instance_uid=source_sop_uid,
-                source_frame_numbers=[frame + 1],
-                segment_numbers=[1],
-                assert_missing_frames_are_empty=True,
-            )
-        else:
-            pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[source_sop_uid], segment_numbers=[1])
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        seg = pydicom.dcmread(io.BytesIO(data))
+        if seg.SOPClassUID != "1.2.840.10008.5.1.4.1.1.66.4" or seg.SegmentationType != "BINARY":
+            raise SegError("not a binary DICOM Segmentation")
+        pixels = seg.pixel_array
+        pixels = pixels[None] if pixels.ndim == 2 else pixels
+        mask = np.zeros(pixels.shape[1:], dtype=bool)
+        shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else Dataset()
+        for index, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+            identification = group.get("SegmentIdentificationSequence") or shared.SegmentIdentificationSequence
+            segment = int(identification[0].ReferencedSegmentNumber)
+            for derivation in group.get("DerivationImageSequence") or shared.get("DerivationImageSequence", []):
+                for item in derivation.SourceImageSequence:
+                    same_instance = item.ReferencedSOPInstanceUID == source_sop_uid
+                    same_frame = not multiframe or int(item.get("ReferencedFrameNumber", 1)) == frame + 1
+                    if segment == 1 and same_instance and same_frame:
+                        mask |= pixels[index] > 0
+    except SegError:
+        raise
+    except (ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:
         raise SegError(f"cannot read the segmentation back: {exc}") from None
-    return np.asarray(pixels)[0, :, :, 0] > 0
+    return mask
 
 
 def secondary_capture(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 from django.urls import reverse
@@ -217,6 +218,7 @@ def test_accepted_masks_go_back_as_seg_and_read_back_equal(test_pacs, pacs_setti
             source = PacsSource.objects.get(case_id=case_id)
             data = _stored_seg(record, source)
             seg = pydicom.dcmread(io.BytesIO(data))
+            assert hd.seg.segread(io.BytesIO(data)).get_segment_description(1).segment_label == "Lesion"
             # in the patient's study as the PACS knows it, referencing the PACS's instance
             assert (seg.PatientID, seg.StudyInstanceUID) == (test_pacs.ct.patient_id, source.study_uid)
             assert (
