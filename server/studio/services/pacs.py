@@ -7,6 +7,7 @@ original is de-identified like an upload; the PACS's own UIDs live only in ``Pac
 
 from __future__ import annotations
 
+import hashlib
 import io
 import posixpath
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class PacsImportResult:
 def _case_name(hit: InstanceHit) -> str:
     """A case name that says what the image is without identifying anyone: modality, a short hash of the study,
     series and instance numbers (``CT-3f2a9c1e-s1-i4.png``)."""
-    digest = pydicom.uid.generate_uid(prefix=None, entropy_srcs=[hit.study_uid])[2:10]
+    digest = hashlib.sha256(hit.study_uid.encode("ascii")).hexdigest()[:8]
     series = hit.series_uid[-6:].replace(".", "")
     number = hit.number if hit.number is not None else hit.sop_uid[-6:].replace(".", "")
     return f"{hit.modality or 'DICOM'}-{digest}-s{series}-i{number}.png"
