@@ -15,6 +15,7 @@ import pydicom
 from django.urls import reverse
 from PIL import Image
 
+from server.celery import app as celery_app
 from server.config import PacsConfig
 from server.studio import dicom_seg, dicomweb, services
 from server.studio.models import Case, PacsSegStore, PacsSource
@@ -250,3 +251,32 @@ def test_seg_download_for_dicom_and_png_cases(test_pacs, pacs_settings, people, 
     assert people.client(people.outsider).get(reverse("studio-case-seg", args=[case.pk])).status_code == 404
     store = owner_client.post(reverse("studio-case-seg-store", args=[case.pk]))
     assert store.status_code == 409 and store.json()["error"] == "not_from_pacs"
+
+
+def test_store_on_accept_is_opt_in_per_project(
+    test_pacs, pacs_settings, orthanc, people, owner_client, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr(celery_app.conf, "task_always_eager", True)
+    response = _import(owner_client, people.project, study_uid=test_pacs.ct_study)
+    first, second = (Case.objects.get(pk=c["id"]) for c in response.json()["cases"][:2])
+    with django_capture_on_commit_callbacks(execute=True):
+        services.mask_accept(case=first, user=people.owner, png_bytes=png_bytes(_roi((first.height, first.width))))
+    assert not PacsSegStore.objects.exists()  # not opted in: nothing leaves the server
+    patch = owner_client.patch(reverse("studio-project", args=[people.project.pk]), {"pacs_store_on_accept": True})
+    assert patch.status_code == 200 and patch.json()["pacs_store_on_accept"] is True
+    collaborator = people.client(people.collaborator)
+    denied = collaborator.patch(reverse("studio-project", args=[people.project.pk]), {"pacs_store_on_accept": False})
+    assert denied.status_code == 403
+    mask = _roi((second.height, second.width))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.mask_accept(case=second, user=people.owner, png_bytes=png_bytes(mask))
+        record = PacsSegStore.objects.get(case=second)
+        assert record.status == "stored" and record.algorithm_type == "manual"
+        source = PacsSource.objects.get(case=second)
+        data = _stored_seg(record, source)
+        assert np.array_equal(dicom_seg.seg_mask(data, source_sop_uid=source.sop_uid), mask > 0)
+    finally:
+        for series_uid in PacsSegStore.objects.values_list("series_uid", flat=True):
+            if series_uid:
+                orthanc.delete_series(series_uid)

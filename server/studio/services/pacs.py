@@ -344,6 +344,18 @@ def seg_store(*, case: Case, user: Any, mask: MaskVersion | None = None) -> Pacs
     return record
 
 
+def seg_store_accepted(*, mask_id: int) -> PacsSegStore | None:
+    """The on-accept store (a task): ``mask_id`` if it is still its case's latest accepted mask, the case came from
+    the PACS and its project stores on accept; None when any of that no longer holds."""
+    mask = MaskVersion.objects.select_related("case__project", "author").filter(pk=mask_id).first()
+    if mask is None or mask.kind != MaskKind.ACCEPTED or not mask.case.project.pacs_store_on_accept:
+        return None
+    latest = MaskVersion.objects.filter(case=mask.case, kind=MaskKind.ACCEPTED).order_by("-version").first()
+    if latest is None or latest.pk != mask.pk or not PacsSource.objects.filter(case=mask.case).exists():
+        return None
+    return seg_store(case=mask.case, user=mask.author, mask=mask)
+
+
 def seg_store_now(*, case: Case, user: Any, mask_id: Any = None) -> PacsSegStore:
     """Store a case's accepted mask (default: the latest) in the PACS now, at a reviewer's request."""
     require_role(project=case.project, user=user, role=Role.REVIEWER)
