@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from django.core.management import call_command
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
 
+from server.studio import services
 from server.studio.imaging import decode_upload
+from server.studio.services.common import written_files
 from tests.support import dicom_studies as studies
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +119,9 @@ import django, io, json
 django.setup()
 import numpy as np
 from PIL import Image
+from server.studio import services
 from server.studio.imaging import decode_upload
+from server.studio.services.common import written_files
 out = {}
 for path in sys.argv[1:]:
     decoded = decode_upload(open(path, "rb").read(), filename="x.dcm")
@@ -162,3 +167,28 @@ def test_compressed_syntaxes_decode_with_the_runtime_decoders_only(shared_data, 
     )  # 12-bit JPEG Extended: the imagecodecs plugin (server/studio/dicom_codecs)
     expected = pydicom.dcmread(get_testdata_file("JPGExtended.dcm"))
     assert ours.shape == (expected.Rows, expected.Columns) and ours.std() > 10
+
+
+def test_redecode_brings_an_old_dicom_case_to_the_current_rules(people, film):
+    """A DX case stored with the old min-max picture is re-derived from its original: a dry run counts it, --apply
+    stores the VOI LUT picture, and a second run finds nothing to change."""
+    raw = studies.to_bytes(studies.cxr_dx(film, PATIENT))
+    case = services.case_create(project=people.project, user=people.owner, data=raw, filename="film.dcm")
+    voi_png = case.image.open("rb").read()
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    del ds.VOILUTSequence
+    old_png = decode_upload(studies.to_bytes(ds), filename="old.dcm").normalized_png
+    with written_files() as janitor:
+        janitor.save(case.image, "image.png", old_png)  # as an upload before VOI LUTs were applied
+    case.save(update_fields=["image"])
+    out = io.StringIO()
+    call_command("redecode_dicom", project=people.project.pk, stdout=out)
+    assert f"1 would change: [{case.pk}]" in out.getvalue()
+    case.refresh_from_db()
+    assert case.image.open("rb").read() == old_png  # a dry run changes nothing
+    call_command("redecode_dicom", project=people.project.pk, apply=True, stdout=out)
+    case.refresh_from_db()
+    assert case.image.open("rb").read() == voi_png and case.meta["window"]["source"] == "voi_lut"
+    again = io.StringIO()
+    call_command("redecode_dicom", project=people.project.pk, stdout=again)
+    assert "0 would change" in again.getvalue()
