@@ -1,7 +1,7 @@
 """REST API for the PACS: search (QIDO-RS), import (WADO-RS) into a project, SEG download and store (STOW-RS).
 
 Searching and importing need the reviewer role in the project: search results show patient identifiers from the
-PACS (they are shown, never stored). Every PACS failure answers 502 (503 when no PACS is connected) with
+PACS (they are shown, never stored). Every PACS failure answers 502 (409 when no PACS is connected) with
 ``{"error", "detail"}`` saying what to check.
 """
 
@@ -19,7 +19,7 @@ from server.studio import serializers as s
 from server.studio.apis import ERROR, ERRORS, _clean, _header_safe, _q
 from server.studio.services import pacs as pacs_services
 
-PACS_ERRORS = {**ERRORS, 409: ERROR, 502: ERROR, 503: ERROR}
+PACS_ERRORS = {**ERRORS, 409: ERROR, 502: ERROR}
 
 
 class PacsStatusApi(APIView):

@@ -52,7 +52,9 @@ class PacsError(ServiceError):
 
 
 class PacsNotConfigured(ServiceError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    """No PACS is connected: a state of this server the request cannot change (409), not a failure (5xx)."""
+
+    status_code = status.HTTP_409_CONFLICT
     code = "pacs_not_configured"
 
 

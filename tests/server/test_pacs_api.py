@@ -161,7 +161,7 @@ def test_unreachable_pacs_wrong_credentials_and_no_pacs(test_pacs, orthanc, peop
     assert "PACS_USERNAME" in refused.json()["detail"]
     settings.PACS = PacsConfig()
     none = owner_client.get(url)
-    assert none.status_code == 503 and none.json()["error"] == "pacs_not_configured"
+    assert none.status_code == 409 and none.json()["error"] == "pacs_not_configured"
     assert owner_client.get(reverse("studio-pacs")).json() == {"configured": False, "name": ""}
     assert not Case.objects.filter(project=people.project).exists() and _media_files(settings) == []
 
