@@ -29,7 +29,11 @@ class PacsStatusApi(APIView):
 
 
 class PacsStudyListApi(APIView):
-    @extend_schema(parameters=[s.PacsStudySearchIn], responses={200: s.PacsStudyOut(many=True), **PACS_ERRORS})
+    @extend_schema(
+        operation_id="pacs_studies_search",
+        parameters=[s.PacsStudySearchIn],
+        responses={200: s.PacsStudyOut(many=True), **PACS_ERRORS},
+    )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.PacsStudySearchIn(data=request.query_params)
@@ -40,7 +44,7 @@ class PacsStudyListApi(APIView):
 
 
 class PacsStudyDetailApi(APIView):
-    @extend_schema(responses={200: s.PacsSeriesOut(many=True), **PACS_ERRORS})
+    @extend_schema(operation_id="pacs_study_series", responses={200: s.PacsSeriesOut(many=True), **PACS_ERRORS})
     def get(self, request, project_id: int, study_uid: str):
         project = selectors.project_get(user=request.user, project_id=project_id)
         series = pacs_services.pacs_study_get(project=project, user=request.user, study_uid=study_uid)
