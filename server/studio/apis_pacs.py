@@ -14,10 +14,12 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from server.jobs.progress import job_snapshot
 from server.studio import dicomweb, selectors
 from server.studio import serializers as s
 from server.studio.apis import ERROR, ERRORS, _clean, _header_safe, _q
 from server.studio.services import pacs as pacs_services
+from server.studio.services import pacs_jobs
 
 PACS_ERRORS = {**ERRORS, 409: ERROR, 502: ERROR}
 
@@ -62,15 +64,15 @@ class PacsImportApi(APIView):
 
 
 class PacsStoreManyApi(APIView):
-    @extend_schema(request=s.PacsStoreManyIn, responses={200: OpenApiTypes.OBJECT, **PACS_ERRORS})
+    @extend_schema(request=s.PacsStoreManyIn, responses={201: OpenApiTypes.OBJECT, **PACS_ERRORS})
     def post(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.PacsStoreManyIn(data=request.data)
         data.is_valid(raise_exception=True)
-        result = pacs_services.seg_store_many(
+        job = pacs_jobs.pacs_store_request(
             project=project, user=request.user, case_ids=data.validated_data.get("cases")
         )
-        return Response(result)
+        return Response(job_snapshot(job), status=status.HTTP_201_CREATED)
 
 
 class CaseSegApi(APIView):

@@ -246,6 +246,7 @@ class JobKind(models.TextChoices):
     SCORING = "scoring"
     EVALUATION = "evaluation"
     EXPORT = "export"
+    PACS_STORE = "pacs_store"
 
 
 class PromotionPolicy(models.TextChoices):

@@ -13,8 +13,10 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from server.config import PacsConfig
-from server.studio import dicom_seg, dicomweb, services
+from server.studio import dicom_seg, dicomweb
 from server.studio.models import Case, PacsSegStore, PacsSource, Project
+from server.studio.services.masks import mask_accept
+from server.studio.services.projects import project_create
 from tests.server.conftest import png_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -41,13 +43,13 @@ def pacs_env(orthanc: Any) -> Iterator[None]:
             os.environ[key] = value
 
 
-def test_search_import_and_write_back(page, web_server, test_pacs, orthanc, settings, artifacts) -> None:
+def test_search_import_and_write_back(page, web_server, worker, test_pacs, orthanc, settings, artifacts) -> None:
     shot = lambda name: page.screenshot(path=str(artifacts / f"{name}.png"))  # noqa: E731
     settings.PACS = PacsConfig(
         url=orthanc.dicomweb_url, username=orthanc.username, password=orthanc.password, name="Orthanc"
     )
     user = get_user_model().objects.create_user("dr.pacs", password=PASSWORD)
-    project = services.project_create(user=user, name="Chest films", template="lung-infection")
+    project = project_create(user=user, name="Chest films", template="lung-infection")
     page.goto("/login/")
     page.get_by_label("Username").fill("dr.pacs")
     page.get_by_label("Password").fill(PASSWORD)
@@ -82,7 +84,7 @@ def test_search_import_and_write_back(page, web_server, test_pacs, orthanc, sett
     case = cases[0]
     mask = np.zeros((case.height, case.width), np.uint8)
     mask[50:120, 60:200] = 255
-    services.mask_accept(case=case, user=user, png_bytes=png_bytes(mask))
+    mask_accept(case=case, user=user, png_bytes=png_bytes(mask))
     page.goto(f"/projects/{project.pk}/export/")
     page.get_by_role("button", name="Store accepted masks in the PACS").click()
     page.get_by_text("Stored 1 segmentation(s).").wait_for()

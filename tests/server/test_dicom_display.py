@@ -18,8 +18,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
 
-from server.studio import services
 from server.studio.imaging import decode_upload
+from server.studio.services.cases import case_create
 from server.studio.services.common import written_files
 from tests.support import dicom_studies as studies
 
@@ -119,7 +119,7 @@ import django, io, json
 django.setup()
 import numpy as np
 from PIL import Image
-from server.studio import services
+from server.studio.services.cases import case_create
 from server.studio.imaging import decode_upload
 from server.studio.services.common import written_files
 out = {}
@@ -173,7 +173,7 @@ def test_redecode_brings_an_old_dicom_case_to_the_current_rules(people, film):
     """A DX case stored with the old min-max picture is re-derived from its original: a dry run counts it, --apply
     stores the VOI LUT picture, and a second run finds nothing to change."""
     raw = studies.to_bytes(studies.cxr_dx(film, PATIENT))
-    case = services.case_create(project=people.project, user=people.owner, data=raw, filename="film.dcm")
+    case = case_create(project=people.project, user=people.owner, data=raw, filename="film.dcm")
     voi_png = case.image.open("rb").read()
     ds = pydicom.dcmread(io.BytesIO(raw))
     del ds.VOILUTSequence

@@ -16,7 +16,9 @@ from django.urls import reverse
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
-from server.studio import dicom_seg, nifti, services
+from server.studio import dicom_seg, nifti
+from server.studio.services.cases import case_create
+from server.studio.services.masks import mask_accept
 from tests.server.conftest import gray_image, png_bytes
 from tests.support import dicom_studies as studies
 
@@ -32,18 +34,18 @@ def mixed_project(people, shared_data):
     """A PNG case, a CT (DICOM upload), a chest film (DX upload), each with an accepted mask, and one without."""
     project, owner = people.project, people.owner
     made = {}
-    made["png"] = services.case_create(project=project, user=owner, data=gray_image(64, 48), filename="plain.png")
+    made["png"] = case_create(project=project, user=owner, data=gray_image(64, 48), filename="plain.png")
     ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
-    made["ct"] = services.case_create(project=project, user=owner, data=ct, filename="ct.dcm")
+    made["ct"] = case_create(project=project, user=owner, data=ct, filename="ct.dcm")
     film = studies.read_gray(sorted((shared_data / "covid_cxr" / "Train_Folder" / "img").glob("*.png"))[0])
     patient = studies.Patient("X-1", "Doe^Jo", "19700101", "F", "A-7", "20240101", "XR")
     dx = studies.to_bytes(studies.cxr_dx(film, patient, pixel_spacing_mm=0.3))
-    made["dx"] = services.case_create(project=project, user=owner, data=dx, filename="film.dcm")
+    made["dx"] = case_create(project=project, user=owner, data=dx, filename="film.dcm")
     masks = {}
     for i, (key, case) in enumerate(made.items()):
         masks[key] = _roi(case.height, case.width, shift=i)
-        services.mask_accept(case=case, user=owner, png_bytes=png_bytes(masks[key]))
-    services.case_create(project=project, user=owner, data=gray_image(32, 32, seed=3), filename="open.png")
+        mask_accept(case=case, user=owner, png_bytes=png_bytes(masks[key]))
+    case_create(project=project, user=owner, data=gray_image(32, 32, seed=3), filename="open.png")
     return made, masks
 
 

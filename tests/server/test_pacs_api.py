@@ -15,11 +15,15 @@ import pydicom
 from django.urls import reverse
 from PIL import Image
 
-from server.celery import app as celery_app
 from server.config import PacsConfig
-from server.studio import dicom_seg, dicomweb, services
-from server.studio.models import Case, PacsSegStore, PacsSource
-from server.workers.services import model_version_create
+from server.jobs.models import Job
+from server.jobs.runner import run_job
+from server.studio import dicom_seg, dicomweb
+from server.studio.models import Case, JobKind, PacsSegStore, PacsSource
+from server.studio.services.cases import case_prepare
+from server.studio.services.masks import mask_accept, mask_create_proposal
+from server.studio.services.pacs import seg_store_job
+from server.studio.services.registry import model_version_create
 from tests.server.conftest import png_bytes
 from tests.support import dicom_studies as studies
 
@@ -96,7 +100,7 @@ def test_compressed_series_imports_with_the_runtime_decoders(test_pacs, pacs_set
     assert len(response.json()["cases"]) == 4
     for source in PacsSource.objects.filter(project=people.project, study_uid=test_pacs.ct_study):
         assert source.transfer_syntax == test_pacs.syntax_of[source.sop_uid]
-        plain = services.case_prepare(
+        plain = case_prepare(
             project=people.project, data=test_pacs.ct_uncompressed[source.sop_uid], filename="plain.dcm"
         ).decoded.normalized_png
         expected = np.asarray(Image.open(io.BytesIO(plain))).astype(int)
@@ -172,6 +176,12 @@ def _roi(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def _run_pacs_jobs() -> list[str]:
+    """Run the pending PACS store jobs through the job engine's runner, as the ``default.pacs_store`` task does."""
+    jobs = Job.objects.filter(kind=JobKind.PACS_STORE, status="pending").order_by("id")
+    return [run_job(job_id=j.pk, task_id=j.celery_task_id, work=seg_store_job) for j in jobs]
+
+
 def _stored_seg(record: PacsSegStore, source: PacsSource) -> bytes:
     return dicomweb.instance_retrieve(study_uid=source.study_uid, series_uid=record.series_uid, sop_uid=record.sop_uid)
 
@@ -183,17 +193,17 @@ def test_accepted_masks_go_back_as_seg_and_read_back_equal(test_pacs, pacs_setti
     model = model_version_create(project=people.project, checkpoint=b"w")
     manual, unchanged, corrected = cases
     roi = _roi((manual.height, manual.width))
-    services.mask_accept(case=manual, user=people.owner, png_bytes=png_bytes(roi))
+    mask_accept(case=manual, user=people.owner, png_bytes=png_bytes(roi))
     proposal = _roi((unchanged.height, unchanged.width))
-    services.mask_create_proposal(case=unchanged, model_version=model, png_bytes=png_bytes(proposal))
-    services.mask_accept(case=unchanged, user=people.owner)
-    services.mask_create_proposal(
+    mask_create_proposal(case=unchanged, model_version=model, png_bytes=png_bytes(proposal))
+    mask_accept(case=unchanged, user=people.owner)
+    mask_create_proposal(
         case=corrected, model_version=model, png_bytes=png_bytes(_roi((corrected.height, corrected.width)))
     )
     fixed = _roi((corrected.height, corrected.width))
     fixed[:5, :5] = 255
     head = Case.objects.get(pk=corrected.pk).head_mask
-    services.mask_accept(case=corrected, user=people.owner, png_bytes=png_bytes(fixed), base_version=head.version)
+    mask_accept(case=corrected, user=people.owner, png_bytes=png_bytes(fixed), base_version=head.version)
 
     outsider = people.client(people.outsider).post(reverse("studio-case-seg-store", args=[manual.pk]))
     assert outsider.status_code == 404
@@ -203,11 +213,15 @@ def test_accepted_masks_go_back_as_seg_and_read_back_equal(test_pacs, pacs_setti
         assert one.status_code == 201, one.content
         stored_series.append(one.json()["series_uid"])
         bulk = owner_client.post(reverse("studio-pacs-store", args=[people.project.pk]), {}, format="json")
-        assert bulk.status_code == 200, bulk.content
-        assert {r["case"] for r in bulk.json()["stored"]} == {unchanged.pk, corrected.pk}
-        assert bulk.json()["failed"] == []
-        again = owner_client.post(reverse("studio-pacs-store", args=[people.project.pk]), {}, format="json")
-        assert again.json() == {"stored": [], "failed": []}  # nothing stored twice
+        assert bulk.status_code == 201, bulk.content
+        assert (bulk.json()["kind"], bulk.json()["status"]) == ("pacs_store", "pending")
+        assert _run_pacs_jobs() == ["succeeded"]
+        job = Job.objects.get(pk=bulk.json()["id"])
+        assert {r["case"] for r in job.result["stored"]} == {unchanged.pk, corrected.pk}
+        assert job.result["failed"] == [] and job.progress["done"] == job.progress["total"] == 2
+        owner_client.post(reverse("studio-pacs-store", args=[people.project.pk]), {}, format="json")
+        _run_pacs_jobs()
+        assert Job.objects.order_by("-id").first().result == {"stored": [], "failed": []}  # nothing stored twice
         expected = {
             manual.pk: ("MANUAL", roi),
             unchanged.pk: ("AUTOMATIC", proposal),
@@ -241,7 +255,7 @@ def test_accepted_masks_go_back_as_seg_and_read_back_equal(test_pacs, pacs_setti
 def test_seg_download_for_dicom_and_png_cases(test_pacs, pacs_settings, people, owner_client, case):
     assert owner_client.get(reverse("studio-case-seg", args=[case.pk])).status_code == 409  # nothing accepted yet
     mask = _roi((case.height, case.width))
-    services.mask_accept(case=case, user=people.owner, png_bytes=png_bytes(mask))
+    mask_accept(case=case, user=people.owner, png_bytes=png_bytes(mask))
     response = owner_client.get(reverse("studio-case-seg", args=[case.pk]))
     assert response.status_code == 200 and response["Content-Type"] == "application/dicom"
     seg = pydicom.dcmread(io.BytesIO(response.content))
@@ -253,15 +267,11 @@ def test_seg_download_for_dicom_and_png_cases(test_pacs, pacs_settings, people, 
     assert store.status_code == 409 and store.json()["error"] == "not_from_pacs"
 
 
-def test_store_on_accept_is_opt_in_per_project(
-    test_pacs, pacs_settings, orthanc, people, owner_client, django_capture_on_commit_callbacks, monkeypatch
-):
-    monkeypatch.setattr(celery_app.conf, "task_always_eager", True)
+def test_store_on_accept_is_opt_in_per_project(test_pacs, pacs_settings, orthanc, people, owner_client):
     response = _import(owner_client, people.project, study_uid=test_pacs.ct_study)
     first, second = (Case.objects.get(pk=c["id"]) for c in response.json()["cases"][:2])
-    with django_capture_on_commit_callbacks(execute=True):
-        services.mask_accept(case=first, user=people.owner, png_bytes=png_bytes(_roi((first.height, first.width))))
-    assert not PacsSegStore.objects.exists()  # not opted in: nothing leaves the server
+    mask_accept(case=first, user=people.owner, png_bytes=png_bytes(_roi((first.height, first.width))))
+    assert not Job.objects.filter(kind=JobKind.PACS_STORE).exists()  # not opted in: nothing leaves the server
     patch = owner_client.patch(reverse("studio-project", args=[people.project.pk]), {"pacs_store_on_accept": True})
     assert patch.status_code == 200 and patch.json()["pacs_store_on_accept"] is True
     collaborator = people.client(people.collaborator)
@@ -269,8 +279,10 @@ def test_store_on_accept_is_opt_in_per_project(
     assert denied.status_code == 403
     mask = _roi((second.height, second.width))
     try:
-        with django_capture_on_commit_callbacks(execute=True):
-            services.mask_accept(case=second, user=people.owner, png_bytes=png_bytes(mask))
+        mask_accept(case=second, user=people.owner, png_bytes=png_bytes(mask))
+        job = Job.objects.get(kind=JobKind.PACS_STORE)
+        assert (job.case_id, job.params["reason"]) == (second.pk, "accepted")
+        assert _run_pacs_jobs() == ["succeeded"]
         record = PacsSegStore.objects.get(case=second)
         assert record.status == "stored" and record.algorithm_type == "manual"
         source = PacsSource.objects.get(case=second)

@@ -22,6 +22,8 @@ from PIL import Image
 from server.core.access import require_role
 from server.core.errors import Conflict, ServiceError
 from server.core.models import Role
+from server.jobs.models import Job
+from server.jobs.progress import job_progress
 from server.studio import dicom_seg, dicomweb, selectors
 from server.studio.dicom_seg import SegProvenance
 from server.studio.dicomweb import InstanceHit
@@ -344,16 +346,22 @@ def seg_store(*, case: Case, user: Any, mask: MaskVersion | None = None) -> Pacs
     return record
 
 
-def seg_store_accepted(*, mask_id: int) -> PacsSegStore | None:
-    """The on-accept store (a task): ``mask_id`` if it is still its case's latest accepted mask, the case came from
-    the PACS and its project stores on accept; None when any of that no longer holds."""
-    mask = MaskVersion.objects.select_related("case__project", "author").filter(pk=mask_id).first()
-    if mask is None or mask.kind != MaskKind.ACCEPTED or not mask.case.project.pacs_store_on_accept:
-        return None
-    latest = MaskVersion.objects.filter(case=mask.case, kind=MaskKind.ACCEPTED).order_by("-version").first()
-    if latest is None or latest.pk != mask.pk or not PacsSource.objects.filter(case=mask.case).exists():
-        return None
-    return seg_store(case=mask.case, user=mask.author, mask=mask)
+def seg_store_job(job: Job) -> dict[str, Any]:
+    """The work of a ``pacs_store`` job: one accepted mask (``params.mask``, on accept) or every PACS case of the
+    project (``params.cases``: ids or None) not stored yet, with progress. Returns ``{stored, failed}``."""
+    params = job.params or {}
+    if params.get("mask") is not None:
+        mask = MaskVersion.objects.select_related("case__project", "author").filter(pk=params["mask"]).first()
+        latest = (
+            MaskVersion.objects.filter(case_id=mask.case_id, kind=MaskKind.ACCEPTED).order_by("-version").first()
+            if mask is not None
+            else None
+        )
+        if mask is None or latest is None or latest.pk != mask.pk:  # deleted, or a newer accept came since
+            return {"stored": [], "failed": [], "skipped": [params["mask"]]}
+        record = seg_store(case=mask.case, user=mask.author, mask=mask)
+        return {"stored": [{"case": mask.case_id, "mask": mask.pk, "sop_uid": record.sop_uid}], "failed": []}
+    return seg_store_many(project=job.project, user=job.created_by, case_ids=params.get("cases"), job=job)
 
 
 def seg_store_now(*, case: Case, user: Any, mask_id: Any = None) -> PacsSegStore:
@@ -362,17 +370,20 @@ def seg_store_now(*, case: Case, user: Any, mask_id: Any = None) -> PacsSegStore
     return seg_store(case=case, user=user, mask=accepted_mask(case=case, mask_id=mask_id))
 
 
-def seg_store_many(*, project: Project, user: Any, case_ids: list[int] | None = None) -> dict[str, Any]:
+def seg_store_many(
+    *, project: Project, user: Any, case_ids: list[int] | None = None, job: Job | None = None
+) -> dict[str, Any]:
     """Store the latest accepted mask of each PACS case of ``project`` (or of ``case_ids``) not stored yet.
 
     One refusal does not stop the others: each case's outcome is recorded and listed (``stored``, ``failed``); an
     unreachable PACS or refused credentials stop the run at once, since every further case would fail the same way.
     """
-    require_role(project=project, user=user, role=Role.REVIEWER)
     dicomweb.pacs_settings()
-    cases = selectors.pacs_cases_to_store(project=project, case_ids=case_ids)
+    cases = list(selectors.pacs_cases_to_store(project=project, case_ids=case_ids))
     stored, failed = [], []
-    for case in cases:
+    for done, case in enumerate(cases):
+        if job is not None and not job_progress(job, done=done, total=len(cases)):
+            break  # cancelled
         try:
             record = seg_store(case=case, user=user)
         except dicomweb.PacsError as exc:
@@ -383,6 +394,8 @@ def seg_store_many(*, project: Project, user: Any, case_ids: list[int] | None = 
             failed.append({"case": case.pk, "error": exc.code, "detail": str(exc.detail)})
         else:
             stored.append({"case": case.pk, "mask": record.mask_id, "sop_uid": record.sop_uid})
+    if job is not None:
+        job_progress(job, done=len(cases), total=len(cases))
     return {"stored": stored, "failed": failed}
 
 

@@ -64,10 +64,17 @@ async function storeAll() {
   button.disabled = true;
   $("pacs-store-result").textContent = "Storing in the PACS…";
   try {
-    const result = await api.post(paths.pacsStore(projectId), {});
-    const failed = result.failed.map((f) => `case ${f.case}: ${f.detail}`);
+    let job = await api.post(paths.pacsStore(projectId), {});
+    while (job.status === "pending" || job.status === "running") {
+      const { done, total } = job.progress ?? {};
+      if (total) $("pacs-store-result").textContent = `Storing in the PACS… ${done} of ${total}`;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      job = await api.get(paths.job(job.id));
+    }
+    if (job.status !== "succeeded") throw new Error(job.message || `the store job ${job.status}`);
+    const failed = job.result.failed.map((f) => `case ${f.case}: ${f.detail}`);
     $("pacs-store-result").textContent =
-      `Stored ${result.stored.length} segmentation(s).` + (failed.length ? ` Failed: ${failed.join("; ")}` : "");
+      `Stored ${job.result.stored.length} segmentation(s).` + (failed.length ? ` Failed: ${failed.join("; ")}` : "");
   } catch (err) {
     $("pacs-store-result").textContent = err.message;
   } finally {
