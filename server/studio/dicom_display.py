@@ -53,7 +53,8 @@ def _windowed(values: np.ndarray, ds: Dataset) -> tuple[np.ndarray, dict[str, An
     is read back by windowing two values far outside any window, so the scaling never re-derives pydicom's rule.
     """
     windowed = apply_windowing(values, ds)
-    lo, hi = apply_windowing(np.array([-1e12, 1e12]), ds).tolist()
+    with np.errstate(over="ignore"):  # SIGMOID of the probes overflows exp() to exactly its bounds
+        lo, hi = apply_windowing(np.array([-1e12, 1e12]), ds).tolist()
     function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
     window = {
         "center": _first_number(ds.WindowCenter),
