@@ -25,6 +25,7 @@ from server.jobs.progress import job_snapshot
 from server.studio import selectors
 from server.studio.imaging import WINDOW_PRESETS
 from server.studio.models import Case, Project
+from server.studio.services.pacs import pacs_status
 from server.studio.services.proposals import case_propose as proposal_for_case
 
 
@@ -101,7 +102,14 @@ def jobs_page(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 def export_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    return _project_page(request, _project_for(request, project_id), "annotator_ui/export.html", "export")
+    project = _project_for(request, project_id)
+    return _project_page(request, project, "annotator_ui/export.html", "export", pacs=pacs_status())
+
+
+@login_required
+def pacs_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project_for(request, project_id)
+    return _project_page(request, project, "annotator_ui/pacs.html", "pacs", pacs=pacs_status())
 
 
 @login_required

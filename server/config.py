@@ -212,3 +212,62 @@ def storage_config(var: Path) -> StorageConfig:
             s3_addressing_style=addressing_style,
         )
     return StorageConfig(backend="local", media_root=media_root)
+
+
+@dataclass(frozen=True)
+class PacsConfig:
+    """A DICOMweb PACS to import from and write segmentations back to; ``url`` empty means none is connected."""
+
+    url: str = ""
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    timeout: float = 30.0
+    ca_bundle: str = ""
+    max_import_instances: int = 200
+    name: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+def pacs_config() -> PacsConfig:
+    """``PACS_URL`` (the DICOMweb root, e.g. ``https://pacs.example.org/dicom-web``) and its credentials:
+    ``PACS_USERNAME`` + ``PACS_PASSWORD`` (HTTP basic) or ``PACS_TOKEN`` (a bearer token), not both."""
+    url = env_str("PACS_URL", "").strip().rstrip("/")
+    username, password, token = env_str("PACS_USERNAME", ""), env_str("PACS_PASSWORD", ""), env_str("PACS_TOKEN", "")
+    timeout = env_int("PACS_TIMEOUT", 30, minimum=1)
+    max_instances = env_int("PACS_MAX_IMPORT_INSTANCES", 200, minimum=1)
+    ca_bundle = env_str("PACS_CA_BUNDLE", "")
+    if not url:
+        if username or password or token:
+            raise ConfigError("PACS_USERNAME/PACS_PASSWORD/PACS_TOKEN are set but PACS_URL is not; set PACS_URL too")
+        return PacsConfig(timeout=float(timeout), max_import_instances=max_instances)
+    parsed = urlparse(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise ConfigError(f"PACS_URL={url!r} must be an http(s) URL of the DICOMweb root, e.g. https://pacs/dicom-web")
+    try:
+        _ = parsed.port
+    except ValueError:
+        raise ConfigError(f"PACS_URL={url!r} has a malformed port") from None
+    if parsed.username or parsed.password:
+        raise ConfigError("PACS_URL must not hold credentials; put them in PACS_USERNAME and PACS_PASSWORD")
+    if parsed.query or parsed.fragment:
+        raise ConfigError(f"PACS_URL={url!r} must not have a query or fragment; give the DICOMweb root only")
+    if bool(username) != bool(password):
+        raise ConfigError("set both PACS_USERNAME and PACS_PASSWORD (HTTP basic authentication), or neither")
+    if token and username:
+        raise ConfigError("set either PACS_TOKEN (bearer) or PACS_USERNAME/PACS_PASSWORD (basic), not both")
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ConfigError(f"PACS_CA_BUNDLE={ca_bundle!r} is not a file; give the path of a PEM bundle")
+    return PacsConfig(
+        url=url,
+        username=username,
+        password=password,
+        token=token,
+        timeout=float(timeout),
+        ca_bundle=ca_bundle,
+        max_import_instances=max_instances,
+        name=env_str("PACS_NAME", parsed.hostname or url),
+    )

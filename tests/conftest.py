@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from server.config import PacsConfig
+from tests.support.dicom_studies import LoadedPacs, load_test_pacs
+from tests.support.orthanc import OrthancProcess, orthanc_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +65,31 @@ def seeded_templates(request: pytest.FixtureRequest) -> None:
     from server.studio.reports import seed_templates
 
     seed_templates()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancProcess]:
+    """One real PACS (Orthanc + DICOMweb) for the whole test session, on a free port with its own storage."""
+    missing = orthanc_missing()
+    if missing:
+        pytest.fail(f"the PACS tests need Orthanc: {missing}")
+    process = OrthancProcess(tmp_path_factory.mktemp("orthanc"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def test_pacs(orthanc: OrthancProcess, shared_data: Path) -> LoadedPacs:
+    """The session's Orthanc loaded once with the test studies (see ``tests/support/dicom_studies.py``)."""
+    return load_test_pacs(orthanc.upload, shared_data)
+
+
+@pytest.fixture
+def pacs_settings(settings: Any, orthanc: OrthancProcess) -> PacsConfig:
+    """``settings.PACS`` pointing at the session's Orthanc, as ``PACS_URL`` + credentials would."""
+    config = PacsConfig(
+        url=orthanc.dicomweb_url, username=orthanc.username, password=orthanc.password, timeout=30.0, name="Orthanc"
+    )
+    settings.PACS = config
+    return config

@@ -21,6 +21,7 @@ from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from server.core.errors import ServiceError
+from server.studio import dicom_display
 from server.studio.reports import body_box
 
 
@@ -241,7 +242,6 @@ def deidentify(ds: Any) -> list[str]:
 def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -272,34 +272,32 @@ def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
         ) from None
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frames // 2]  # a 2D app: keep the middle frame
+    pixels, frame = dicom_display.choose_frame(np.asarray(pixels), frames=frames, samples=samples)
     meta: dict[str, Any] = {
         "modality": str(getattr(ds, "Modality", "")),
         "photometric": photometric,
         "transfer_syntax": str(ts) if ts is not None else "",
         "frames": frames,
     }
-    if samples == 1:
-        values = apply_modality_lut(pixels, ds).astype(np.float64)
-        center, width = _first(getattr(ds, "WindowCenter", None)), _first(getattr(ds, "WindowWidth", None))
-        if window:
-            if window not in WINDOW_PRESETS:
-                raise ImageError(f"unknown window preset {window!r}; use one of {sorted(WINDOW_PRESETS)}")
-            center, width = WINDOW_PRESETS[window]
-            meta["window"] = {"preset": window, "center": center, "width": width}
-        if center is not None and width is not None and width > 1:
-            lo, hi = center - width / 2.0, center + width / 2.0
-            meta.setdefault("window", {"center": center, "width": width, "source": "tags"})
+    if frames > 1:
+        meta["frame"] = frame
+    if window and window not in WINDOW_PRESETS:
+        raise ImageError(f"unknown window preset {window!r}; use one of {sorted(WINDOW_PRESETS)}")
+    try:
+        if samples == 1 and photometric == "PALETTE COLOR":
+            out = dicom_display.palette_display(ds, pixels)
+            meta["window"] = {"source": "palette"}
+        elif samples == 1:
+            out, meta["window"] = dicom_display.monochrome_display(
+                ds, pixels, preset=WINDOW_PRESETS[window] if window else None
+            )
+            if window:
+                meta["window"]["preset"] = window
         else:
-            lo, hi = float(values.min()), float(values.max())
-            meta["window"] = {"min": lo, "max": hi, "source": "range"}
-        out = _to_uint8(values, lo, hi)
-        if photometric == "MONOCHROME1":
-            out = 255 - out
-    else:
-        arr = np.asarray(pixels)
-        out = arr.astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(arr, float(arr.min()), float(arr.max()))
+            arr = np.asarray(pixels)
+            out = arr.astype(np.uint8) if arr.dtype == np.uint8 else _to_uint8(arr, float(arr.min()), float(arr.max()))
+    except (ValueError, KeyError, AttributeError, IndexError, TypeError, NotImplementedError) as exc:
+        raise ImageError(f"the DICOM display attributes (VOI LUT, window or palette) are invalid: {exc}") from None
     meta["deidentified"] = deidentify(ds)
     meta["body_box"] = list(body_box(out))
     buf = io.BytesIO()

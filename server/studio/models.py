@@ -63,6 +63,9 @@ class Project(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="core.Membership", related_name="projects")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    pacs_store_on_accept = models.BooleanField(
+        default=False, help_text="store each accepted mask of a PACS case back to the PACS as a DICOM SEG"
+    )
 
     class Meta:
         ordering = ["id"]
@@ -243,6 +246,7 @@ class JobKind(models.TextChoices):
     SCORING = "scoring"
     EVALUATION = "evaluation"
     EXPORT = "export"
+    PACS_STORE = "pacs_store"
 
 
 class PromotionPolicy(models.TextChoices):
@@ -276,3 +280,52 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["project", "action"], name="audit_project_action")]
+
+
+class PacsSource(models.Model):
+    """Where a case came from in the PACS. The stored original is de-identified (new UIDs, no patient); these are
+    the PACS's own UIDs, kept only here, so a segmentation can be written back into the patient's study."""
+
+    case = models.OneToOneField(Case, on_delete=models.CASCADE, related_name="pacs_source")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    pacs = models.CharField(max_length=200, help_text="the PACS's name (PACS_NAME) at import")
+    study_uid = models.CharField(max_length=64)
+    series_uid = models.CharField(max_length=64)
+    sop_uid = models.CharField(max_length=64)
+    sop_class_uid = models.CharField(max_length=64)
+    frame = models.PositiveIntegerField(null=True, blank=True, help_text="0-based frame of a multi-frame object")
+    frames = models.PositiveIntegerField(default=1)
+    transfer_syntax = models.CharField(max_length=64, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["project", "sop_uid"], name="pacs_source_unique_instance")]
+        indexes = [models.Index(fields=["project", "study_uid"], name="pacs_source_study")]
+
+
+class SegStoreStatus(models.TextChoices):
+    STORED = "stored"
+    FAILED = "failed"
+
+
+class PacsSegStore(models.Model):
+    """One attempt to store an accepted mask in the PACS as a DICOM SEG (STOW-RS): what was sent and the answer."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="pacs_segs")
+    mask = models.ForeignKey(MaskVersion, on_delete=models.CASCADE, related_name="pacs_segs")
+    status = models.CharField(max_length=8, choices=SegStoreStatus.choices)
+    sop_uid = models.CharField(max_length=64, blank=True, help_text="the SEG's SOP Instance UID")
+    series_uid = models.CharField(max_length=64, blank=True)
+    algorithm_type = models.CharField(max_length=16, blank=True)
+    message = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["mask"], condition=Q(status="stored"), name="pacs_seg_one_stored_per_mask")
+        ]

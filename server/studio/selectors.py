@@ -20,9 +20,11 @@ from server.studio.models import (
     MaskVersion,
     ModelStatus,
     ModelVersion,
+    PacsSegStore,
     Project,
     PseudoLabel,
     ReportTemplate,
+    SegStoreStatus,
     Split,
     TrainingPolicy,
 )
@@ -265,3 +267,18 @@ def case_hounsfield(*, case: Case) -> np.ndarray:
         return imaging.dicom_hounsfield(storage.read_file(case.original.name))
     except Exception as exc:  # a case whose original cannot be decoded again has nothing to window
         raise NotFound(f"cannot decode the DICOM original: {exc}") from None
+
+
+def pacs_cases_to_store(*, project: Project, case_ids: list[int] | None = None) -> QuerySet[Case]:
+    """PACS cases of ``project`` (optionally only ``case_ids``) whose latest accepted mask is not stored as a SEG."""
+    latest = MaskVersion.objects.filter(case=OuterRef("pk"), kind=MaskKind.ACCEPTED).order_by("-version")
+    stored = PacsSegStore.objects.filter(status=SegStoreStatus.STORED).values("mask_id")
+    qs = (
+        Case.objects.filter(project=project, pacs_source__isnull=False)
+        .annotate(accepted_id=Subquery(latest.values("pk")[:1]))
+        .filter(accepted_id__isnull=False)
+        .exclude(accepted_id__in=stored)
+    )
+    if case_ids is not None:
+        qs = qs.filter(pk__in=case_ids)
+    return qs.select_related("project").order_by("id")

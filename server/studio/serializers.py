@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from server.core.models import Membership, Role
@@ -14,6 +15,8 @@ from server.studio.models import (
     CaseState,
     MaskVersion,
     ModelVersion,
+    PacsSegStore,
+    PacsSource,
     Project,
     PromotionPolicy,
     ReportTemplate,
@@ -35,7 +38,17 @@ class ProjectOut(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "name", "description", "template", "my_role", "case_count", "labeled_count", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "template",
+            "my_role",
+            "case_count",
+            "labeled_count",
+            "pacs_store_on_accept",
+            "created_at",
+        ]
 
 
 class ProjectIn(serializers.Serializer):
@@ -47,6 +60,9 @@ class ProjectIn(serializers.Serializer):
 class ProjectPatchIn(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
+    pacs_store_on_accept = serializers.BooleanField(
+        required=False, help_text="store each accepted mask of a PACS case back to the PACS as a DICOM SEG"
+    )
 
 
 class MemberOut(serializers.ModelSerializer):
@@ -150,12 +166,39 @@ class CaseDetailOut(CaseOut):
     head_mask = MaskOut(allow_null=True)
     meta = serializers.JSONField()
     original_url = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField()
 
     class Meta(CaseOut.Meta):
-        fields = [*CaseOut.Meta.fields, "report_fields", "head_mask", "meta", "original_url"]
+        fields = [*CaseOut.Meta.fields, "report_fields", "head_mask", "meta", "original_url", "source"]
 
     def get_original_url(self, obj: Case) -> str:
         return reverse("studio-case-image", args=[obj.pk]) + "?original=1"
+
+    @extend_schema_field(serializers.DictField())
+    def get_source(self, obj: Case) -> dict:
+        """Where the case came from: ``pacs`` (with the PACS's UIDs and the frame used), ``lvit_import`` or
+        ``upload``."""
+        pacs = PacsSource.objects.filter(case=obj).first()
+        if pacs is not None:
+            return {
+                "kind": "pacs",
+                "pacs": pacs.pacs,
+                "study_uid": pacs.study_uid,
+                "series_uid": pacs.series_uid,
+                "sop_uid": pacs.sop_uid,
+                "modality": pacs.modality,
+                "transfer_syntax": pacs.transfer_syntax,
+                "frame": pacs.frame,
+                "frames": pacs.frames,
+                "imported_at": pacs.imported_at.isoformat(),
+                "segs": [
+                    {"mask": r.mask_id, "status": r.status, "sop_uid": r.sop_uid, "message": r.message}
+                    for r in PacsSegStore.objects.filter(case=obj).order_by("-id")[:10]
+                ],
+            }
+        if (obj.meta or {}).get("lvit"):
+            return {"kind": "lvit_import", "original_name": obj.original_name}
+        return {"kind": "upload", "original_name": obj.original_name, "original_format": obj.original_format}
 
 
 class CaseUploadIn(serializers.Serializer):
@@ -282,3 +325,74 @@ class AuditOut(serializers.ModelSerializer):
 
 
 STATES = CaseState.values
+
+
+# --- PACS ----------------------------------------------------------------------------------------------------------
+
+
+class PacsStatusOut(serializers.Serializer):
+    configured = serializers.BooleanField()
+    name = serializers.CharField(allow_blank=True)
+
+
+class PacsStudySearchIn(serializers.Serializer):
+    patient_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    accession = serializers.CharField(required=False, allow_blank=True, max_length=16)
+    date_from = serializers.DateField(required=False, allow_null=True)
+    date_to = serializers.DateField(required=False, allow_null=True)
+    modality = serializers.RegexField(r"^[A-Za-z]{0,16}$", required=False, allow_blank=True)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=100_000, default=0)
+
+
+class PacsStudyOut(serializers.Serializer):
+    study_uid = serializers.CharField()
+    patient_id = serializers.CharField()
+    patient_name = serializers.CharField()
+    accession = serializers.CharField()
+    study_date = serializers.CharField()
+    description = serializers.CharField()
+    modalities = serializers.ListField(child=serializers.CharField())
+    series = serializers.IntegerField(allow_null=True)
+    instances = serializers.IntegerField(allow_null=True)
+
+
+class PacsInstanceOut(serializers.Serializer):
+    sop_uid = serializers.CharField()
+    sop_class_uid = serializers.CharField()
+    number = serializers.IntegerField(allow_null=True)
+    rows = serializers.IntegerField(allow_null=True)
+    columns = serializers.IntegerField(allow_null=True)
+    frames = serializers.IntegerField()
+    unusable_reason = serializers.CharField()
+    imported_case = serializers.IntegerField(allow_null=True)
+
+
+class PacsSeriesOut(serializers.Serializer):
+    series_uid = serializers.CharField()
+    modality = serializers.CharField()
+    number = serializers.IntegerField(allow_null=True)
+    description = serializers.CharField()
+    instances = PacsInstanceOut(many=True)
+
+
+class PacsImportIn(serializers.Serializer):
+    study_uid = serializers.CharField(max_length=64)
+    series_uid = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    sop_uids = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, allow_empty=True, max_length=10_000
+    )
+    split = serializers.ChoiceField(choices=Split.choices, required=False)
+    window = serializers.ChoiceField(
+        choices=["lung", "mediastinum", "soft_tissue", "bone", "brain"], required=False, help_text="CT window preset"
+    )
+
+
+class PacsSegStoreOut(serializers.ModelSerializer):
+    class Meta:
+        model = PacsSegStore
+        fields = ["id", "case", "mask", "status", "sop_uid", "series_uid", "algorithm_type", "message", "created_at"]
+
+
+class PacsStoreManyIn(serializers.Serializer):
+    cases = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=10_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from server.studio import apis
+from server.studio import apis, apis_pacs
 
 urlpatterns = [
     path("templates/", apis.TemplateListApi.as_view(), name="studio-templates"),
@@ -37,4 +37,15 @@ urlpatterns = [
     path("models/<int:model_id>/activate/", apis.ModelActivateApi.as_view(), name="studio-model-activate"),
     path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="studio-job"),
     path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="studio-job-cancel"),
+    path("pacs/", apis_pacs.PacsStatusApi.as_view(), name="studio-pacs"),
+    path("projects/<int:project_id>/pacs/studies/", apis_pacs.PacsStudyListApi.as_view(), name="studio-pacs-studies"),
+    path(
+        "projects/<int:project_id>/pacs/studies/<str:study_uid>/",
+        apis_pacs.PacsStudyDetailApi.as_view(),
+        name="studio-pacs-study",
+    ),
+    path("projects/<int:project_id>/pacs/import/", apis_pacs.PacsImportApi.as_view(), name="studio-pacs-import"),
+    path("projects/<int:project_id>/pacs/store/", apis_pacs.PacsStoreManyApi.as_view(), name="studio-pacs-store"),
+    path("cases/<int:case_id>/seg/", apis_pacs.CaseSegApi.as_view(), name="studio-case-seg"),
+    path("cases/<int:case_id>/seg/store/", apis_pacs.CaseSegStoreApi.as_view(), name="studio-case-seg-store"),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from server.jobs.runner import run_job
+from server.studio.services.pacs import seg_store_job
 from server.workers import pipeline
 
 
@@ -40,3 +41,9 @@ def train(self: Task, job_id: int) -> str:
 @shared_task(bind=True, name="gpu.evaluate")
 def evaluate(self: Task, job_id: int) -> str:
     return run_job(job_id=job_id, task_id=self.request.id, work=pipeline.evaluate)
+
+
+@shared_task(bind=True, name="default.pacs_store")
+def pacs_store(self: Task, job_id: int) -> str:
+    """Accepted masks to the PACS as DICOM SEG (on accept, or in bulk); network work, so the default queue."""
+    return run_job(job_id=job_id, task_id=self.request.id, work=seg_store_job)

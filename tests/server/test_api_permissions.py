@@ -61,6 +61,12 @@ ENDPOINTS = [
     ("post", "/api/models/{model}/activate/"),
     ("get", "/api/jobs/{job}/"),
     ("post", "/api/jobs/{job}/cancel/"),
+    ("get", "/api/projects/{project}/pacs/studies/"),
+    ("get", "/api/projects/{project}/pacs/studies/1.2.3/"),
+    ("post", "/api/projects/{project}/pacs/import/"),
+    ("post", "/api/projects/{project}/pacs/store/"),
+    ("get", "/api/cases/{case}/seg/"),
+    ("post", "/api/cases/{case}/seg/store/"),
 ]
 
 
@@ -106,6 +112,11 @@ def test_outsider_does_not_see_the_project_in_lists(outsider_client, objects):
         ("post", "/api/projects/{project}/training-jobs/", {}),
         ("post", "/api/jobs/{job}/cancel/", {}),
         ("post", "/api/projects/{project}/import/", {}),
+        ("get", "/api/projects/{project}/pacs/studies/", {}),
+        ("get", "/api/projects/{project}/pacs/studies/1.2.3/", {}),
+        ("post", "/api/projects/{project}/pacs/import/", {"study_uid": "1.2.3"}),
+        ("post", "/api/projects/{project}/pacs/store/", {}),
+        ("patch", "/api/projects/{project}/", {"pacs_store_on_accept": True}),
     ],
 )
 def test_collaborator_cannot_do_admin_things(method, url, body, objects, collab_client):

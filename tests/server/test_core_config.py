@@ -14,6 +14,7 @@ from server.config import (
     env_bool,
     env_int,
     ml_device,
+    pacs_config,
     parse_database_url,
     parse_redis_url,
     secret_key,
@@ -113,3 +114,45 @@ def test_bad_configuration_stops_manage_py_with_the_variable_named(name: str, va
     assert proc.returncode != 0
     assert f"configuration error: {name}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_pacs_settings_are_optional_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("PACS_URL", "PACS_USERNAME", "PACS_PASSWORD", "PACS_TOKEN", "PACS_NAME", "PACS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not pacs_config().enabled  # make run needs no PACS
+    monkeypatch.setenv("PACS_URL", "https://pacs.example.org:8443/dicom-web/")
+    monkeypatch.setenv("PACS_USERNAME", "svc")
+    monkeypatch.setenv("PACS_PASSWORD", "s3cret")
+    config = pacs_config()
+    assert (config.url, config.name, config.username, config.timeout) == (
+        "https://pacs.example.org:8443/dicom-web",
+        "pacs.example.org",
+        "svc",
+        30.0,
+    )
+    bad = {
+        "ftp://pacs/dicom-web": "must be an http",
+        "https://svc:pw@pacs/dicom-web": "must not hold credentials",
+        "https://pacs/dicom-web?x=1": "query",
+        "https://pacs:port/dicom-web": "malformed port",
+    }
+    for url, message in bad.items():
+        monkeypatch.setenv("PACS_URL", url)
+        with pytest.raises(ConfigError, match=message):
+            pacs_config()
+    monkeypatch.setenv("PACS_URL", "https://pacs/dicom-web")
+    monkeypatch.delenv("PACS_PASSWORD")
+    with pytest.raises(ConfigError, match="both PACS_USERNAME and PACS_PASSWORD"):
+        pacs_config()
+    monkeypatch.setenv("PACS_PASSWORD", "pw")
+    monkeypatch.setenv("PACS_TOKEN", "t")
+    with pytest.raises(ConfigError, match="not both"):
+        pacs_config()
+    monkeypatch.delenv("PACS_TOKEN")
+    monkeypatch.setenv("PACS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="PACS_CA_BUNDLE"):
+        pacs_config()
+    monkeypatch.delenv("PACS_URL")
+    monkeypatch.delenv("PACS_CA_BUNDLE")
+    with pytest.raises(ConfigError, match="PACS_URL is not"):
+        pacs_config()  # credentials without a PACS are a mistake

@@ -103,10 +103,11 @@ def test_missing_codec_names_the_transfer_syntax():
     assert "MPEG2" in str(err.value.detail)
 
 
-def test_undecodable_jpeg_dicom_names_the_transfer_syntax():
-    with pytest.raises(ImageError) as err:
-        decode_upload(_dicom("JPEG-lossy.dcm"), filename="lossy.dcm")
-    assert "JPEG Extended" in str(err.value.detail)
+def test_12_bit_jpeg_extended_decodes():
+    """12-bit lossy JPEG (GDCM and Pillow refuse it, libjpeg is GPL-3) opens through the imagecodecs plugin."""
+    decoded = decode_upload(_dicom("JPEG-lossy.dcm"), filename="lossy.dcm")
+    assert decoded.meta["transfer_syntax"] == "1.2.840.10008.1.2.4.51"
+    assert _png(decoded).std() > 10
 
 
 def test_truncated_dicom_and_dicom_without_pixels():

@@ -7,11 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.core.errors import ServiceError
-from server.studio import exports, selectors
+from server.studio import exports, exports_medical, selectors
 from server.studio.models import Project
 from server.studio.services.common import audit
 
-FORMATS = ("lvit", "png", "coco")
+FORMATS = ("lvit", "png", "coco", "dicom-seg", "nifti")
+ZIP_ENTRIES = {
+    "lvit": exports.lvit_entries,
+    "png": exports.png_entries,
+    "dicom-seg": exports_medical.dicom_seg_entries,
+    "nifti": exports_medical.nifti_entries,
+}
 
 
 @dataclass(frozen=True)
@@ -33,16 +39,16 @@ def dataset_export(
     accepted_only: bool = False,
     filters: dict[str, str] | None = None,
 ) -> Export:
-    """The project's cases (filtered like the case list) as an LViT-layout zip, a zip of PNG masks, or COCO JSON.
+    """The project's cases (filtered like the case list) as an LViT-layout zip, a zip of PNG masks, COCO JSON, DICOM
+    images with DICOM SEG masks (zip) or NIfTI volumes (zip).
 
     ``filters``: the request's query, recorded in the audit event.
     """
     if fmt not in FORMATS:
-        raise ServiceError({"format": f"unknown export format {fmt!r}; use lvit, png or coco"})
+        raise ServiceError({"format": f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}"})
     cases = selectors.case_list(project=project, state=state, split=split, accepted_only=accepted_only)
     audit(project=project, actor=user, action="dataset.exported", format=fmt, filters=filters or {})
     slug = "".join(c if c.isalnum() else "-" for c in project.name)[:60].strip("-") or "project"
     if fmt == "coco":
         return Export(exports.coco_chunks(project, cases), "application/json", f"{slug}-coco.json")
-    entries = exports.lvit_entries(project, cases) if fmt == "lvit" else exports.png_entries(project, cases)
-    return Export(exports.stream_zip(entries), "application/zip", f"{slug}-{fmt}.zip")
+    return Export(exports.stream_zip(ZIP_ENTRIES[fmt](project, cases)), "application/zip", f"{slug}-{fmt}.zip")

@@ -23,6 +23,7 @@ TASK_FOR_KIND: dict[str, str] = {
     JobKind.EPI_UPDATE: "gpu.epi_update",
     JobKind.SCORING: "gpu.score_worklist",
     JobKind.EVALUATION: "gpu.evaluate",
+    JobKind.PACS_STORE: "default.pacs_store",
 }
 # Attempts before a job whose worker died is failed instead of retried. Training restarts from scratch,
 # so one attempt (a dead training job is reported, an admin starts a new round); the rest are cheap.

@@ -15,6 +15,7 @@ from server.studio import imaging, reports
 from server.studio.events import project_event
 from server.studio.models import Case, CaseState, MaskKind, MaskVersion, ModelVersion, PseudoLabel
 from server.studio.services.common import audit, delete_files_on_commit, written_files
+from server.studio.services.pacs_jobs import pacs_store_on_accept
 
 
 def load_mask(mask: MaskVersion) -> np.ndarray:
@@ -237,6 +238,7 @@ def mask_save(
                 update += ["assignee", "assigned_at"]
                 audit(project=case.project, actor=user, action="mask.accepted", target=mv, case=case.pk)
                 project_event(case.project_id, "case.accepted", {"case": case.pk, "mask": mv.pk})
+                pacs_store_on_accept(case=case, mask=mv)
             case.save(update_fields=update)
     if conflict is not None:
         raise Conflict(conflict, code="stale_base")

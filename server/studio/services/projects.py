@@ -49,7 +49,14 @@ def project_create(
 
 
 @transaction.atomic
-def project_update(*, project: Project, user: Any, name: str | None = None, description: str | None = None) -> Project:
+def project_update(
+    *,
+    project: Project,
+    user: Any,
+    name: str | None = None,
+    description: str | None = None,
+    pacs_store_on_accept: bool | None = None,
+) -> Project:
     require_role(project=project, user=user, role=Role.ADMIN)
     changed = []
     if name is not None and name.strip() and name.strip() != project.name:
@@ -60,6 +67,9 @@ def project_update(*, project: Project, user: Any, name: str | None = None, desc
     if description is not None and description != project.description:
         project.description = description
         changed.append("description")
+    if pacs_store_on_accept is not None and pacs_store_on_accept != project.pacs_store_on_accept:
+        project.pacs_store_on_accept = pacs_store_on_accept
+        changed.append("pacs_store_on_accept")
     if changed:
         project.save(update_fields=changed)
     return project

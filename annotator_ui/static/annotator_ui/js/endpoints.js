@@ -28,6 +28,13 @@ export const paths = {
   activate: (modelId) => `/api/models/${modelId}/activate/`,
   export: (projectId) => `/api/projects/${projectId}/export/`,
   metrics: (projectId) => `/api/projects/${projectId}/metrics/`,
+  pacs: () => "/api/pacs/",
+  pacsStudies: (projectId) => `/api/projects/${projectId}/pacs/studies/`,
+  pacsStudy: (projectId, studyUid) => `/api/projects/${projectId}/pacs/studies/${encodeURIComponent(studyUid)}/`,
+  pacsImport: (projectId) => `/api/projects/${projectId}/pacs/import/`,
+  pacsStore: (projectId) => `/api/projects/${projectId}/pacs/store/`,
+  caseSeg: (caseId) => `/api/cases/${caseId}/seg/`,
+  casePage: (projectId, caseId) => `/projects/${projectId}/cases/${caseId}/`,
 };
 
 /** ws:// or wss:// URL for a websocket path on this origin. */

@@ -9,6 +9,7 @@ import { ViewTransform } from "../geometry.js";
 import { InputMachine } from "../input.js";
 import { watchJob } from "../job_watch.js";
 import { summary } from "../jobs.js";
+import { sourceLabel } from "../pacs.js";
 import { fromRGBA } from "../mask.js";
 import { relevantFields, renderReport } from "../report.js";
 import { LAYERS, MaskStore } from "../store.js";
@@ -102,6 +103,7 @@ function renderCaseInfo() {
   if (caseData.head_version) parts.push(`mask v${caseData.head_version} (${caseData.head_kind})`);
   else parts.push("no mask yet");
   if (caseData.assignee) parts.push(`held by ${caseData.assignee}`);
+  parts.push(sourceLabel(caseData.source));
   $("case-meta").textContent = parts.filter(Boolean).join(" · ");
 }
 

@@ -1,7 +1,7 @@
 // Export page: pick a format and a split; the browser downloads the streamed archive from the API.
 
 import { queryString } from "../api.js";
-import { api, h, pageConfig } from "../dom.js";
+import { api, h, pageConfig, toast } from "../dom.js";
 import { paths } from "../endpoints.js";
 
 const config = pageConfig();
@@ -12,6 +12,8 @@ const FORMATS = [
   { value: "lvit", label: "LViT folders (img/, labelcol/, *_text.xlsx), zip" },
   { value: "png", label: "Images and PNG masks, zip" },
   { value: "coco", label: "COCO JSON with RLE masks" },
+  { value: "dicom-seg", label: "DICOM images with DICOM SEG masks, zip" },
+  { value: "nifti", label: "NIfTI image and mask volumes (.nii.gz) with a manifest, zip" },
   { value: "metrics-json", label: "Model metrics per version (JSON)" },
   { value: "metrics-csv", label: "Model metrics per version (CSV)" },
 ];
@@ -55,3 +57,46 @@ async function summary() {
   }
 }
 summary();
+
+// PACS write-back: store accepted masks of PACS cases as DICOM SEG, now or on every accept (admins).
+async function storeAll() {
+  const button = $("pacs-store");
+  button.disabled = true;
+  $("pacs-store-result").textContent = "Storing in the PACS…";
+  try {
+    let job = await api.post(paths.pacsStore(projectId), {});
+    while (job.status === "pending" || job.status === "running") {
+      const { done, total } = job.progress ?? {};
+      if (total) $("pacs-store-result").textContent = `Storing in the PACS… ${done} of ${total}`;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      job = await api.get(paths.job(job.id));
+    }
+    if (job.status !== "succeeded") throw new Error(job.message || `the store job ${job.status}`);
+    const failed = job.result.failed.map((f) => `case ${f.case}: ${f.detail}`);
+    $("pacs-store-result").textContent =
+      `Stored ${job.result.stored.length} segmentation(s).` + (failed.length ? ` Failed: ${failed.join("; ")}` : "");
+  } catch (err) {
+    $("pacs-store-result").textContent = err.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function pacsSettings() {
+  if (!$("pacs-store")) return;
+  $("pacs-store").addEventListener("click", storeAll);
+  const toggle = $("pacs-on-accept");
+  if (!toggle) return;
+  const project = await api.get(paths.project(projectId));
+  toggle.checked = Boolean(project.pacs_store_on_accept);
+  toggle.addEventListener("change", async () => {
+    try {
+      await api.patch(paths.project(projectId), { pacs_store_on_accept: toggle.checked });
+      toast(toggle.checked ? "Accepted masks will be stored in the PACS" : "Accepted masks stay here");
+    } catch (err) {
+      toggle.checked = !toggle.checked;
+      toast(err.message, { error: true });
+    }
+  });
+}
+pacsSettings();
