@@ -20,14 +20,12 @@ Uncertainty score: mean binary entropy of the probability map at the model's res
 in [0, 1]: 0 when every pixel is predicted 0 or 1 with certainty, 1 when every pixel is 0.5. It rises
 monotonically as any pixel's probability moves toward 0.5, and it does not depend on the image's size.
 
-Fast path (``fast=True``, the default): a copy of the model in eval mode with BatchNorm folded into the
-preceding convolutions, the CNN-ViT interaction's 1x1 conv run before (instead of after) the nearest
-upsampling, channels-last memory format, ``torch.inference_mode``. In float32 its logits equal the eager model's
-within ``FAST_TOLERANCE`` = 1e-3 absolute (measured: <1e-4 on logits of std 4). ``compile=True`` adds
-``torch.compile`` (off by default: see ``docs/results.md`` for what it buys on CPU and its compile time).
-``precision="bf16"`` runs under bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA) and is *not* exact: on
-random weights with logits rescaled to std 4 the mean absolute probability difference was 0.03-0.05 and
-4-8% of mask pixels flipped; check the validation Dice of a trained model before using it.
+Engines (``ml.serving``): by default the predictor runs the engine the measurements justify for this CPU
+(``backend="auto"``, ``precision="auto"``): OpenVINO in bfloat16 on CPUs with AMX-BF16 (masks of trained
+checkpoints at Dice >= 0.995 against the eager model's), OpenVINO in float32 elsewhere on the CPU, and PyTorch's
+fast path on CUDA or without OpenVINO. The float32 engines are exact: logits within ``FAST_TOLERANCE`` = 1e-3
+of the eager model's (measured < 1e-5). ``fast=False`` runs the eager model as trained; ``compile=True`` adds
+``torch.compile`` to the PyTorch fast path. See ``docs/results.md`` for speed and mask agreement per engine.
 """
 
 from __future__ import annotations
