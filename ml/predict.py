@@ -21,9 +21,10 @@ in [0, 1]: 0 when every pixel is predicted 0 or 1 with certainty, 1 when every p
 monotonically as any pixel's probability moves toward 0.5, and it does not depend on the image's size.
 
 Engines (``ml.serving``): by default the predictor runs the engine the measurements justify for this CPU
-(``backend="auto"``, ``precision="auto"``): OpenVINO in bfloat16 on CPUs with AMX-BF16 (masks of trained
-checkpoints at Dice >= 0.995 against the eager model's), OpenVINO in float32 elsewhere on the CPU, and PyTorch's
-fast path on CUDA or without OpenVINO. The float32 engines are exact: logits within ``FAST_TOLERANCE`` = 1e-3
+(``backend="auto"``, ``precision="auto"``): with a place to keep converted models (``cache_dir`` or
+``$LVIT_SERVING_CACHE``), OpenVINO in bfloat16 on CPUs with AMX-BF16 (masks of trained checkpoints at Dice
+>= 0.995 against the eager model's) and in float32 on other CPUs; otherwise, on CUDA, or without OpenVINO,
+PyTorch's exact fast path. The float32 engines are exact: logits within ``FAST_TOLERANCE`` = 1e-3
 of the eager model's (measured < 1e-5). ``fast=False`` runs the eager model as trained; ``compile=True`` adds
 ``torch.compile`` to the PyTorch fast path. See ``docs/results.md`` for speed and mask agreement per engine.
 """
@@ -185,7 +186,8 @@ class Predictor:
             mode.
         cfg: its config.
         device: where to run (``"cpu"``, ``"cuda"``, ...).
-        backend: ``"auto"`` (the measured default for this CPU, :func:`ml.serving.default_engine`), ``"torch"``,
+        backend: ``"auto"`` (the measured default for this CPU, :func:`ml.serving.default_engine`; OpenVINO only
+            with a ``cache_dir``), ``"torch"``,
             ``"openvino"`` or ``"onnxruntime"``.
         precision: ``"auto"``, ``"fp32"`` (exact: logits within ``FAST_TOLERANCE`` of eager), ``"bf16"`` (CPU
             with AVX512-BF16/AMX, or CUDA; masks of trained checkpoints measured within Dice 0.995 of eager's) or

@@ -132,20 +132,27 @@ def backend_available(backend: str) -> bool:
     return backend == "torch" or importlib.util.find_spec(backend) is not None
 
 
-def default_engine(device: str | torch.device = "cpu", features: CPUFeatures | None = None) -> tuple[str, str]:
+def default_engine(
+    device: str | torch.device = "cpu", features: CPUFeatures | None = None, *, cache: bool = True
+) -> tuple[str, str]:
     """(backend, precision) the benchmarks justify for ``device`` on this machine.
 
-    CPU: OpenVINO when installed, in bfloat16 on CPUs with AMX-BF16 (masks of trained checkpoints equal
-    eager's: Dice >= 0.995, see ``docs/results.md``), else in float32 (exact); PyTorch's exact fast path when
-    OpenVINO is missing. Other devices (CUDA): PyTorch float32.
+    CPU, with a place to keep converted models (``cache``): OpenVINO, in bfloat16 on CPUs with AMX-BF16 (masks
+    of trained checkpoints equal eager's at Dice >= 0.995, see ``docs/results.md``), else in float32 (exact).
+    Without such a place every process would pay the conversion (15 s for a small model, minutes at 224 px on a
+    busy CPU) before its first prediction, so the default is then PyTorch's exact fast path; so it is when
+    OpenVINO is not installed. Other devices (CUDA): PyTorch float32.
     """
     device = torch.device(device)
-    if device.type != "cpu":
+    if device.type != "cpu" or not cache or not backend_available("openvino"):
         return "torch", "fp32"
     features = features or cpu_features()
-    if not backend_available("openvino"):
-        return "torch", "fp32"
     return "openvino", "bf16" if features.amx_bf16 else "fp32"
+
+
+def cache_configured(cache_dir: str | os.PathLike[str] | None) -> bool:
+    """Whether converted models can be kept: an explicit ``cache_dir`` or ``$LVIT_SERVING_CACHE``."""
+    return cache_dir is not None or bool(os.environ.get(CACHE_ENV))
 
 
 # ------------------------------------------------------------------------------------------------ fast path
@@ -442,7 +449,8 @@ def build_engine(
 ) -> Engine:
     """An engine for ``model`` (left untouched). ``example``: one batch of its forward arguments.
 
-    ``backend="auto"`` / ``precision="auto"`` take :func:`default_engine`'s choice; when that choice fails to
+    ``backend="auto"`` / ``precision="auto"`` take :func:`default_engine`'s choice (OpenVINO only when
+    ``cache_dir`` or ``$LVIT_SERVING_CACHE`` gives converted models a place to stay); when that choice fails to
     convert this network (an op the converter lacks) or fails verification, ``auto`` falls back to PyTorch's
     exact fast path and logs why. Explicit choices raise instead.
 
@@ -457,7 +465,7 @@ def build_engine(
         if backend not in ("auto", "torch"):
             raise ValueError(f"fast=False / compile=True run on the torch backend, not {backend!r}")
         backend = "torch"
-    chosen_backend, chosen_precision = default_engine(device)
+    chosen_backend, chosen_precision = default_engine(device, cache=cache_configured(cache_dir))
     if backend == "auto":
         backend = chosen_backend
     if precision == "auto":
@@ -541,6 +549,7 @@ __all__ = [
     "TorchEngine",
     "backend_available",
     "build_engine",
+    "cache_configured",
     "cpu_features",
     "default_engine",
     "optimize_for_inference",

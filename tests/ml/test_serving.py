@@ -128,6 +128,7 @@ def test_cpu_features_and_default_choice(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr("ml.serving.backend_available", lambda name: True)
     assert default_engine("cpu", amx) == ("openvino", "bf16")
     assert default_engine("cpu", avx2) == ("openvino", "fp32")  # exact where bf16 is not native
+    assert default_engine("cpu", amx, cache=False) == ("torch", "fp32")  # no place to keep the conversion
     assert default_engine("cuda", amx) == ("torch", "fp32")
     monkeypatch.setattr("ml.serving.backend_available", lambda name: name == "torch")
     assert default_engine("cpu", amx) == ("torch", "fp32")  # OpenVINO not installed
@@ -213,9 +214,11 @@ def test_verification_catches_a_wrong_engine(
     assert isinstance(fallback, TorchEngine) and fallback.precision == "fp32"
 
 
-def test_predictor_default_engine_and_warm_up(tmp_path: Path) -> None:
+def test_predictor_default_engine_and_warm_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = LViTConfig(img_size=32, text_dim=16, text_len=4)
     model = _realistic_lvit(cfg)
+    monkeypatch.delenv("LVIT_SERVING_CACHE", raising=False)
+    assert (Predictor(model, cfg).backend, Predictor(model, cfg).precision) == ("torch", "fp32")  # no cache
     predictor = Predictor(model, cfg, cache_dir=tmp_path)
     expected = default_engine("cpu")
     assert (predictor.backend, predictor.precision) == expected
