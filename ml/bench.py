@@ -1,8 +1,12 @@
-"""CPU inference benchmark: eager model vs the Predictor's fast path (and optionally ``torch.compile``).
+"""CPU inference benchmark: the eager model vs the inference engines of ``ml.serving``.
 
-Modes: ``eager`` = the model as trained (eval, ``torch.no_grad``, NCHW float32); ``fast`` = the Predictor's
-default path (``ml.predict.optimize_for_inference`` under ``torch.inference_mode``, float32); ``compiled`` =
-``fast`` + ``torch.compile`` (inductor, freezing); ``bf16`` = ``fast`` under bfloat16 autocast (not exact).
+Modes: ``eager`` = the model as trained (eval, ``torch.no_grad``, NCHW float32); ``fast`` = PyTorch fast path
+(``ml.serving.optimize_for_inference`` under ``torch.inference_mode``, float32); ``compiled`` = ``fast`` +
+``torch.compile`` (inductor, freezing); ``bf16`` = ``fast`` under bfloat16 autocast (not exact); ``int8`` =
+``fast`` with the linear layers dynamically quantized to int8 (not exact); ``openvino`` / ``onnxruntime`` =
+the network converted to OpenVINO IR / ONNX and run by that runtime in float32 (exact); ``openvino-bf16`` =
+OpenVINO with bf16 inference precision (not exact). ``--checkpoint`` benchmarks a trained model instead of
+random weights.
 
 Timing: one process builds the eager model and the other modes' copies, warms each up, then runs the modes
 **interleaved** - repeat r runs eager, fast, (compiled) back to back - so load changes on the machine hit all
@@ -39,17 +43,32 @@ from torch import nn
 from ml.config import LViTConfig
 from ml.models import build_model
 from ml.models.counting import count_macs, example_inputs
-from ml.predict import optimize_for_inference
+from ml.predict import load_model
+from ml.serving import build_engine, cpu_features
 
-MODES = ("eager", "fast", "compiled", "bf16")
+# mode -> (backend, precision, compile)
+ENGINE_MODES = {
+    "fast": ("torch", "fp32", False),
+    "compiled": ("torch", "fp32", True),
+    "bf16": ("torch", "bf16", False),
+    "int8": ("torch", "int8", False),
+    "openvino": ("openvino", "fp32", False),
+    "openvino-bf16": ("openvino", "bf16", False),
+    "onnxruntime": ("onnxruntime", "fp32", False),
+}
+MODES = ("eager", *ENGINE_MODES)
 
 
-def _build(cfg: LViTConfig, seed: int) -> nn.Module:
+def _build(cfg: LViTConfig, seed: int, checkpoint: str | None = None) -> nn.Module:
+    if checkpoint is not None:
+        return load_model(checkpoint)[0].eval()
     torch.manual_seed(seed)
     return build_model(cfg).eval()
 
 
-def _runner(model: nn.Module, mode: str, inputs: tuple[torch.Tensor, ...]) -> Callable[[], torch.Tensor]:
+def _runner(
+    model: nn.Module, mode: str, inputs: tuple[torch.Tensor, ...], cache_dir: str | None = None
+) -> Callable[[], torch.Tensor]:
     """A zero-argument callable running one forward pass the way ``mode`` does."""
     if mode == "eager":
 
@@ -58,15 +77,13 @@ def _runner(model: nn.Module, mode: str, inputs: tuple[torch.Tensor, ...]) -> Ca
                 return model(*inputs)
 
         return run
-    fast = optimize_for_inference(model, compile=mode == "compiled")
-    images = inputs[0].contiguous(memory_format=torch.channels_last)
+    backend, precision, compile = ENGINE_MODES[mode]
+    engine = build_engine(
+        model, inputs, backend=backend, precision=precision, compile=compile, cache_dir=cache_dir, verify=False
+    )
+    images = inputs[0].contiguous(memory_format=torch.channels_last) if engine.channels_last else inputs[0]
     args = (images, *inputs[1:])
-
-    def run_fast() -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=mode == "bf16"):
-            return fast(*args)
-
-    return run_fast
+    return lambda: engine(*args)
 
 
 def _status_kb(field: str) -> int:
@@ -84,18 +101,32 @@ def _status_kb(field: str) -> int:
 def _memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: peak RSS for one (mode, batch size)."""
     cfg = LViTConfig.from_dict(spec["config"])
-    model = _build(cfg, spec["seed"])
+    model = _build(cfg, spec["seed"], spec.get("checkpoint"))
     inputs = example_inputs(cfg, spec["batch_size"])
-    run = _runner(model, spec["mode"], inputs)
+    run = _runner(model, spec["mode"], inputs, spec.get("cache_dir"))
     model_kb = _status_kb("VmRSS")
     for _ in range(4):
         run()
     return {"model_rss_mb": model_kb / 1024, "peak_rss_mb": _status_kb("VmHWM") / 1024}
 
 
-def measure_memory(cfg: LViTConfig, mode: str, batch_size: int, seed: int = 0) -> dict[str, Any]:
+def measure_memory(
+    cfg: LViTConfig,
+    mode: str,
+    batch_size: int,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
     """Peak RSS of a fresh subprocess running ``mode`` at ``batch_size`` (see the module docstring)."""
-    spec = {"config": cfg.to_dict(), "mode": mode, "batch_size": batch_size, "seed": seed}
+    spec = {
+        "config": cfg.to_dict(),
+        "mode": mode,
+        "batch_size": batch_size,
+        "seed": seed,
+        "checkpoint": checkpoint,
+        "cache_dir": cache_dir,
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "ml.bench", "--memory-child", json.dumps(spec)],
         capture_output=True,
@@ -118,6 +149,8 @@ def run_inference_bench(
     warmup: int = 2,
     memory: bool = True,
     seed: int = 0,
+    checkpoint: str | None = None,
+    cache_dir: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Time eager vs fast (vs compiled) inference on CPU; one result row per (batch size, mode).
@@ -132,8 +165,12 @@ def run_inference_bench(
         raise ValueError(f"modes must include 'eager' and come from {MODES}, got {tuple(modes)}")
     if repeats < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("need repeats >= 1, warmup >= 0 and positive batch sizes")
-    cfg = LViTConfig(arch=arch, variant=variant, with_text=with_text, text_dim=text_dim, img_size=img_size)
-    model = _build(cfg, seed)
+    if checkpoint is not None:
+        model = _build(LViTConfig(), seed, checkpoint)
+        cfg = load_model(checkpoint)[1]
+    else:
+        cfg = LViTConfig(arch=arch, variant=variant, with_text=with_text, text_dim=text_dim, img_size=img_size)
+        model = _build(cfg, seed)
     macs = count_macs(model, cfg)
     rows: list[dict[str, Any]] = []
     for batch_size in batch_sizes:
@@ -143,7 +180,7 @@ def run_inference_bench(
         runners, setup, outputs = {}, {}, {}
         for mode in modes:
             start = time.perf_counter()
-            runners[mode] = _runner(model, mode, inputs)
+            runners[mode] = _runner(model, mode, inputs, cache_dir)
             outputs[mode] = runners[mode]().float()
             setup[mode] = time.perf_counter() - start
             for _ in range(max(warmup - 1, 0)):
@@ -158,7 +195,7 @@ def run_inference_bench(
             median = statistics.median(times[mode])
             paired = statistics.median(e / m for e, m in zip(times["eager"], times[mode], strict=True))
             row: dict[str, Any] = {
-                "model": cfg.model_name,
+                "model": f"{cfg.model_name} {cfg.img_size}px" + (" (trained)" if checkpoint else ""),
                 "mode": mode,
                 "batch_size": batch_size,
                 "repeats": repeats,
@@ -172,7 +209,7 @@ def run_inference_bench(
                 "setup_s": setup[mode],
             }
             if memory:
-                row.update(measure_memory(cfg, mode, batch_size, seed))
+                row.update(measure_memory(cfg, mode, batch_size, seed, checkpoint, cache_dir))
             rows.append(row)
             if log is not None:
                 log(format_row(row))
@@ -209,7 +246,10 @@ def machine_summary() -> str:
     except OSError:
         pass
     threads = torch.get_num_threads()
-    return f"{cpu}, torch {torch.__version__}, {threads} thread{'' if threads == 1 else 's'}"
+    return (
+        f"{cpu} (CPU features: {cpu_features().summary()}), torch {torch.__version__}, "
+        f"{threads} thread{'' if threads == 1 else 's'}"
+    )
 
 
 RESULTS_SECTION = "## Inference (ml)"
@@ -239,6 +279,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ml bench") ->
     parser.add_argument("--arch", default="lvit", choices=["lvit", "unet"])
     parser.add_argument("--no-text", action="store_true", help="benchmark the W model (no text path)")
     parser.add_argument("--text-dim", type=int, default=384)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument(
+        "--checkpoint", help="benchmark this trained checkpoint (its own size) instead of random weights"
+    )
+    parser.add_argument("--cache-dir", help="converted-model cache for the openvino / onnxruntime modes")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -263,6 +308,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ml bench") ->
         with_text=not args.no_text,
         text_dim=args.text_dim,
         arch=args.arch,
+        img_size=args.img_size,
+        checkpoint=args.checkpoint,
+        cache_dir=args.cache_dir,
         modes=args.modes,
         warmup=args.warmup,
         memory=not args.no_memory,

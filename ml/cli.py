@@ -84,6 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         amp=not args.no_amp,
+        precision=args.precision,
+        channels_last=not args.no_channels_last,
+        fused_optimizer=not args.no_fused_optimizer,
+        compile=args.compile,
         num_workers=args.workers,
         augment=not args.no_augment,
         prototype_epochs=args.prototype_epochs,
@@ -200,7 +204,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ml.text import TextEmbedder
     from ml.train import resolve_device
 
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=resolve_device(args.device))
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        device=resolve_device(args.device),
+        backend=args.backend,
+        precision=args.precision,
+        cache_dir=args.cache_dir,
+    )
     cfg = predictor.cfg
     if args.data:
         items = [(s.image_path, s.sentence, s.image_path.stem) for s in scan_split(args.data, args.split)]
@@ -304,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="autocast of the training forward; auto: bf16 on CPUs with AMX, fp16 on CUDA (see ml.train)",
+    )
+    t.add_argument("--compile", action="store_true", help="torch.compile the network for training")
+    t.add_argument("--no-channels-last", action="store_true", help="NCHW activations (the pre-speed-up step)")
+    t.add_argument("--no-fused-optimizer", action="store_true", help="Adam looping over tensors")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--labeled-fraction", type=float, default=1.0, help="< 1 switches on semi-supervised training")
@@ -340,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="Test")
     p.add_argument("--out", default="predictions")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--backend", choices=["auto", "torch", "openvino", "onnxruntime"], default="auto", help="see ml.serving"
+    )
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto")
+    p.add_argument("--cache-dir", default=None, help="keep converted models (OpenVINO IR / ONNX) here")
     p.add_argument("--quiet", action="store_true")
     text_args(p)
     p.set_defaults(func=cmd_predict)

@@ -20,26 +20,24 @@ Uncertainty score: mean binary entropy of the probability map at the model's res
 in [0, 1]: 0 when every pixel is predicted 0 or 1 with certainty, 1 when every pixel is 0.5. It rises
 monotonically as any pixel's probability moves toward 0.5, and it does not depend on the image's size.
 
-Fast path (``fast=True``, the default): a copy of the model in eval mode with BatchNorm folded into the
-preceding convolutions, the CNN-ViT interaction's 1x1 conv run before (instead of after) the nearest
-upsampling, channels-last memory format, ``torch.inference_mode``. In float32 its logits equal the eager model's
-within ``FAST_TOLERANCE`` = 1e-3 absolute (measured: <1e-4 on logits of std 4). ``compile=True`` adds
-``torch.compile`` (off by default: see ``docs/results.md`` for what it buys on CPU and its compile time).
-``precision="bf16"`` runs under bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA) and is *not* exact: on
-random weights with logits rescaled to std 4 the mean absolute probability difference was 0.03-0.05 and
-4-8% of mask pixels flipped; check the validation Dice of a trained model before using it.
+Engines (``ml.serving``): by default the predictor runs the engine the measurements justify for this CPU
+(``backend="auto"``, ``precision="auto"``): with a place to keep converted models (``cache_dir`` or
+``$LVIT_SERVING_CACHE``), OpenVINO in bfloat16 on CPUs with AMX-BF16 (masks of trained checkpoints at Dice
+>= 0.995 against the eager model's) and in float32 on other CPUs; otherwise, on CUDA, or without OpenVINO,
+PyTorch's exact fast path. The float32 engines are exact: logits within ``FAST_TOLERANCE`` = 1e-3
+of the eager model's (measured < 1e-5). ``fast=False`` runs the eager model as trained; ``compile=True`` adds
+``torch.compile`` to the PyTorch fast path. See ``docs/results.md`` for speed and mask agreement per engine.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,26 +46,17 @@ from torch import nn
 
 from ml.config import LViTConfig
 from ml.models import build_model
-from ml.models.fold import fold_batchnorm
-from ml.models.lvit import ViTToCNN
+from ml.models.counting import example_inputs
+from ml.serving import FP32_TOLERANCE, Engine, build_engine, cpu_features
+from ml.serving import optimize_for_inference as optimize_for_inference
+from ml.serving import unwrap_model as _unwrap
 
-FAST_TOLERANCE = 1e-3  # max |logit_fast - logit_eager| guaranteed (and tested) for the float32 fast path
+FAST_TOLERANCE = FP32_TOLERANCE  # max |logit_fast - logit_eager| guaranteed (and tested) for float32 engines
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL "L"
 
 ImageLike = np.ndarray | torch.Tensor
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The underlying module of DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, cfg: LViTConfig, /, **extra: Any) -> Path:
@@ -121,35 +110,6 @@ def load_model(
     if map_location is not None:
         model.to(map_location)
     return model.eval(), cfg, ckpt
-
-
-# ------------------------------------------------------------------------------------------------- fast path
-
-
-def optimize_for_inference(
-    model: nn.Module,
-    *,
-    device: str | torch.device | None = None,
-    channels_last: bool = True,
-    compile: bool = False,
-) -> nn.Module:
-    """A frozen inference copy of ``model`` (the original is untouched): eval mode, BatchNorm folded into the
-    preceding convolutions, ViT-to-CNN 1x1 convs on the token grid, no gradients, channels-last weights,
-    optionally ``torch.compile``d. Call it under ``torch.inference_mode()`` / ``torch.no_grad()``.
-    """
-    fast = copy.deepcopy(_unwrap(model)).eval()
-    if device is not None:
-        fast.to(device)
-    fold_batchnorm(fast)
-    for module in fast.modules():
-        if isinstance(module, ViTToCNN):
-            module.upsample_first = False  # exact: 1x1 conv + BN + ReLU commute with nearest upsampling
-    fast.requires_grad_(False)
-    if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
-    if compile:
-        fast = torch.compile(fast, dynamic=False, options={"freezing": True})
-    return fast
 
 
 # -------------------------------------------------------------------------------------------------- predictor
@@ -221,14 +181,22 @@ class Predictor:
     """Segments images with a model loaded once.
 
     Args:
-        model: the trained network (any of ``build_model``'s). The fast path works on a copy; with
-            ``fast=False`` the model itself is moved to ``device`` and put in eval mode.
+        model: the trained network (any of ``build_model``'s, or any module taking ``(images[, text])``). The
+            engines work on a copy; with ``fast=False`` the model itself is moved to ``device`` and put in eval
+            mode.
         cfg: its config.
         device: where to run (``"cpu"``, ``"cuda"``, ...).
-        fast: use :func:`optimize_for_inference` (float32 results equal the eager model's within 1e-3).
-        compile: also ``torch.compile`` the fast model (off by default; first call per batch shape compiles).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast; faster on CPUs with BF16 units, not exact).
+        backend: ``"auto"`` (the measured default for this CPU, :func:`ml.serving.default_engine`; OpenVINO only
+            with a ``cache_dir``), ``"torch"``,
+            ``"openvino"`` or ``"onnxruntime"``.
+        precision: ``"auto"``, ``"fp32"`` (exact: logits within ``FAST_TOLERANCE`` of eager), ``"bf16"`` (CPU
+            with AVX512-BF16/AMX, or CUDA; masks of trained checkpoints measured within Dice 0.995 of eager's) or
+            ``"int8"`` (torch only: dynamic int8 quantization of the transformer's linear layers).
+        fast: ``False`` runs the eager model as trained (PyTorch, float32).
+        compile: ``torch.compile`` the PyTorch fast path (off by default; first call per batch shape compiles).
         threshold: probability above which a pixel is in the mask.
+        cache_dir: where converted models (OpenVINO IR, ONNX) are kept across processes; default: the
+            ``LVIT_SERVING_CACHE`` environment variable, else convert in a temporary folder every time.
     """
 
     def __init__(
@@ -237,29 +205,37 @@ class Predictor:
         cfg: LViTConfig,
         *,
         device: str | torch.device = "cpu",
+        backend: str = "auto",
+        precision: str = "auto",
         fast: bool = True,
         compile: bool = False,
-        precision: Literal["fp32", "bf16"] = "fp32",
         threshold: float = 0.5,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(cfg, LViTConfig):
             raise ValueError(f"cfg must be an LViTConfig, got {type(cfg).__name__}")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("auto", "fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'int8', got {precision!r}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if compile and not fast:
             raise ValueError("compile=True needs fast=True")
         self.cfg = cfg
         self.device = torch.device(device)
-        self.precision = precision
         self.threshold = threshold
-        self.channels_last = fast
+        self.engine: Engine = build_engine(
+            model,
+            example_inputs(cfg, 1),
+            backend=backend,
+            precision=precision,
+            device=self.device,
+            fast=fast,
+            compile=compile,
+            cache_dir=cache_dir,
+        )
+        self.backend = self.engine.backend
+        self.precision = self.engine.precision
         self.compiled = compile
-        if fast:
-            self.model = optimize_for_inference(model, device=self.device, compile=compile)
-        else:
-            self.model = _unwrap(model).to(self.device).eval()
 
     @classmethod
     def from_checkpoint(
@@ -269,12 +245,18 @@ class Predictor:
         model, cfg, _ = load_model(path, map_location=device)
         return cls(model, cfg, device=device, **kwargs)
 
-    def _context(self) -> AbstractContextManager[Any]:
-        stack = ExitStack()
-        stack.enter_context(torch.inference_mode())
-        if self.precision == "bf16":
-            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
-        return stack
+    def describe(self) -> dict[str, Any]:
+        """What runs: backend, precision, device, and the CPU features the default was chosen from."""
+        return {**self.engine.describe(), "cpu_features": cpu_features().summary()}
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> float:
+        """Run one forward per batch size on blank inputs (first-call allocations, shape-specific kernels,
+        compilation) so the first real request does not pay for them. Returns the seconds it took."""
+        start = time.perf_counter()
+        for n in batch_sizes:
+            inputs = example_inputs(self.cfg, n)
+            self.logits(*inputs)
+        return time.perf_counter() - start
 
     def _text_batch(self, text: Any, n: int) -> torch.Tensor | None:
         cfg = self.cfg
@@ -296,11 +278,10 @@ class Predictor:
     def logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """Raw model call on a prepared batch (N, C, S, S) float in [0, 1] -> float32 logits (N, K, S, S)."""
         x = images.to(self.device, torch.float32)
-        if self.channels_last:
+        if self.engine.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         args = (x,) if text is None else (x, text.to(self.device, torch.float32))
-        with self._context():
-            return self.model(*args).float()
+        return self.engine(*args).float()
 
     def _padded_logits(self, images: torch.Tensor, text: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         """A compiled model is specialised to one batch shape: pad a short last batch instead of recompiling."""

@@ -12,6 +12,9 @@ from torch import nn
 from ml import LViTConfig, Predictor, build_model, load_checkpoint, load_model, save_checkpoint
 from ml.predict import FAST_TOLERANCE, binary_entropy_score, optimize_for_inference
 
+# Input handling is tested on the exact PyTorch engine; the other engines are tested in test_serving.py.
+EXACT = {"backend": "torch", "precision": "fp32"}
+
 
 def _realistic(model: nn.Module, cfg: LViTConfig, seed: int = 0) -> nn.Module:
     """Random model with non-trivial BatchNorm statistics and logits of a trained model's scale (std ~4)."""
@@ -98,7 +101,7 @@ def test_fast_path_unet() -> None:
 
 def test_predictor_returns_full_size_maps(small: tuple[nn.Module, LViTConfig]) -> None:
     model, cfg = small
-    predictor = Predictor(model, cfg)
+    predictor = Predictor(model, cfg, **EXACT)
     rng = np.random.default_rng(0)
     images = [
         rng.integers(0, 256, (300, 500, 3), dtype=np.uint8),  # RGB uint8, larger than the model
@@ -122,7 +125,7 @@ def test_predictor_returns_full_size_maps(small: tuple[nn.Module, LViTConfig]) -
 
 def test_predictor_input_conventions(small: tuple[nn.Module, LViTConfig]) -> None:
     model, cfg = small
-    predictor = Predictor(model, cfg)
+    predictor = Predictor(model, cfg, **EXACT)
     text = torch.randn(cfg.text_len, cfg.text_dim)
     rng = np.random.default_rng(1)
     u8 = rng.integers(0, 256, (40, 60), dtype=np.uint8)
@@ -145,7 +148,7 @@ def test_predictor_gray_model_without_text(tmp_path: Path) -> None:
     cfg = LViTConfig(img_size=32, in_channels=1, with_text=False)
     model = _realistic(build_model(cfg), cfg)
     path = save_checkpoint(tmp_path / "m.pt", model, cfg)
-    predictor = Predictor.from_checkpoint(path)
+    predictor = Predictor.from_checkpoint(path, **EXACT)
     rgb = np.random.default_rng(2).integers(0, 256, (50, 40, 3), dtype=np.uint8)
     batch = np.stack([rgb, rgb])  # a 4-d stack is a batch
     results = predictor.predict(batch)
@@ -174,7 +177,7 @@ def test_constant_half_probability_gives_maximal_uncertainty() -> None:
         model.outc.weight.zero_()
         model.outc.bias.zero_()  # logits == 0 everywhere -> probability 0.5
     for size in [(20, 30), (90, 20)]:  # upsampled and mixed up / down
-        result = Predictor(model, cfg).predict_one(np.zeros(size, dtype=np.uint8))
+        result = Predictor(model, cfg, **EXACT).predict_one(np.zeros(size, dtype=np.uint8))
         assert result.uncertainty == pytest.approx(1.0)
         np.testing.assert_allclose(result.probability, 0.5, atol=1e-6)
 
@@ -183,8 +186,8 @@ def test_predictor_bf16_runs_and_is_close(small: tuple[nn.Module, LViTConfig]) -
     """bf16 is opt-in and not exact; on this random model we only check it is in the right neighbourhood."""
     model, cfg = small
     image, text = np.random.default_rng(3).random((64, 64), dtype=np.float32), torch.randn(cfg.text_len, cfg.text_dim)
-    ref = Predictor(model, cfg).predict_one(image, text).probability
-    out = Predictor(model, cfg, precision="bf16").predict_one(image, text).probability
+    ref = Predictor(model, cfg, **EXACT).predict_one(image, text).probability
+    out = Predictor(model, cfg, backend="torch", precision="bf16").predict_one(image, text).probability
     assert out.dtype == np.float32
     assert np.abs(out - ref).mean() < 0.1
 
@@ -198,7 +201,7 @@ def test_predictor_bad_arguments(small: tuple[nn.Module, LViTConfig]) -> None:
     with pytest.raises(ValueError):
         Predictor(model, cfg, fast=False, compile=True)
     with pytest.raises(ValueError):
-        Predictor(model, cfg).predict([np.zeros((8, 8))], torch.randn(1, 10, 16), batch_size=0)
+        Predictor(model, cfg, **EXACT).predict([np.zeros((8, 8))], torch.randn(1, 10, 16), batch_size=0)
 
 
 def test_inference_bench_rows() -> None:
