@@ -102,6 +102,7 @@ class MaskOut(serializers.ModelSerializer):
     model_version = serializers.IntegerField(source="model_version.number", default=None, allow_null=True)
     parent_version = serializers.IntegerField(source="parent.version", default=None, allow_null=True)
     png_url = serializers.SerializerMethodField()
+    probabilities_url = serializers.SerializerMethodField()
 
     class Meta:
         model = MaskVersion
@@ -118,10 +119,15 @@ class MaskOut(serializers.ModelSerializer):
             "stats",
             "created_at",
             "png_url",
+            "probabilities_url",
         ]
 
     def get_png_url(self, obj: MaskVersion) -> str:
         return reverse("studio-mask-png", args=[obj.pk])
+
+    def get_probabilities_url(self, obj: MaskVersion) -> str | None:
+        """The proposal's probability map (uint8 PNG, p*255), or null when the version has none."""
+        return reverse("studio-mask-probabilities", args=[obj.pk]) if obj.probabilities else None
 
 
 class CaseOut(serializers.ModelSerializer):
