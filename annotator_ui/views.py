@@ -69,7 +69,14 @@ def _project_page(request: HttpRequest, project: Project, template_name: str, pa
 
 @login_required
 def worklist_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    return _project_page(request, _project_for(request, project_id), "annotator_ui/worklist.html", "worklist")
+    project = _project_for(request, project_id)
+    return _project_page(
+        request,
+        project,
+        "annotator_ui/worklist.html",
+        "worklist",
+        report_template={"fields": project.template.fields, "pattern": project.template.pattern},
+    )
 
 
 @login_required
@@ -110,6 +117,11 @@ def export_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def pacs_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = _project_for(request, project_id)
     return _project_page(request, project, "annotator_ui/pacs.html", "pacs", pacs=pacs_status())
+
+
+@login_required
+def project_admin_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _project_page(request, _project_for(request, project_id), "annotator_ui/project_admin.html", "project")
 
 
 @login_required

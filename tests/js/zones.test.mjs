@@ -93,3 +93,14 @@ describe("report–mask agreement", () => {
     assert.deepEqual(inBox.box, [0, 20, 0, 60]);
   });
 });
+
+describe("worklist words", () => {
+  it("say which zone disagrees and how", async () => {
+    const { disagreementWords } = await import("../../annotator_ui/static/annotator_ui/js/zones.js");
+    assert.deepEqual(
+      disagreementWords({ expected: ["right lower"], observed: ["left upper"], disagree: ["right lower", "left upper"] }),
+      ["R lower: report only", "L upper: mask only"],
+    );
+    assert.deepEqual(disagreementWords(null), []);
+  });
+});

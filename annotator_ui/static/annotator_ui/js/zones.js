@@ -183,3 +183,16 @@ export function describeCell(cell) {
   if (cell.agree) return `${cell.key}: agree`;
   return `${cell.key}: ${cell.observed ? "mask only" : "report only"}`;
 }
+
+/**
+ * Short words for the server's stored zone summary of a case ({expected, observed, disagree}: cell
+ * keys), e.g. ["L upper: mask only", "R lower: report only"], for the worklist.
+ */
+export function disagreementWords(summary) {
+  if (!summary || !Array.isArray(summary.disagree)) return [];
+  const observed = new Set(summary.observed ?? []);
+  return summary.disagree.map((key) => {
+    const [side, zone] = key.split(" ");
+    return `${side === "left" ? "L" : "R"} ${zone}: ${observed.has(key) ? "mask only" : "report only"}`;
+  });
+}
