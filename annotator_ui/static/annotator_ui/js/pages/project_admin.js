@@ -98,7 +98,11 @@ $("member-form").addEventListener("submit", async (e) => {
 const PHASES = { upload: "Uploading", validating: "Checking files", storing: "Storing cases", queued: "Waiting for a worker" };
 
 function setProgress(fraction, text) {
-  $("import-progress").hidden = false;
+  const box = $("import-progress");
+  box.hidden = false;
+  const seen = new Set((box.dataset.phases ?? "").split("|").filter(Boolean));
+  seen.add(text.replace(/\d+/g, "#"));
+  box.dataset.phases = [...seen].join("|"); // the distinct phases shown, for whoever follows along
   const pct = Math.round(100 * Math.max(0, Math.min(1, fraction)));
   $("import-bar").setAttribute("aria-valuenow", String(pct));
   $("import-bar").querySelector(".bar").style.width = `${pct}%`;
