@@ -19,10 +19,15 @@ const FORMATS = [
 ];
 for (const f of FORMATS) $("export-format").append(h("option", { value: f.value }, f.label));
 
-const LAYOUT = {
-  xlsx: "Each split becomes <Split>_Folder/img/, <Split>_Folder/labelcol/ (masks named mask_<image stem>.png) and <Split>_Folder/<Split>_text.xlsx with the columns Image (the mask's name) and Description.",
-  csv: "Each split becomes <Split>_Folder/img/, <Split>_Folder/labelcol/ (masks named mask_<image stem>.png) and <Split>_Folder/<Split>_text.csv (UTF-8) with the columns Image (the mask's name) and Description.",
+const REPORTS_FILE = {
+  xlsx: "<Split>_Folder/<Split>_text.xlsx",
+  csv: "<Split>_Folder/<Split>_text.csv (UTF-8)",
+  imported: "<Split>_Folder/<Split>_text.xlsx or .csv, whichever the split's cases were imported with (.csv for uploaded ones)",
 };
+const layout = (text) =>
+  "Each split becomes <Split>_Folder/img/ (the images), <Split>_Folder/labelcol/ (the accepted masks, all named one way: " +
+  "like the split's imported masks, else mask_<image stem>.png) and " +
+  `${REPORTS_FILE[text]} with the columns Image (the mask's file name) and Description.`;
 
 function update() {
   const format = $("export-format").value;
@@ -33,7 +38,7 @@ function update() {
   $("export-split").disabled = metrics;
   $("export-accepted").disabled = metrics;
   for (const el of document.querySelectorAll(".lvit-only")) el.hidden = format !== "lvit";
-  $("export-layout").textContent = format === "lvit" ? LAYOUT[text] : "";
+  $("export-layout").textContent = format === "lvit" ? layout(text) : "";
   $("export-link").href = metrics
     ? paths.metrics(projectId) + queryString({ format: format.slice("metrics-".length) })
     : paths.export(projectId) + queryString({ format, split, accepted: accepted ? 1 : "", text: format === "lvit" ? text : "" });
