@@ -268,14 +268,16 @@ class CaseListApi(APIView):
     @extend_schema(
         request={"multipart/form-data": s.CaseUploadIn},
         responses={201: s.CaseOut(many=True), 400: ERROR, 404: ERROR, 409: ERROR},
-        description="Upload one or more images (repeat `image`) or a zip of images. All-or-nothing: a bad file "
-        "stores nothing and the 400 names it. `report` (sentence) or `fields` apply to a single image.",
+        description="Upload one or more images (repeat `image`) or a zip of images. All-or-nothing: every file is "
+        "checked first; a 400 lists each bad file (`detail.errors`: `[{file, error}]`) and nothing is stored. "
+        "`report` (sentence) or `fields` apply to a single image; `reports` (CSV/XLSX: Image, Description) to many.",
     )
     def post(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.CaseUploadIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = _clean(data.validated_data)
+        table = v.get("reports")
         created = cases.case_upload(
             project=project,
             user=request.user,
@@ -284,6 +286,7 @@ class CaseListApi(APIView):
             report_text=v.get("report"),
             fields=v.get("fields"),
             window=v.get("window"),
+            report_table=(table.name, _upload_bytes(table)) if table is not None else None,
         )
         return Response(s.CaseOut(created, many=True).data, status=status.HTTP_201_CREATED)
 
@@ -395,12 +398,14 @@ class CaseAcceptApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.AcceptIn(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = _clean(data.validated_data).get("mask")
+        v = _clean(data.validated_data)
+        upload = v.get("mask")
         mv = masks.mask_accept(
             case=case,
             user=request.user,
             png_bytes=_upload_bytes(upload) if upload is not None else None,
-            base_version=_clean(data.validated_data).get("base_version"),
+            base_version=v.get("base_version"),
+            without_report=v["without_report"],
         )
         return Response(s.MaskOut(mv).data)
 
@@ -427,6 +432,21 @@ class MaskPngApi(APIView):
     def get(self, request, mask_id: int):
         mask = selectors.mask_get(user=request.user, mask_id=mask_id)
         return _file_response(mask.png, "image/png", f"mask-{mask.case_id}-v{mask.version}.png")
+
+
+class MaskRestoreApi(APIView):
+    @extend_schema(
+        request=s.MaskRestoreIn,
+        responses={201: s.MaskOut, 409: ERROR, **ERRORS},
+        description="Restore this version as a new version on top of the head (`base_version`: the head you "
+        "loaded). Nothing is overwritten; the new version's stats name `restored_from`.",
+    )
+    def post(self, request, mask_id: int):
+        mask = selectors.mask_get(user=request.user, mask_id=mask_id)
+        data = s.MaskRestoreIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        mv = masks.mask_restore(mask=mask, user=request.user, base_version=data.validated_data.get("base_version"))
+        return Response(s.MaskOut(mv).data, status=status.HTTP_201_CREATED)
 
 
 class MaskProbabilitiesApi(APIView):

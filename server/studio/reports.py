@@ -277,6 +277,18 @@ def report_from_input(template: Template, *, fields: dict | None, text: str | No
     return {}, text
 
 
+def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
+    """``[(Image, Description)]`` rows of a reports table (LViT's ``*_text.csv|xlsx``, or a table of reports sent
+    with an upload) in file order (``ml.data.read_text_rows``), or 400 ``invalid_text_file`` naming the file."""
+    # ml's package loads torch on import; the web process pays for that only when it reads such a table.
+    from ml.data import DataError, read_text_rows
+
+    try:
+        return read_text_rows(data, fmt, where=where)
+    except DataError as exc:
+        raise ServiceError(str(exc), code="invalid_text_file") from None
+
+
 def _stem(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[0] if "." in base else base

@@ -34,6 +34,7 @@ urlpatterns = [
     path("cases/<int:case_id>/release/", apis.CaseReleaseApi.as_view(), name="studio-case-release"),
     path("masks/<int:mask_id>/png/", apis.MaskPngApi.as_view(), name="studio-mask-png"),
     path("masks/<int:mask_id>/probabilities/", apis.MaskProbabilitiesApi.as_view(), name="studio-mask-probabilities"),
+    path("masks/<int:mask_id>/restore/", apis.MaskRestoreApi.as_view(), name="studio-mask-restore"),
     path("models/<int:model_id>/activate/", apis.ModelActivateApi.as_view(), name="studio-model-activate"),
     path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="studio-job"),
     path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="studio-job-cancel"),

@@ -80,18 +80,6 @@ class ZipSource:
         return imaging.read_member(self.zf, self.infos[path])
 
 
-def _text_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
-    """``[(Image, Description)]`` rows of an LViT text file in file order (``ml.data.read_text_rows``), or 400
-    ``invalid_text_file`` naming the file."""
-    # ml's package loads torch on import; the web process pays for that only when a dataset is imported.
-    from ml.data import DataError, read_text_rows
-
-    try:
-        return read_text_rows(data, fmt, where=where)
-    except DataError as exc:
-        raise ServiceError(str(exc), code="invalid_text_file") from None
-
-
 @dataclass
 class _Planned:
     split: str
@@ -152,7 +140,7 @@ def _plan(project: Project, source: Source) -> tuple[list[_Planned], list[str]]:
         text_format = "csv"
         if split_folder in texts:
             path, text_format = texts[split_folder]
-            for i, (key, desc) in enumerate(_text_rows(source.read(path), text_format, where=path)):
+            for i, (key, desc) in enumerate(reports.report_table_rows(source.read(path), text_format, where=path)):
                 table[key] = (i, desc)
         used_masks = set()
         mask_style_qata = any(n.startswith("mask_") for n in split_masks)
@@ -237,7 +225,7 @@ def guess_template(source: Source) -> str:
         t = _TEXT_RX.match(path)
         if not t:
             continue
-        for _, desc in _text_rows(source.read(path), t.group("ext"), where=path):
+        for _, desc in reports.report_table_rows(source.read(path), t.group("ext"), where=path):
             seen += 1
             if reports.parse(template, desc) is None:
                 return "free-text"
