@@ -488,29 +488,21 @@ class ImportApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": s.ImportIn},
-        responses={
-            201: inline_serializer(
-                "ImportResult",
-                {
-                    "cases": serializers.IntegerField(),
-                    "labeled": serializers.IntegerField(),
-                    "reports": serializers.IntegerField(),
-                    "structured_reports": serializers.IntegerField(),
-                    "splits": serializers.DictField(child=serializers.IntegerField()),
-                    "warnings": serializers.ListField(child=serializers.CharField()),
-                },
-            ),
-            409: ERROR,
-            **ERRORS,
-        },
+        responses={202: s.JobOut, 409: ERROR, **ERRORS},
+        description="Queue the import of a zip in the LViT layout (project admins). Answers the job (202): follow it "
+        "on `/ws/jobs/<id>/` or `GET /api/jobs/<id>/`; `progress` is `{phase: validating|storing, done, total}`. "
+        "On success `result` holds the counts (`cases`, `labeled`, `reports`, `structured_reports`, `splits`, "
+        "`warnings`); on failure nothing is imported and `result.error` is `{code, detail}` with "
+        "`detail.errors`: every bad file, `[{file, error}]`.",
     )
     def post(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id, role=Role.ADMIN)
         data = s.ImportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        source = lvit.ZipSource(_upload_bytes(_clean(data.validated_data)["archive"]))
-        result = lvit.lvit_import(project=project, user=request.user, source=source)
-        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+        job = lvit.lvit_import_start(
+            project=project, user=request.user, data=_upload_bytes(_clean(data.validated_data)["archive"])
+        )
+        return Response(job_snapshot(job), status=status.HTTP_202_ACCEPTED)
 
 
 class ExportApi(APIView):

@@ -252,6 +252,7 @@ class JobKind(models.TextChoices):
     EVALUATION = "evaluation"
     EXPORT = "export"
     PACS_STORE = "pacs_store"
+    IMPORT = "import"
 
 
 class PromotionPolicy(models.TextChoices):

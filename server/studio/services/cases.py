@@ -20,7 +20,13 @@ from server.core.errors import Conflict, ServiceError
 from server.core.models import Role
 from server.studio import imaging, reports
 from server.studio.models import Case, CaseState, Project, Report, Split
-from server.studio.services.common import audit, delete_files_on_commit, written_files
+from server.studio.services.common import (
+    audit,
+    delete_files_on_commit,
+    problem_text,
+    problems_error,
+    written_files,
+)
 from server.studio.services.masks import case_score
 from server.studio.services.proposals import proposals_request_on_commit
 
@@ -138,29 +144,6 @@ def case_create(
     return case_create_many(project=project, user=user, items=[item], split=split)[0]
 
 
-def _problem(exc: ServiceError) -> str:
-    detail = exc.detail
-    if isinstance(detail, dict):
-        return "; ".join(f"{k}: {v}" for k, v in detail.items())
-    return str(detail)
-
-
-def _upload_problems(errors: list[dict[str, str]]) -> ServiceError:
-    """One 400 for every bad file of an upload: ``detail = {"message", "errors": [{"file", "error"}]}``; the code is
-    the problems' own when they share one (e.g. ``corrupt_image``), else ``invalid_upload``."""
-    codes = {e.pop("code", "invalid_upload") for e in errors}
-    first = errors[0]
-    message = (
-        f"{first['file']}: {first['error']}"
-        if len(errors) == 1
-        else f"{len(errors)} problems; nothing was uploaded. First: {first['file']}: {first['error']}"
-    )
-    return ServiceError(
-        {"message": message, "errors": errors[:200], "more_errors": max(0, len(errors) - 200)},
-        code=codes.pop() if len(codes) == 1 else "invalid_upload",
-    )
-
-
 def _apply_report_table(
     *, project: Project, items: list[UploadItem], table: tuple[str, bytes], errors: list[dict[str, str]]
 ) -> None:
@@ -181,7 +164,7 @@ def _apply_report_table(
         try:
             item.fields, item.text = reports.report_from_input(template, fields=None, text=text)
         except reports.ReportError as exc:
-            errors.append({"file": f"{name}: {item.name}", "error": _problem(exc), "code": "invalid_report"})
+            errors.append({"file": f"{name}: {item.name}", "error": problem_text(exc), "code": "invalid_report"})
 
 
 def case_upload(
@@ -225,13 +208,13 @@ def case_upload(
         except reports.ReportError:
             raise  # the report is wrong, not the file
         except ServiceError as exc:
-            errors.append({"file": filename, "error": _problem(exc), "code": exc.code})
+            errors.append({"file": filename, "error": problem_text(exc), "code": exc.code})
     if len(items) + len(errors) > 1 and (report_text or fields):
         raise ServiceError("`report`/`fields` apply to a single image; upload one image with its report")
     if report_table is not None:
         _apply_report_table(project=project, items=items, table=report_table, errors=errors)
     if errors:
-        raise _upload_problems(errors)
+        raise problems_error(errors, default_code="invalid_upload")
     return case_create_many(project=project, user=user, items=items, split=split)
 
 
@@ -250,7 +233,7 @@ def upload_items_from_zip(
                 case_prepare(project=project, data=imaging.read_member(zf, info), filename=base, window=window)
             )
         except ServiceError as exc:
-            errors.append({"file": f"{where}/{path}", "error": _problem(exc), "code": exc.code})
+            errors.append({"file": f"{where}/{path}", "error": problem_text(exc), "code": exc.code})
     if not items and not errors:
         raise ServiceError("the zip holds no files", code="empty_archive")
     return items, errors
