@@ -514,6 +514,12 @@ class ExportApi(APIView):
             OpenApiParameter("split", str, description="comma-separated splits"),
             OpenApiParameter("state", str, description="comma-separated states"),
             OpenApiParameter("accepted", bool, description="only cases with an accepted mask"),
+            OpenApiParameter(
+                "text",
+                str,
+                enum=["imported", "xlsx", "csv"],
+                description="LViT layout: each split's reports file (<Split>_text.xlsx or .csv); default: as imported",
+            ),
         ],
         responses={
             (200, "application/zip"): OpenApiTypes.BINARY,
@@ -530,6 +536,7 @@ class ExportApi(APIView):
             split=_q(request, "split"),
             state=_q(request, "state"),
             accepted_only=_bool(_q(request, "accepted")),
+            text=_q(request, "text"),
             filters=dict(request.query_params.items()),
         )
         return _stream(request, export.chunks, export.content_type, export.filename)

@@ -292,3 +292,43 @@ def test_import_warns_about_orphan_masks_and_text_rows(people, owner_client, sha
     assert (body["cases"], body["labeled"], body["structured_reports"], body["splits"]) == (1, 1, 1, {"val": 1})
     assert any("mask_ghost.png has no image" in w for w in body["warnings"])
     assert any("'mask_nobody.png' names no image" in w for w in body["warnings"])
+
+
+def test_one_mask_naming_per_labelcol_and_the_chosen_reports_file(shared_data, people, owner_client, tmp_path):
+    """Cases uploaded into an imported QaTa-style split follow its mask_<stem>.png naming; the reports file is the
+    format asked for."""
+    from server.studio.services.cases import case_create
+    from server.studio.services.masks import mask_accept
+    from tests.server.conftest import gray_image, mask_png
+
+    project, _ = import_and_export(shared_data, "covid_cxr", people, owner_client, tmp_path)
+    c = case_create(
+        project=project,
+        user=people.owner,
+        data=gray_image(),
+        filename="extra.png",
+        split="val",
+        report_text="No pulmonary infection.",
+    )
+    mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+    url = f"/api/projects/{project.pk}/export/"
+    for text, suffix in (("xlsx", ".xlsx"), ("csv", ".csv")):
+        r = owner_client.get(url, {"format": "lvit", "split": "val", "text": text})
+        with zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))) as zf:
+            names = zf.namelist()
+            masks = [n for n in names if "/labelcol/" in n]
+            assert masks and all(n.split("/")[-1].startswith("mask_") for n in masks), masks
+            assert "Val_Folder/labelcol/mask_extra.png" in masks
+            (table,) = [n for n in names if n.endswith(("_text.csv", "_text.xlsx"))]
+            assert table == f"Val_Folder/Val_text{suffix}"
+            data = zf.read(table)
+        rows = dict(read_text_rows_bytes(data, suffix))
+        assert rows["mask_extra.png"] == "No pulmonary infection.", "the text key is the mask's name"
+    assert owner_client.get(url, {"format": "lvit", "text": "doc"}).status_code == 400
+
+
+def read_text_rows_bytes(data: bytes, suffix: str) -> list[tuple[str, str]]:
+    if suffix == ".csv":
+        return [(r["Image"], r["Description"]) for r in csv.DictReader(io.StringIO(data.decode("utf-8")))]
+    ws = openpyxl.load_workbook(io.BytesIO(data), read_only=True).worksheets[0]
+    return [(str(a), str(b)) for a, b in list(ws.iter_rows(values_only=True))[1:] if a]

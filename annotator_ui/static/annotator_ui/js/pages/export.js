@@ -26,7 +26,7 @@ const REPORTS_FILE = {
 };
 const layout = (text) =>
   "Each split becomes <Split>_Folder/img/ (the images), <Split>_Folder/labelcol/ (the accepted masks, all named one way: " +
-  "like the split's imported masks, else mask_<image stem>.png) and " +
+  "like the split's imported masks, else <image stem>.png) and " +
   `${REPORTS_FILE[text]} with the columns Image (the mask's file name) and Description.`;
 
 function update() {

@@ -187,7 +187,7 @@ $("import-form").addEventListener("submit", async (e) => {
       const final = await watch.done;
       if (final.status !== "succeeded") {
         setProgress(1, `Import ${final.status}.`);
-        showImportFailure(final.result?.error ?? final.message);
+        showImportFailure(final.result?.error?.detail ?? final.message);
         return;
       }
       showImportResult(final.result);
