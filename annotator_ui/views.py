@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view
@@ -99,6 +100,8 @@ def case_page(request: HttpRequest, project_id: int, case_id: int) -> HttpRespon
         },
         report_template={"fields": project.template.fields, "pattern": project.template.pattern},
         window_presets=presets,
+        preferences=selectors.member_preferences(user=request.user, project_id=project.pk),
+        preferences_url=reverse("studio-preferences", args=[project.pk]),
     )
 
 

@@ -313,11 +313,21 @@ class CaseDetailApi(APIView):
 
 class CaseImageApi(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("original", bool, description="1: the uploaded (de-identified) original")],
+        parameters=[
+            OpenApiParameter("original", bool, description="1: the uploaded (de-identified) original"),
+            OpenApiParameter("size", int, description="a thumbnail fitting size x size pixels (16..512)"),
+        ],
         responses={(200, "image/png"): OpenApiTypes.BINARY, **ERRORS},
     )
     def get(self, request, case_id: int):
         case = selectors.case_get(user=request.user, case_id=case_id)
+        size = _q(request, "size")
+        if size is not None:
+            if not size.isdigit():
+                raise ServiceError({"size": "must be an integer from 16 to 512"})
+            response = HttpResponse(selectors.case_thumbnail(case=case, size=int(size)), content_type="image/png")
+            response["Cache-Control"] = "private, max-age=86400"  # a case's image never changes
+            return response
         if _bool(_q(request, "original")) and case.original:
             content_type = {
                 "dicom": "application/dicom",
@@ -643,10 +653,30 @@ class TrainingPolicyApi(APIView):
 
 
 class AuditListApi(APIView):
-    @extend_schema(parameters=PAGINATION, responses={200: _page_of(s.AuditOut, "AuditPage"), **ERRORS})
+    @extend_schema(
+        parameters=[OpenApiParameter("action", str, description="comma-separated, e.g. mask.accepted"), *PAGINATION],
+        responses={200: _page_of(s.AuditOut, "AuditPage"), **ERRORS},
+    )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        return _paginate(self, request, selectors.audit_list(project=project), s.AuditOut)
+        return _paginate(self, request, selectors.audit_list(project=project, action=_q(request, "action")), s.AuditOut)
+
+
+class PreferencesApi(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
+    def get(self, request, project_id: int):
+        """The caller's own editor preferences in this project (display, brush, opacity, layers)."""
+        return Response(selectors.member_preferences(user=request.user, project_id=project_id))
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT, **ERRORS})
+    def put(self, request, project_id: int):
+        """Replace the caller's editor preferences in this project (a JSON object up to 16 KiB)."""
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = _clean(request.data) if isinstance(request.data, dict) else request.data
+        prefs = projects.member_preferences_set(project=project, user=request.user, preferences=data)
+        return Response(prefs)
 
 
 __all__ = [name for name in dir() if name.endswith("Api")]

@@ -20,6 +20,7 @@ urlpatterns = [
     path("projects/<int:project_id>/models/", apis.ModelListApi.as_view(), name="studio-models"),
     path("projects/<int:project_id>/jobs/", apis.JobListApi.as_view(), name="studio-jobs"),
     path("projects/<int:project_id>/audit/", apis.AuditListApi.as_view(), name="studio-audit"),
+    path("projects/<int:project_id>/preferences/", apis.PreferencesApi.as_view(), name="studio-preferences"),
     path("projects/<int:project_id>/training-jobs/", apis.TrainingJobsApi.as_view(), name="training-jobs"),
     path(
         "projects/<int:project_id>/training-readiness/", apis.TrainingReadinessApi.as_view(), name="training-readiness"

@@ -234,10 +234,10 @@ def test_history_diff_and_restore_as_new_version(page, web_server, world, artifa
     _open(page, case)
     page.locator("#history summary").click()
     item = page.locator('#history-list li[data-version="2"]')
-    assert "dr.lee" in item.inner_text() and "+200 / −800 px vs v1" in item.inner_text(), item.inner_text()
+    assert "dr.lee" in item.inner_text() and "+200 / -800 px vs v1" in item.inner_text(), item.inner_text()
     assert "model v3" in page.locator('#history-list li[data-version="1"]').inner_text()
     item.get_by_role("button", name="Compare with v1").click()
-    page.get_by_text("v2 vs v1: +200 px added (green), −800 px removed (magenta)").wait_for()
+    page.get_by_text("v2 vs v1: +200 px added (green), -800 px removed (magenta)").wait_for()
     shot("01-history-diff")
     item.get_by_role("button", name="Compare with v1").click()
     assert page.locator("#stage-status").inner_text() == ""

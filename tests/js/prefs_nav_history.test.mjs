@@ -30,14 +30,28 @@ describe("Preferences", () => {
   it("ignores corrupt or unknown entries, emits changes, mirrors to the server", async () => {
     const storage = memoryStorage({ [prefsKey(1, 2)]: "{not json" });
     const saved = [];
-    const p = new Preferences({ storage, userId: 1, projectId: 2, remote: { save: (v) => saved.push(v) } });
+    const timers = [];
+    const p = new Preferences({
+      storage,
+      userId: 1,
+      projectId: 2,
+      remote: { save: (v) => saved.push(v) },
+      setTimer: (fn) => timers.push(fn) - 1,
+      clearTimer: (id) => id != null && (timers[id] = null),
+    });
     assert.equal(p.get("opacity"), DEFAULT_PREFS.opacity);
     const events = [];
     p.on("change", (e) => events.push(e));
+    p.set("opacity", 60);
     p.set("opacity", 70);
     p.set("opacity", 70); // unchanged: no event, no write
-    assert.deepEqual(events, [{ key: "opacity", value: 70 }]);
-    assert.equal(saved.length, 1);
+    assert.deepEqual(events, [
+      { key: "opacity", value: 60 },
+      { key: "opacity", value: 70 },
+    ]);
+    assert.equal(saved.length, 0, "the server hears after a pause");
+    for (const fn of timers) fn?.();
+    assert.equal(saved.length, 1, "one save for the burst");
     assert.equal(saved[0].opacity, 70);
     const fromServer = new Preferences({ storage, userId: 1, projectId: 2, initial: { opacity: 20, evil: 1 } });
     assert.equal(fromServer.get("opacity"), 20, "server values win over local ones");

@@ -187,3 +187,44 @@ def test_outsiders_cannot_restore(request, people, case, client_name):
     mv = _proposal(case, people, box=(1, 1, 4, 4))
     r = request.getfixturevalue(client_name).post(f"/api/masks/{mv.pk}/restore/", {}, format="json")
     assert r.status_code == 404
+
+
+def test_audit_log_filters_by_action(people, owner_client, case):
+    from server.studio.services.masks import mask_accept
+
+    mask_accept(case=case, user=people.owner, png_bytes=mask_png())
+    url = f"/api/projects/{people.project.pk}/audit/"
+    everything = owner_client.get(url).json()["results"]
+    assert {e["action"] for e in everything} >= {"mask.accepted", "cases.uploaded"}
+    only = owner_client.get(url, {"action": "mask.accepted"}).json()
+    assert only["count"] == 1 and only["results"][0]["data"]["case"] == case.pk
+    both = owner_client.get(url, {"action": "mask.accepted,cases.uploaded"}).json()
+    assert both["count"] == 2
+
+
+def test_thumbnails(people, collab_client, case):
+    from PIL import Image
+
+    r = collab_client.get(f"/api/cases/{case.pk}/image/", {"size": 32})
+    assert r.status_code == 200 and r["Content-Type"] == "image/png"
+    im = Image.open(io.BytesIO(r.content))
+    assert im.size == (32, 24), "64x48 scaled to fit 32x32, aspect kept"
+    assert "max-age" in r["Cache-Control"]
+    for bad in ("8", "1000", "big"):
+        r = collab_client.get(f"/api/cases/{case.pk}/image/", {"size": bad})
+        assert r.status_code == 400 and "size" in r.json()["detail"], bad
+
+
+def test_preferences_are_per_user_and_project(people, owner_client, collab_client, outsider_client):
+    url = f"/api/projects/{people.project.pk}/preferences/"
+    assert collab_client.get(url).json() == {}
+    prefs = {"brushRadius": 12, "display": {"grey": {"preset": "dark", "invert": True}}}
+    assert collab_client.put(url, prefs, format="json").json() == prefs
+    assert collab_client.get(url).json() == prefs
+    assert owner_client.get(url).json() == {}, "another member's are their own"
+    other = project_create(user=people.collaborator, name="Elsewhere", template="free-text")
+    assert collab_client.get(f"/api/projects/{other.pk}/preferences/").json() == {}
+    assert collab_client.put(url, ["not", "an", "object"], format="json").status_code == 400
+    assert collab_client.put(url, {"x": "y" * 20_000}, format="json").status_code == 400
+    assert outsider_client.get(url).status_code == 404
+    assert outsider_client.put(url, {}, format="json").status_code == 404

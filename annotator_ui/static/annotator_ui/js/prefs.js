@@ -24,17 +24,35 @@ export class Preferences extends Emitter {
   #key;
   #remote;
   #values;
+  #timer = null;
+  #delay;
+  #setTimer;
+  #clearTimer;
 
   /**
    * @param {{storage: {getItem(k: string): string|null, setItem(k: string, v: string): void},
    *          userId: number, projectId: number, remote?: {save(values: Object): Promise<void>|void},
-   *          initial?: Object}} options  `initial`: values from the server, newer than local ones
+   *          initial?: Object, remoteDelayMs?: number, setTimer?: Function, clearTimer?: Function}} options
+   *   `initial`: values from the server, newer than local ones. Changes reach `remote` at most once per
+   *   `remoteDelayMs` (a slider being dragged sends its last value, not every step).
    */
-  constructor({ storage, userId, projectId, remote = null, initial = null }) {
+  constructor({
+    storage,
+    userId,
+    projectId,
+    remote = null,
+    initial = null,
+    remoteDelayMs = 500,
+    setTimer = (fn, ms) => setTimeout(fn, ms),
+    clearTimer = (id) => clearTimeout(id),
+  }) {
     super();
     this.#storage = storage;
     this.#key = prefsKey(userId, projectId);
     this.#remote = remote;
+    this.#delay = remoteDelayMs;
+    this.#setTimer = setTimer;
+    this.#clearTimer = clearTimer;
     let local = {};
     try {
       local = JSON.parse(storage.getItem(this.#key) ?? "{}") ?? {};
@@ -67,7 +85,12 @@ export class Preferences extends Emitter {
     } catch {
       // storage full or disabled: the choice still holds for this page
     }
-    if (this.#remote) Promise.resolve(this.#remote.save(this.all())).catch(() => {});
+    if (!this.#remote) return;
+    this.#clearTimer(this.#timer);
+    this.#timer = this.#setTimer(() => {
+      this.#timer = null;
+      Promise.resolve(this.#remote.save(this.all())).catch(() => {}); // offline: the local copy still holds
+    }, this.#delay);
   }
 }
 

@@ -41,7 +41,7 @@ export class HistoryPanel {
       ...rows.map(({ mask, compareWith, author, label }) => {
         const notes = [];
         const stats = mask.stats ?? {};
-        if (stats.added != null) notes.push(`+${stats.added} / −${stats.removed} px vs v${stats.vs_version}`);
+        if (stats.added != null) notes.push(`+${stats.added} / -${stats.removed} px vs v${stats.vs_version}`);
         if (stats.restored_from != null) notes.push(`restored from v${stats.restored_from}`);
         if (stats.conflict) notes.push("kept from a conflicting save");
         if (stats.accepted_without_report) notes.push("accepted without a report (confirmed)");
@@ -101,7 +101,7 @@ export class HistoryPanel {
       this.comparing = { version: mask.version, against: against?.version ?? null };
       const el = $("stage-status");
       el.textContent = against
-        ? `v${mask.version} vs v${against.version}: +${diff.added.length} px added (green), −${diff.removed.length} px removed (magenta)`
+        ? `v${mask.version} vs v${against.version}: +${diff.added.length} px added (green), -${diff.removed.length} px removed (magenta)`
         : `v${mask.version}: ${diff.added.length} px`;
       this.render();
     } catch (err) {
