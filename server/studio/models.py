@@ -110,9 +110,10 @@ class Case(models.Model):
     al_score = models.FloatField(null=True, blank=True, help_text="active-learning uncertainty, higher first")
     inconsistency = models.FloatField(null=True, blank=True, help_text="report-mask disagreement, higher first")
     zones = models.JSONField(
-        default=dict,
+        null=True,
         blank=True,
-        help_text="where report and head mask disagree by lung zone (reports.zone_summary); {} when not scored",
+        default=None,
+        help_text="where report and head mask disagree by lung zone (reports.zone_summary); null when not scored",
     )
     report = models.ForeignKey(
         "Report", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="current report"

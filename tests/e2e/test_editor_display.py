@@ -182,6 +182,17 @@ def test_zone_grid_follows_report_and_drawing(page, web_server, world, artifacts
     mv_model = ModelVersion.objects.create(project=world["project"], number=1, checkpoint="none.pt", status="retired")
     mask_create_proposal(case=ct, model_version=mv_model, array=wrong)
     _login(page, "dr.lee")
+    # The worklist's disagreement column names the zones, ordered by disagreement.
+    page.goto(f"/projects/{ct.project_id}/")
+    page.get_by_label("Order by").select_option("inconsistency")
+    row = page.locator(f'tr[data-case="{ct.pk}"]')
+    row.locator("td.disagreement").wait_for()
+    assert "R upper: mask only" in row.inner_text() and "L upper: report only" in row.inner_text(), row.inner_text()
+    assert page.locator("tr[data-case]").first.get_attribute("data-case") == str(ct.pk)
+    thumb = row.locator("td.thumb img")
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+    assert thumb.evaluate("(img) => Math.max(img.naturalWidth, img.naturalHeight)") == 64, "a server-made thumbnail"
+    page.screenshot(path=str(artifacts / "00-worklist-zones.png"))
     _open(page, ct)
     table = page.locator("#zone-table")
     table.wait_for()

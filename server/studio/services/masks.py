@@ -43,13 +43,13 @@ def _reference_proposal(case: Case, parent: MaskVersion | None) -> MaskVersion |
 
 def _score(case: Case, mask: np.ndarray | None) -> None:
     """Set the case's report-mask scores from ``mask`` (its new head): ``inconsistency`` and the per-zone summary
-    (``None`` and ``{}`` without a mask, a report, or a report that names lung zones)."""
+    (both ``None`` without a mask, a report, or a report that names lung zones)."""
     summary = None
     if mask is not None and case.report is not None:
         box = (case.meta or {}).get("body_box")
         summary = reports.zone_summary(case.report.fields, mask, box=tuple(box) if box else None)
     case.inconsistency = summary["score"] if summary else None
-    case.zones = summary or {}
+    case.zones = summary
 
 
 def case_score(*, case: Case) -> None:
