@@ -98,7 +98,7 @@ def test_upload_with_reports(page, web_server, world, artifacts) -> None:
     report.get_by_label("Unilateral").check()
     report.get_by_label("one infected area").check()
     page.get_by_role("button", name="Upload", exact=True).click()
-    page.get_by_text("Right lung: required for this kind of report").first.wait_for()
+    page.get_by_text("Exactly one of Left lung, Right lung must be given").wait_for()
     assert not Case.objects.filter(project=project).exists(), "an incomplete report uploads nothing"
     report.locator('fieldset[data-field="right_zones"]').get_by_label("lower").check()
     assert page.locator("#upload-sentence").inner_text() == SENTENCE

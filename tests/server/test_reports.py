@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 
+from server.core.errors import ServiceError
 from server.studio import reports
 from server.studio.reports import ReportError, parse, render, seeded
 
@@ -171,3 +172,24 @@ def test_report_rows_match_images_by_name_stem_or_mask_name() -> None:
         {"file": "r.csv row 6 (ct-1.png)", "error": "a second report for ct-1.png"},
         {"file": "r.csv row 7 (a.tif)", "error": "matches several uploaded images: ['a.jpg', 'a.png']"},
     ]
+
+
+def test_report_tables_read_like_the_trainer_reads_them(shared_data, tmp_path) -> None:
+    """The web process reads reports tables without ml (torch); both readers give the same rows and refuse the same
+    files."""
+    from ml.data import DataError, read_text_rows
+
+    tables = [*sorted(shared_data.glob("*/*_Folder/*_text.*")), shared_data / "lv_loss" / "LV_loss.xlsx"]
+    assert {p.suffix for p in tables} == {".csv", ".xlsx"}
+    for path in tables:
+        fmt = path.suffix.lstrip(".")
+        data = path.read_bytes()
+        assert reports.report_table_rows(data, fmt, where=path.name) == read_text_rows(data, fmt, where=path.name)
+    for data, fmt in ((b"", "csv"), (b"Name,Text\na,b\n", "csv"), (b"not a workbook", "xlsx"), (b"\xff\xfe", "csv")):
+        with pytest.raises(DataError):
+            read_text_rows(data, fmt, where="t")
+        with pytest.raises(ServiceError) as err:
+            reports.report_table_rows(data, fmt, where="t")
+        assert err.value.code == "invalid_text_file"
+    bom = "\ufeffImage,Description\nmask_a.png,x\n,skipped\nb.png\n".encode()
+    assert reports.report_table_rows(bom, "csv", where="t") == read_text_rows(bom, "csv", where="t")
