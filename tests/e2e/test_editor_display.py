@@ -68,7 +68,7 @@ def world(seeded_templates: None, shared_data: Path) -> dict[str, Any]:
     """Two clinicians in a lung-infection project with X-ray and CT cases (the CT one with a report)."""
     from django.contrib.auth import get_user_model
 
-    from server.studio.models import Membership, Role
+    from server.core.models import Membership, Role
     from server.studio.services.cases import case_create_many, case_prepare
     from server.studio.services.projects import project_create
 

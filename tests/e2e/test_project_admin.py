@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from server.studio.models import AuditEvent, Case, CaseState, Membership, Role
+from server.core.models import Membership, Role
+from server.studio.models import AuditEvent, Case, CaseState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -109,7 +110,9 @@ def test_members_roles_and_audit(page, web_server, world, artifacts) -> None:
     assert page.locator("#member-form").is_hidden()
     assert page.locator("#import-form").is_hidden()
     assert page.get_by_label("Role of dr.admin").count() == 0
-    assert page.console_errors == [], page.console_errors
+    # The one failed request the browser may log is the refused demotion of the last admin (409 on purpose).
+    unexpected = [e for e in page.console_errors if "409 (Conflict)" not in e]
+    assert unexpected == [], unexpected
 
 
 def test_import_with_progress_and_per_file_errors(page, web_server, worker, world, shared_data, artifacts) -> None:
