@@ -188,7 +188,7 @@ def test_zone_grid_follows_report_and_drawing(page, web_server, world, artifacts
     row = page.locator(f'tr[data-case="{ct.pk}"]')
     row.locator("td.disagreement").wait_for()
     assert "R upper: mask only" in row.inner_text() and "L upper: report only" in row.inner_text(), row.inner_text()
-    assert page.locator("tr[data-case]").first.get_attribute("data-case") == str(ct.pk)
+    page.wait_for_function("(id) => document.querySelector('tr[data-case]')?.dataset.case === id", arg=str(ct.pk))
     thumb = row.locator("td.thumb img")
     page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
     assert thumb.evaluate("(img) => Math.max(img.naturalWidth, img.naturalHeight)") == 64, "a server-made thumbnail"

@@ -72,7 +72,7 @@ def test_dicom_window_polygon_fill_zoom(page, web_server, ct_user, artifacts) ->
     page.get_by_text("Uploaded 1 case.").wait_for()
     case = Case.objects.get(project=project)
     assert case.original_format == "dicom"
-    page.locator(f'tr[data-case="{case.pk}"] a').click()
+    page.locator(f'tr[data-case="{case.pk}"]').get_by_role("link", name="slice.png").click()
 
     # --- CT window/level: the lung preset brightens the lungs (-750 HU) that the soft-tissue window shows black.
     page.locator("#display-menu summary").click()
