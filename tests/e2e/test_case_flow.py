@@ -273,3 +273,22 @@ def test_brush_opacity_and_layers_persist_between_cases(page, web_server, world,
     assert page.get_by_label("Outline only").is_checked()
     assert not page.get_by_label("Zones").is_checked()
     assert page.console_errors == [], page.console_errors
+
+
+def test_case_n_of_n_and_previous_case(page, web_server, world, artifacts) -> None:
+    _cases(world, ["n1.png", "n2.png", "n3.png"])
+    _login(page)
+    page.goto(f"/projects/{world['project'].pk}/")
+    page.locator("tr[data-case]").nth(2).wait_for()
+    order = page.eval_on_selector_all("tr[data-case]", "rows => rows.map((r) => Number(r.dataset.case))")
+    page.locator(f'tr[data-case="{order[1]}"]').get_by_role("link").click()
+    page.get_by_text("Case 2 of 3").wait_for()
+    assert page.get_by_role("button", name="Previous").is_disabled(), "nothing opened before in this session"
+    page.get_by_role("link", name="Worklist").click()
+    page.locator(f'tr[data-case="{order[2]}"]').get_by_role("link").click()
+    page.get_by_text("Case 3 of 3").wait_for()
+    page.get_by_role("button", name="Previous").click()
+    page.wait_for_url(re.compile(rf"/cases/{order[1]}/$"))
+    page.get_by_text("Case 2 of 3").wait_for()
+    page.screenshot(path=str(artifacts / "01-previous-case.png"))
+    assert page.console_errors == [], page.console_errors

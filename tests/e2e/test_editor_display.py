@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from server.studio.models import Case, CaseState, MaskKind, ModelVersion
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -157,6 +158,14 @@ def test_window_level_on_an_xray_png_is_remembered(page, web_server, world, arti
     assert page.get_by_label("Preset").input_value() == "bright"
     assert page.get_by_label("Invert (I)").is_checked()
     shot("03-remembered")
+    # ... kept on the server too, so another browser of the same user gets it.
+    from server.core.models import Membership
+
+    def saved() -> dict:
+        return Membership.objects.get(user=world["lee"], project=world["project"]).preferences
+
+    wait_for(lambda: saved().get("display", {}).get("grey", {}).get("preset") == "bright", 20, "preferences saved")
+    assert saved()["display"]["grey"]["invert"] is True
     assert page.console_errors == [], page.console_errors
 
     # --- another user of the same browser starts from the scan's own window.
@@ -254,6 +263,11 @@ def test_keyboard_only_report_and_accept(page, web_server, world, artifacts) -> 
     page.keyboard.press("ArrowRight")  # No → Unilateral
     page.keyboard.press("ArrowRight")  # Unilateral → Bilateral
     assert page.get_by_label("Bilateral").is_checked()
+    # Saving an incomplete report names what is missing by its label; nothing turns into a lasting red banner.
+    page.get_by_role("button", name="Save report").click()
+    page.get_by_text("Infected areas: required for this kind of report").first.wait_for()
+    assert page.locator("#error").is_hidden()
+    page.locator('#report-form input[name="laterality"][value="bilateral"]').focus()
     page.keyboard.press("Tab")  # → areas
     page.keyboard.press("ArrowRight")  # one → two (the first arrow press selects the next choice)
     # Validation names the visible labels while the form is incomplete.
@@ -277,6 +291,10 @@ def test_keyboard_only_report_and_accept(page, web_server, world, artifacts) -> 
     outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none", "the focused control shows a visible focus ring"
     shot("01-keyboard-report")
+    page.get_by_role("button", name="Save report").click()
+    page.get_by_text("Report saved.").wait_for()
+    assert page.locator("#error").is_hidden() and page.locator("#report-error li").count() == 0
+    page.locator('#report-form input[name="right_zones"][value="upper"]').focus()
     page.keyboard.press("Control+Enter")
     page.get_by_text(re.compile(r"Accepted as version \d+")).wait_for()
     case.refresh_from_db()

@@ -169,7 +169,8 @@ def test_review_correct_accept_retrain_export(page, worker, shared_data, artifac
     # The proposal made before the report was written stays a click away: new and previous as a toggle.
     compare = page.locator("#proposal-compare-text")
     compare.wait_for()
-    assert f"“{SENTENCE}”" in compare.inner_text() and "no report" in compare.inner_text(), compare.inner_text()
+    assert f"New (v3) from “{SENTENCE}”" in compare.inner_text(), compare.inner_text()
+    assert "Previous (v1) made without a report" in compare.inner_text(), compare.inner_text()
     page.get_by_label("Show previous").check()
     assert page.get_by_label("Previous proposal").is_checked() and not page.get_by_label("Model proposal").is_checked()
     shot("04a-previous-proposal")

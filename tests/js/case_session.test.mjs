@@ -111,6 +111,25 @@ describe("CaseSession: loading", () => {
   });
 });
 
+describe("CaseSession: the proposal to compare with", () => {
+  it("is the newest made from another report, else the one before the latest", async () => {
+    const masks = [
+      mv(1, "proposal", { report_text: "" }),
+      mv(2, "proposal", { report_text: "No pulmonary infection." }),
+      mv(3, "proposal", { report_text: "No pulmonary infection." }),
+    ];
+    const { api } = fakeServer({
+      "GET /api/cases/7/": () => json(200, caseWith(masks[2])),
+      "GET /api/cases/7/masks/": () => json(200, masks),
+    });
+    const session = new CaseSession({ api, store, codec, caseId: 7 });
+    await session.load();
+    assert.equal(session.previousProposal().version, 1, "v2 read the same report as v3");
+    session.version(1).report_text = "No pulmonary infection.";
+    assert.equal(session.previousProposal().version, 2, "all from one report: the one before");
+  });
+});
+
 describe("CaseSession: writes", () => {
   async function loaded(routes) {
     const masks = [mv(1, "proposal")];

@@ -53,9 +53,42 @@ describe("Preferences", () => {
     for (const fn of timers) fn?.();
     assert.equal(saved.length, 1, "one save for the burst");
     assert.equal(saved[0].opacity, 70);
-    const fromServer = new Preferences({ storage, userId: 1, projectId: 2, initial: { opacity: 20, evil: 1 } });
-    assert.equal(fromServer.get("opacity"), 20, "server values win over local ones");
+    const fromServer = new Preferences({
+      storage,
+      userId: 1,
+      projectId: 2,
+      initial: { opacity: 20, evil: 1, savedAt: Date.now() + 1000 },
+    });
+    assert.equal(fromServer.get("opacity"), 20, "the server's newer copy wins");
     assert.equal(fromServer.get("evil"), undefined);
+  });
+
+  it("keeps this browser's newer choice when the server missed it, and tells the server", () => {
+    const storage = memoryStorage();
+    const saved = [];
+    const timers = [];
+    const opts = {
+      storage,
+      userId: 1,
+      projectId: 2,
+      remote: { save: (v, o) => saved.push([v, o]) },
+      setTimer: (fn) => timers.push(fn) - 1,
+      clearTimer: (id) => id != null && (timers[id] = null),
+    };
+    let clock = 100;
+    const a = new Preferences({ ...opts, now: () => clock });
+    a.set("brushRadius", 20);
+    a.flush(); // the page is left before the pause: sent at once, allowed to outlive the page
+    assert.deepEqual(saved.at(-1)[1], { keepalive: true });
+    assert.equal(saved.at(-1)[0].brushRadius, 20);
+    a.flush();
+    assert.equal(saved.length, 1, "nothing pending, nothing sent");
+    clock = 200;
+    const stale = { brushRadius: 6, savedAt: 50 }; // the server's copy is older than this browser's
+    const b = new Preferences({ ...opts, initial: stale, now: () => clock });
+    assert.equal(b.get("brushRadius"), 20);
+    for (const fn of timers) fn?.();
+    assert.equal(saved.at(-1)[0].brushRadius, 20, "the server gets the newer copy");
   });
 });
 

@@ -77,10 +77,11 @@ export class ApiClient {
   /**
    * @param {string} method
    * @param {string} path  API path, e.g. "/api/projects/"
-   * @param {{json?: *, form?: FormData, query?: Object, signal?: AbortSignal, raw?: boolean}} options
-   *   raw: return the Response (for binary downloads) instead of parsed JSON.
+   * @param {{json?: *, form?: FormData, query?: Object, signal?: AbortSignal, raw?: boolean, keepalive?: boolean}} options
+   *   raw: return the Response (for binary downloads) instead of parsed JSON; keepalive: the request may
+   *   outlive the page (a last save while navigating away).
    */
-  async request(method, path, { json, form, query, signal, raw = false } = {}) {
+  async request(method, path, { json, form, query, signal, raw = false, keepalive = false } = {}) {
     const m = method.toUpperCase();
     const headers = { Accept: "application/json" };
     let body;
@@ -98,6 +99,7 @@ export class ApiClient {
         headers,
         body,
         signal,
+        keepalive,
         credentials: "same-origin",
       });
     } catch (err) {

@@ -60,6 +60,16 @@ export class CaseSession extends Emitter {
     return this.masks.filter((m) => m.kind === "proposal").sort((a, b) => b.version - a.version);
   }
 
+  /**
+   * The proposal to compare the latest one with: the newest made from a different report (the one before the
+   * sentence was edited), else the one before it; null with fewer than two proposals.
+   */
+  previousProposal() {
+    const [latest, ...older] = this.proposals();
+    if (!latest || !older.length) return null;
+    return older.find((p) => (p.report_text ?? "") !== (latest.report_text ?? "")) ?? older[0];
+  }
+
   version(v) {
     return this.masks.find((m) => m.version === v) ?? null;
   }
@@ -103,7 +113,8 @@ export class CaseSession extends Emitter {
     this.caseData = await this.#api.get(paths.case(this.#caseId));
     await this.#fetchMasks();
     const { width, height } = this.caseData;
-    const [latestProposal, previousProposal] = this.proposals();
+    const latestProposal = this.proposals()[0];
+    const previousProposal = this.previousProposal();
     const [edit, proposal, previous, accepted, pseudo] = await Promise.all([
       keepEdit ? null : this.maskPixels(this.caseData.head_mask ?? null),
       this.maskPixels(latestProposal ?? null),

@@ -14,6 +14,7 @@ export const DEFAULT_PREFS = Object.freeze({
   display: {},
   zones: true,
   heatmap: false,
+  savedAt: 0, // when these choices were last changed (ms since the epoch): the newer copy wins
 });
 
 /** The storage key of one user's preferences in one project. */
@@ -28,13 +29,17 @@ export class Preferences extends Emitter {
   #delay;
   #setTimer;
   #clearTimer;
+  #now;
 
   /**
    * @param {{storage: {getItem(k: string): string|null, setItem(k: string, v: string): void},
-   *          userId: number, projectId: number, remote?: {save(values: Object): Promise<void>|void},
-   *          initial?: Object, remoteDelayMs?: number, setTimer?: Function, clearTimer?: Function}} options
-   *   `initial`: values from the server, newer than local ones. Changes reach `remote` at most once per
-   *   `remoteDelayMs` (a slider being dragged sends its last value, not every step).
+   *          userId: number, projectId: number,
+   *          remote?: {save(values: Object, options: {keepalive: boolean}): Promise<void>|void},
+   *          initial?: Object, remoteDelayMs?: number, setTimer?: Function, clearTimer?: Function,
+   *          now?: () => number}} options
+   *   `initial`: the server's copy; the newer of it and this browser's copy wins (and the server is told
+   *   when this browser's is newer). Changes reach `remote` at most once per `remoteDelayMs` (a slider
+   *   being dragged sends its last value, not every step); `flush()` sends a pending one at once.
    */
   constructor({
     storage,
@@ -45,6 +50,7 @@ export class Preferences extends Emitter {
     remoteDelayMs = 500,
     setTimer = (fn, ms) => setTimeout(fn, ms),
     clearTimer = (id) => clearTimeout(id),
+    now = () => Date.now(),
   }) {
     super();
     this.#storage = storage;
@@ -53,13 +59,18 @@ export class Preferences extends Emitter {
     this.#delay = remoteDelayMs;
     this.#setTimer = setTimer;
     this.#clearTimer = clearTimer;
+    this.#now = now;
     let local = {};
     try {
       local = JSON.parse(storage.getItem(this.#key) ?? "{}") ?? {};
     } catch {
       local = {}; // a corrupt entry must not break the editor
     }
-    this.#values = { ...structuredClone(DEFAULT_PREFS), ...sanitize(local), ...sanitize(initial ?? {}) };
+    const mine = sanitize(local);
+    const server = sanitize(initial ?? {});
+    const serverNewer = (server.savedAt ?? 0) >= (mine.savedAt ?? 0);
+    this.#values = { ...structuredClone(DEFAULT_PREFS), ...(serverNewer ? { ...mine, ...server } : { ...server, ...mine }) };
+    if (initial && !serverNewer) this.#scheduleRemote(); // the server missed this browser's last change
   }
 
   get(key) {
@@ -75,6 +86,7 @@ export class Preferences extends Emitter {
     const next = merge ? { ...(this.#values[key] ?? {}), ...value } : value;
     if (JSON.stringify(next) === JSON.stringify(this.#values[key])) return;
     this.#values[key] = next;
+    this.#values.savedAt = this.#now();
     this.#persist();
     this.emit("change", { key, value: next });
   }
@@ -85,12 +97,24 @@ export class Preferences extends Emitter {
     } catch {
       // storage full or disabled: the choice still holds for this page
     }
+    this.#scheduleRemote();
+  }
+
+  #scheduleRemote() {
     if (!this.#remote) return;
     this.#clearTimer(this.#timer);
-    this.#timer = this.#setTimer(() => {
-      this.#timer = null;
-      Promise.resolve(this.#remote.save(this.all())).catch(() => {}); // offline: the local copy still holds
-    }, this.#delay);
+    this.#timer = this.#setTimer(() => this.#sendRemote(false), this.#delay);
+  }
+
+  #sendRemote(keepalive) {
+    this.#clearTimer(this.#timer);
+    this.#timer = null;
+    Promise.resolve(this.#remote.save(this.all(), { keepalive })).catch(() => {}); // offline: the local copy holds
+  }
+
+  /** Send a pending change to the server now (the page is being left: `keepalive` lets the request outlive it). */
+  flush() {
+    if (this.#timer !== null && this.#remote) this.#sendRemote(true);
   }
 }
 

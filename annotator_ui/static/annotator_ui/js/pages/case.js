@@ -32,8 +32,11 @@ const prefs = new Preferences({
   userId: config.user.id,
   projectId,
   initial: config.preferences ?? null,
-  remote: config.preferences_url ? { save: (values) => api.put(config.preferences_url, values) } : null,
+  remote: config.preferences_url
+    ? { save: (values, { keepalive }) => api.put(config.preferences_url, values, { keepalive }) }
+    : null,
 });
+addEventListener("pagehide", () => prefs.flush());
 const store = new MaskStore();
 const undo = new UndoStack(store);
 const view = new ViewTransform({ minScale: 0.05, maxScale: 40 });
@@ -130,11 +133,11 @@ async function load({ keepEdit = false } = {}) {
   }
   zones.setBox(c.zones?.body_box ?? c.meta?.body_box ?? null);
   if (!keepEdit || !reportForm.touched) reportForm.fill(c.report_fields ?? {}, { fallbackText: c.report ?? "" });
-  renderCaseInfo();
   renderLayers();
   history.render();
   await proposal.render();
   setStatus("");
+  renderCaseInfo(); // last: the state badge says the case is ready
   if (config.case.dicom && !valuesLoaded) loadValues();
 }
 

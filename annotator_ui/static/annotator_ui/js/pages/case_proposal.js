@@ -82,7 +82,7 @@ export class ProposalPanel {
   /** Render after a load: proposal info, empty state, probability map, old/new toggle. */
   async render() {
     const latest = this.#session.proposals()[0] ?? null;
-    const previous = this.#session.proposals()[1] ?? null;
+    const previous = this.#session.previousProposal();
     const info = $("proposal-info");
     if (!latest) {
       info.textContent = this.hasModel ? "No proposal for this case yet." : "";
@@ -169,9 +169,8 @@ export class ProposalPanel {
     group.hidden = !previous;
     text.hidden = !previous;
     if (!previous) return;
-    text.textContent =
-      `New (v${latest.version}): “${latest.report_text || "no report"}”. ` +
-      `Previous (v${previous.version}): “${previous.report_text || "no report"}”.`;
+    const from = (m) => (m.report_text ? `from “${m.report_text}”` : "made without a report");
+    text.textContent = `New (v${latest.version}) ${from(latest)}. Previous (v${previous.version}) ${from(previous)}.`;
     const which = document.querySelector('input[name="proposal-show"]:checked')?.value ?? "new";
     this.#showWhich(which);
   }
