@@ -25,6 +25,7 @@ export class ZonePanel {
   #box = null;
   #frame = 0;
   #enabled;
+  #hasReport = false;
 
   /**
    * @param {{store, canvasView, prefs, template, fields: () => object|null}} deps
@@ -83,7 +84,8 @@ export class ZonePanel {
     // No report yet: still show what the mask covers, against an empty claim.
     const claim = expectedCells(fields) === null ? { laterality: null } : fields;
     this.agreement = zoneAgreement(claim, mask, width, height, { box: this.#box });
-    this.#renderTable(expectedCells(fields) !== null);
+    this.#hasReport = expectedCells(fields) !== null;
+    this.#renderTable(this.#hasReport);
     this.#draw();
   }
 
@@ -92,7 +94,9 @@ export class ZonePanel {
       this.#canvasView.setZones(null);
       return;
     }
-    this.#canvasView.setZones({ grid: zoneGrid(this.agreement.box), cells: this.agreement.cells });
+    // Without a report there is nothing to agree with: the grid alone, no marks.
+    const cells = this.#hasReport ? this.agreement.cells : [];
+    this.#canvasView.setZones({ grid: zoneGrid(this.agreement.box), cells });
   }
 
   #renderTable(hasReport) {
