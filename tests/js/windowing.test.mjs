@@ -10,6 +10,7 @@ import {
   dragWindow,
   fromBrightnessContrast,
   greyToRGBA,
+  hasWindowableValues,
   isIdentity,
   presetWindow,
   quantiles,
@@ -113,12 +114,23 @@ describe("drag, brightness/contrast, base and restore", () => {
   });
 
   it("the base window of a DICOM case is the one the server converted it with", () => {
-    assert.deepEqual(baseWindow(DOMAIN.GREY), base);
+    assert.deepEqual(baseWindow(DOMAIN.GREY), { ...base, invert: false });
     assert.deepEqual(baseWindow(DOMAIN.HU, { meta: { window: { center: -600, width: 1500 } } }), {
       width: 1500,
       level: -600,
+      invert: false,
     });
-    assert.deepEqual(baseWindow(DOMAIN.HU, { meta: { window: { min: -1000, max: 1000 } } }), { width: 2000, level: 0 });
+    assert.deepEqual(baseWindow(DOMAIN.HU, { meta: { window: { min: -1000, max: 1000 } } }), {
+      width: 2000,
+      level: 0,
+      invert: false,
+    });
+    const mono1 = { photometric: "MONOCHROME1", window: { center: 500, width: 1000 } };
+    assert.equal(baseWindow(DOMAIN.HU, { meta: mono1 }).invert, true, "MONOCHROME1: white is low");
+    assert.equal(restoreDisplay(null, DOMAIN.HU, baseWindow(DOMAIN.HU, { meta: mono1 })).invert, true);
+    assert.equal(restoreDisplay({ invert: false }, DOMAIN.HU, baseWindow(DOMAIN.HU, { meta: mono1 })).invert, false);
+    assert.ok(hasWindowableValues({ photometric: "MONOCHROME2" }));
+    assert.ok(!hasWindowableValues({ photometric: "PALETTE COLOR" }) && !hasWindowableValues(null));
     const values = Float32Array.from({ length: 1000 }, (_, i) => i - 500);
     const auto = baseWindow(DOMAIN.HU, { meta: {}, values });
     assert.ok(auto.width > 900 && Math.abs(auto.level) < 10);

@@ -130,19 +130,28 @@ export function autoWindow(values, domain = DOMAIN.GREY, { low = 0.01, high = 0.
 }
 
 /**
- * The base window of a scan, the one "Reset" returns to: for 8-bit scans the full range; for DICOM
+ * The base display of a scan, the one "Reset" returns to: for 8-bit scans the full range; for DICOM
  * values the window the server converted the upload with (`meta.window`: a centre and width, or the
- * min/max it stretched), else the values' auto window.
+ * min/max it stretched), else the values' auto window; inverted for MONOCHROME1 (white is low).
+ * @returns {{width: number, level: number, invert: boolean}}
  */
 export function baseWindow(domain, { meta = null, values = null } = {}) {
-  if (domain === DOMAIN.GREY) return { width: 255, level: 127.5 };
+  if (domain === DOMAIN.GREY) return { width: 255, level: 127.5, invert: false };
+  const invert = meta?.photometric === "MONOCHROME1";
   const w = meta?.window;
-  if (w && Number.isFinite(w.width) && w.width > 0 && Number.isFinite(w.center)) return { width: w.width, level: w.center };
-  if (w && Number.isFinite(w.min) && Number.isFinite(w.max) && w.max > w.min) {
-    return { width: w.max - w.min, level: (w.min + w.max) / 2 };
+  if (w && Number.isFinite(w.width) && w.width > 0 && Number.isFinite(w.center)) {
+    return { width: w.width, level: w.center, invert };
   }
-  if (values) return autoWindow(values, domain);
-  return { width: 1500, level: -600 };
+  if (w && Number.isFinite(w.min) && Number.isFinite(w.max) && w.max > w.min) {
+    return { width: w.max - w.min, level: (w.min + w.max) / 2, invert };
+  }
+  if (values) return { ...autoWindow(values, domain), invert };
+  return { width: 1500, level: -600, invert };
+}
+
+/** Whether a DICOM case has grey values to window (not a palette or colour picture). */
+export function hasWindowableValues(meta) {
+  return typeof meta?.photometric === "string" && meta.photometric.startsWith("MONOCHROME");
 }
 
 /** Resolve a preset id to a window for these values (auto contrast needs them). */
@@ -193,7 +202,7 @@ export function fromBrightnessContrast({ brightness, contrast }, base) {
  * values fall back to the base window (a stored preference must never break the view).
  */
 export function restoreDisplay(saved, domain, base, values = null) {
-  const invert = !!saved?.invert;
+  const invert = typeof saved?.invert === "boolean" ? saved.invert : !!base.invert;
   if (saved?.preset) {
     try {
       return { preset: saved.preset, invert, ...presetWindow(saved.preset, domain, values) };
@@ -204,5 +213,5 @@ export function restoreDisplay(saved, domain, base, values = null) {
   if (saved && Number.isFinite(saved.width) && saved.width > 0 && Number.isFinite(saved.level)) {
     return { preset: null, invert, width: saved.width, level: saved.level };
   }
-  return { preset: null, invert, ...base };
+  return { preset: null, invert, width: base.width, level: base.level };
 }

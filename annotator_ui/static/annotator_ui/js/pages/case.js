@@ -17,6 +17,7 @@ import { Preferences } from "../prefs.js";
 import { ReportForm } from "../report_form.js";
 import { LAYERS, MaskStore } from "../store.js";
 import { UndoStack } from "../undo.js";
+import { hasWindowableValues } from "../windowing.js";
 import { DisplayControl } from "./case_display.js";
 import { HistoryPanel } from "./case_history.js";
 import { ProposalPanel } from "./case_proposal.js";
@@ -138,7 +139,7 @@ async function load({ keepEdit = false } = {}) {
   await proposal.render();
   setStatus("");
   renderCaseInfo(); // last: the state badge says the case is ready
-  if (config.case.dicom && !valuesLoaded) loadValues();
+  if (config.case.dicom && !valuesLoaded && hasWindowableValues(c.meta)) loadValues();
 }
 
 function setStatus(text) {

@@ -120,7 +120,7 @@ export class DisplayControl {
   }
 
   reset() {
-    this.apply({ preset: null, invert: false, ...this.#base });
+    this.apply({ preset: null, ...this.#base });
   }
 
   /** A window/level drag from the input machine ({phase, dx, dy}). */
