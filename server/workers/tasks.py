@@ -9,8 +9,8 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from server.jobs.runner import run_job
-from server.studio.services.pacs import seg_store_job
 from server.studio.services.lvit import lvit_import_run
+from server.studio.services.pacs import seg_store_job
 from server.workers import pipeline
 
 
