@@ -20,6 +20,7 @@ urlpatterns = [
     path("projects/<int:project_id>/jobs/", views.jobs_page, name="jobs"),
     path("projects/<int:project_id>/export/", views.export_page, name="export"),
     path("projects/<int:project_id>/pacs/", views.pacs_page, name="pacs"),
+    path("projects/<int:project_id>/admin/", views.project_admin_page, name="project-admin"),
     path("cases/<int:case_id>/hu/", views.case_hu, name="case-hu"),
     path("cases/<int:case_id>/pseudo.png", views.case_pseudo_png, name="case-pseudo"),
     path("cases/<int:case_id>/propose/", views.case_propose, name="case-propose"),

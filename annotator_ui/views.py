@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import api_view
@@ -69,7 +70,14 @@ def _project_page(request: HttpRequest, project: Project, template_name: str, pa
 
 @login_required
 def worklist_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    return _project_page(request, _project_for(request, project_id), "annotator_ui/worklist.html", "worklist")
+    project = _project_for(request, project_id)
+    return _project_page(
+        request,
+        project,
+        "annotator_ui/worklist.html",
+        "worklist",
+        report_template={"fields": project.template.fields, "pattern": project.template.pattern},
+    )
 
 
 @login_required
@@ -92,6 +100,8 @@ def case_page(request: HttpRequest, project_id: int, case_id: int) -> HttpRespon
         },
         report_template={"fields": project.template.fields, "pattern": project.template.pattern},
         window_presets=presets,
+        preferences=selectors.member_preferences(user=request.user, project_id=project.pk),
+        preferences_url=reverse("studio-preferences", args=[project.pk]),
     )
 
 
@@ -110,6 +120,11 @@ def export_page(request: HttpRequest, project_id: int) -> HttpResponse:
 def pacs_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = _project_for(request, project_id)
     return _project_page(request, project, "annotator_ui/pacs.html", "pacs", pacs=pacs_status())
+
+
+@login_required
+def project_admin_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _project_page(request, _project_for(request, project_id), "annotator_ui/project_admin.html", "project")
 
 
 @login_required

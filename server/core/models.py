@@ -22,6 +22,9 @@ class Membership(models.Model):
     project = models.ForeignKey("studio.Project", on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    preferences = models.JSONField(
+        default=dict, blank=True, help_text="the member's editor choices in this project (display, brush, layers)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

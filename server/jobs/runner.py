@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError
 
+from server.core.errors import ServiceError
 from server.jobs.models import Job, JobStatus
 from server.jobs.services import JobCancelled, job_claim, job_finish, job_heartbeat, job_requeue
 
@@ -48,6 +49,17 @@ def run_job(*, job_id: int, task_id: str | None, work: Callable[[Job], dict[str,
         # a fresh task (new id) is enqueued on commit with backoff; this delivery ends here
         job_requeue(job=job, reason=f"transient error, retrying: {exc}", countdown=min(60, 5 * 2**retries))
         return JobStatus.PENDING
+    except ServiceError as exc:  # refused input: the error's code and detail go to the result, as the API shows them
+        logger.info("job %s refused: %s", job_id, exc.code)
+        detail = exc.detail
+        message = detail.get("message") if isinstance(detail, dict) else None
+        job_finish(
+            job=job,
+            status=JobStatus.FAILED,
+            message=str(message or detail),
+            result={"error": {"code": exc.code, "detail": detail}},
+        )
+        return JobStatus.FAILED
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         job_finish(job=job, status=JobStatus.FAILED, message=f"{type(exc).__name__}: {exc}")

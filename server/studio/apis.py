@@ -268,14 +268,16 @@ class CaseListApi(APIView):
     @extend_schema(
         request={"multipart/form-data": s.CaseUploadIn},
         responses={201: s.CaseOut(many=True), 400: ERROR, 404: ERROR, 409: ERROR},
-        description="Upload one or more images (repeat `image`) or a zip of images. All-or-nothing: a bad file "
-        "stores nothing and the 400 names it. `report` (sentence) or `fields` apply to a single image.",
+        description="Upload one or more images (repeat `image`) or a zip of images. All-or-nothing: every file is "
+        "checked first; a 400 lists each bad file (`detail.errors`: `[{file, error}]`) and nothing is stored. "
+        "`report` (sentence) or `fields` apply to a single image; `reports` (CSV/XLSX: Image, Description) to many.",
     )
     def post(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
         data = s.CaseUploadIn(data=request.data)
         data.is_valid(raise_exception=True)
         v = _clean(data.validated_data)
+        table = v.get("reports")
         created = cases.case_upload(
             project=project,
             user=request.user,
@@ -284,6 +286,7 @@ class CaseListApi(APIView):
             report_text=v.get("report"),
             fields=v.get("fields"),
             window=v.get("window"),
+            report_table=(table.name, _upload_bytes(table)) if table is not None else None,
         )
         return Response(s.CaseOut(created, many=True).data, status=status.HTTP_201_CREATED)
 
@@ -310,11 +313,21 @@ class CaseDetailApi(APIView):
 
 class CaseImageApi(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("original", bool, description="1: the uploaded (de-identified) original")],
+        parameters=[
+            OpenApiParameter("original", bool, description="1: the uploaded (de-identified) original"),
+            OpenApiParameter("size", int, description="a thumbnail fitting size x size pixels (16..512)"),
+        ],
         responses={(200, "image/png"): OpenApiTypes.BINARY, **ERRORS},
     )
     def get(self, request, case_id: int):
         case = selectors.case_get(user=request.user, case_id=case_id)
+        size = _q(request, "size")
+        if size is not None:
+            if not size.isdigit():
+                raise ServiceError({"size": "must be an integer from 16 to 512"})
+            response = HttpResponse(selectors.case_thumbnail(case=case, size=int(size)), content_type="image/png")
+            response["Cache-Control"] = "private, max-age=86400"  # a case's image never changes
+            return response
         if _bool(_q(request, "original")) and case.original:
             content_type = {
                 "dicom": "application/dicom",
@@ -395,12 +408,14 @@ class CaseAcceptApi(APIView):
         case = selectors.case_get(user=request.user, case_id=case_id)
         data = s.AcceptIn(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = _clean(data.validated_data).get("mask")
+        v = _clean(data.validated_data)
+        upload = v.get("mask")
         mv = masks.mask_accept(
             case=case,
             user=request.user,
             png_bytes=_upload_bytes(upload) if upload is not None else None,
-            base_version=_clean(data.validated_data).get("base_version"),
+            base_version=v.get("base_version"),
+            without_report=v["without_report"],
         )
         return Response(s.MaskOut(mv).data)
 
@@ -427,6 +442,21 @@ class MaskPngApi(APIView):
     def get(self, request, mask_id: int):
         mask = selectors.mask_get(user=request.user, mask_id=mask_id)
         return _file_response(mask.png, "image/png", f"mask-{mask.case_id}-v{mask.version}.png")
+
+
+class MaskRestoreApi(APIView):
+    @extend_schema(
+        request=s.MaskRestoreIn,
+        responses={201: s.MaskOut, 409: ERROR, **ERRORS},
+        description="Restore this version as a new version on top of the head (`base_version`: the head you "
+        "loaded). Nothing is overwritten; the new version's stats name `restored_from`.",
+    )
+    def post(self, request, mask_id: int):
+        mask = selectors.mask_get(user=request.user, mask_id=mask_id)
+        data = s.MaskRestoreIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        mv = masks.mask_restore(mask=mask, user=request.user, base_version=data.validated_data.get("base_version"))
+        return Response(s.MaskOut(mv).data, status=status.HTTP_201_CREATED)
 
 
 class MaskProbabilitiesApi(APIView):
@@ -468,29 +498,21 @@ class ImportApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": s.ImportIn},
-        responses={
-            201: inline_serializer(
-                "ImportResult",
-                {
-                    "cases": serializers.IntegerField(),
-                    "labeled": serializers.IntegerField(),
-                    "reports": serializers.IntegerField(),
-                    "structured_reports": serializers.IntegerField(),
-                    "splits": serializers.DictField(child=serializers.IntegerField()),
-                    "warnings": serializers.ListField(child=serializers.CharField()),
-                },
-            ),
-            409: ERROR,
-            **ERRORS,
-        },
+        responses={202: s.JobOut, 409: ERROR, **ERRORS},
+        description="Queue the import of a zip in the LViT layout (project admins). Answers the job (202): follow it "
+        "on `/ws/jobs/<id>/` or `GET /api/jobs/<id>/`; `progress` is `{phase: validating|storing, done, total}`. "
+        "On success `result` holds the counts (`cases`, `labeled`, `reports`, `structured_reports`, `splits`, "
+        "`warnings`); on failure nothing is imported and `result.error` is `{code, detail}` with "
+        "`detail.errors`: every bad file, `[{file, error}]`.",
     )
     def post(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id, role=Role.ADMIN)
         data = s.ImportIn(data=request.data)
         data.is_valid(raise_exception=True)
-        source = lvit.ZipSource(_upload_bytes(_clean(data.validated_data)["archive"]))
-        result = lvit.lvit_import(project=project, user=request.user, source=source)
-        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+        job = lvit.lvit_import_start(
+            project=project, user=request.user, data=_upload_bytes(_clean(data.validated_data)["archive"])
+        )
+        return Response(job_snapshot(job), status=status.HTTP_202_ACCEPTED)
 
 
 class ExportApi(APIView):
@@ -502,6 +524,12 @@ class ExportApi(APIView):
             OpenApiParameter("split", str, description="comma-separated splits"),
             OpenApiParameter("state", str, description="comma-separated states"),
             OpenApiParameter("accepted", bool, description="only cases with an accepted mask"),
+            OpenApiParameter(
+                "text",
+                str,
+                enum=["imported", "xlsx", "csv"],
+                description="LViT layout: each split's reports file (<Split>_text.xlsx or .csv); default: as imported",
+            ),
         ],
         responses={
             (200, "application/zip"): OpenApiTypes.BINARY,
@@ -518,6 +546,7 @@ class ExportApi(APIView):
             split=_q(request, "split"),
             state=_q(request, "state"),
             accepted_only=_bool(_q(request, "accepted")),
+            text=_q(request, "text"),
             filters=dict(request.query_params.items()),
         )
         return _stream(request, export.chunks, export.content_type, export.filename)
@@ -624,10 +653,30 @@ class TrainingPolicyApi(APIView):
 
 
 class AuditListApi(APIView):
-    @extend_schema(parameters=PAGINATION, responses={200: _page_of(s.AuditOut, "AuditPage"), **ERRORS})
+    @extend_schema(
+        parameters=[OpenApiParameter("action", str, description="comma-separated, e.g. mask.accepted"), *PAGINATION],
+        responses={200: _page_of(s.AuditOut, "AuditPage"), **ERRORS},
+    )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
-        return _paginate(self, request, selectors.audit_list(project=project), s.AuditOut)
+        return _paginate(self, request, selectors.audit_list(project=project, action=_q(request, "action")), s.AuditOut)
+
+
+class PreferencesApi(APIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, **ERRORS})
+    def get(self, request, project_id: int):
+        """The caller's own editor preferences in this project (display, brush, opacity, layers)."""
+        return Response(selectors.member_preferences(user=request.user, project_id=project_id))
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT, **ERRORS})
+    def put(self, request, project_id: int):
+        """Replace the caller's editor preferences in this project (a JSON object up to 16 KiB)."""
+        project = selectors.project_get(user=request.user, project_id=project_id)
+        data = _clean(request.data) if isinstance(request.data, dict) else request.data
+        prefs = projects.member_preferences_set(project=project, user=request.user, preferences=data)
+        return Response(prefs)
 
 
 __all__ = [name for name in dir() if name.endswith("Api")]

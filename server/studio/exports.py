@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from django.core.files.storage import default_storage
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from server.studio import imaging
 from server.studio.models import Case, MaskKind, MaskVersion, ModelVersion, Project, Split
@@ -99,9 +99,31 @@ def image_export_bytes(case: Case) -> bytes:
     return _read(case.image.name)
 
 
-def mask_export_name(case: Case) -> str:
-    lvit = (case.meta or {}).get("lvit") or {}
-    return lvit.get("mask_name") or posixpath.splitext(case.name)[0] + ".png"
+TEXT_FORMATS = ("imported", "xlsx", "csv")
+
+
+def split_mask_prefixes(qs: QuerySet[Case]) -> dict[str, str]:
+    """The mask file naming of each split, so one ``labelcol/`` never mixes two: ``"mask_"`` (``mask_<stem>.png``,
+    QaTa-COV19 / MosMedData+) where most of the split's imported cases were named so, else ``""`` (``<stem>.png``,
+    MoNuSeg, and every split of uploaded cases)."""
+    rows = (
+        qs.order_by()
+        .values("split")
+        .annotate(
+            imported=Count("id", filter=Q(meta__has_key="lvit")),
+            prefixed=Count("id", filter=Q(meta__lvit__mask_name__startswith="mask_")),
+        )
+    )
+    return {r["split"]: "mask_" if r["imported"] and 2 * r["prefixed"] >= r["imported"] else "" for r in rows}
+
+
+def mask_export_name(case: Case, prefix: str = "") -> str:
+    """``<prefix><image stem>.png``; an imported case keeps its own mask name when it follows the same naming (an
+    imported dataset exports byte for byte)."""
+    own = ((case.meta or {}).get("lvit") or {}).get("mask_name")
+    if own and own.startswith("mask_") == (prefix == "mask_"):
+        return own
+    return f"{prefix}{posixpath.splitext(case.name)[0]}.png"
 
 
 def _unique(name: str, case: Case, seen: set[str]) -> str:
@@ -136,9 +158,13 @@ def _text_file(split: str, rows: list[tuple[Any, str, str]], fmt: str) -> tuple[
     return f"{folder}_Folder/{folder}_text.csv", buf.getvalue().encode("utf-8")
 
 
-def lvit_entries(project: Project, qs: QuerySet[Case]) -> Iterator[tuple[str, bytes, bool]]:
+def lvit_entries(project: Project, qs: QuerySet[Case], *, text: str = "imported") -> Iterator[tuple[str, bytes, bool]]:
     """Members of the LViT layout zip. Cases arrive ordered by split, so each split's text file is written as soon
-    as the split ends (only one split's text rows are held)."""
+    as the split ends (only one split's text rows are held). ``text``: the reports file of each split, ``xlsx``,
+    ``csv``, or ``imported`` (the format most of the split's cases were imported with; ``csv`` for uploads)."""
+    if text not in TEXT_FORMATS:
+        raise ValueError(f"text must be one of {TEXT_FORMATS}, not {text!r}")
+    prefixes = split_mask_prefixes(qs.filter(project=project))
     current: str | None = None
     rows: list[tuple[Any, str, str]] = []
     formats: dict[str, int] = {}
@@ -146,7 +172,7 @@ def lvit_entries(project: Project, qs: QuerySet[Case]) -> Iterator[tuple[str, by
 
     def flush() -> Iterator[tuple[str, bytes, bool]]:
         if current is not None and rows:
-            fmt = max(formats, key=formats.get) if formats else "csv"
+            fmt = text if text != "imported" else max(formats, key=formats.get) if formats else "csv"
             name, data = _text_file(current, rows, fmt)
             yield name, data, True
 
@@ -156,7 +182,7 @@ def lvit_entries(project: Project, qs: QuerySet[Case]) -> Iterator[tuple[str, by
             current, rows, formats, seen = case.split, [], {}, set()
         folder = FOLDERS[Split(case.split)]
         yield f"{folder}_Folder/img/{image_export_name(case)}", image_export_bytes(case), False
-        mask_name = _unique(mask_export_name(case), case, seen)
+        mask_name = _unique(mask_export_name(case, prefixes.get(case.split, "")), case, seen)
         if case.accepted_png:
             yield f"{folder}_Folder/labelcol/{mask_name}", _read(case.accepted_png), False
         lvit = (case.meta or {}).get("lvit") or {}

@@ -385,6 +385,15 @@ def canonical_mask_png(data: bytes, *, width: int, height: int) -> tuple[bytes, 
     return encode_mask(mask), mask
 
 
+def thumbnail_png(data: bytes, *, size: int) -> bytes:
+    """A stored (normalized) image scaled down to fit ``size`` x ``size`` pixels, keeping its aspect ratio."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
 def encode_mask(mask: np.ndarray) -> bytes:
     return encode_png(np.where(np.asarray(mask) > 0, 255, 0).astype(np.uint8))
 

@@ -109,6 +109,12 @@ class Case(models.Model):
     assigned_at = models.DateTimeField(null=True, blank=True)
     al_score = models.FloatField(null=True, blank=True, help_text="active-learning uncertainty, higher first")
     inconsistency = models.FloatField(null=True, blank=True, help_text="report-mask disagreement, higher first")
+    zones = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="where report and head mask disagree by lung zone (reports.zone_summary); null when not scored",
+    )
     report = models.ForeignKey(
         "Report", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="current report"
     )
@@ -247,6 +253,7 @@ class JobKind(models.TextChoices):
     EVALUATION = "evaluation"
     EXPORT = "export"
     PACS_STORE = "pacs_store"
+    IMPORT = "import"
 
 
 class PromotionPolicy(models.TextChoices):

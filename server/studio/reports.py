@@ -16,9 +16,14 @@ same fields (``render(parse(s)) == s`` for canonical sentences).
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import openpyxl
 
 from server.core.errors import ServiceError
 
@@ -275,6 +280,85 @@ def report_from_input(template: Template, *, fields: dict | None, text: str | No
     return {}, text
 
 
+def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
+    """``[(Image, Description)]`` rows of a reports table (LViT's ``*_text.csv|xlsx``, or a table of reports sent
+    with an upload) in file order, or 400 ``invalid_text_file`` naming the file.
+
+    The same reading as ``ml.data.read_text_rows`` (``tests/server/test_reports.py`` holds the two to the same rows
+    on the real datasets), written here because importing ``ml`` loads torch, seconds the web process would spend
+    on the first upload with a reports file: xlsx is the first sheet, csv is UTF-8 (a BOM is fine); rows without
+    an Image are skipped, a missing Description reads as ``""``.
+    """
+    if fmt not in ("xlsx", "csv"):
+        raise ServiceError(f"unsupported text table {where} (want .xlsx or .csv)", code="invalid_text_file")
+    try:
+        if fmt == "xlsx":
+            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+            try:
+                rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
+            finally:
+                wb.close()
+        else:
+            rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
+    except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
+        raise ServiceError(f"cannot read {where}: {exc}", code="invalid_text_file") from None
+    if not rows:
+        raise ServiceError(f"empty text table: {where}", code="invalid_text_file")
+    header = [str(c).strip() if c is not None else "" for c in rows[0]]
+    if "Image" not in header or "Description" not in header:
+        raise ServiceError(
+            f"{where}: header must have columns Image and Description, got {header}", code="invalid_text_file"
+        )
+    ki, di = header.index("Image"), header.index("Description")
+    out = []
+    for row in rows[1:]:
+        if row is None or len(row) <= max(ki, di) or row[ki] is None or not str(row[ki]).strip():
+            continue
+        out.append((str(row[ki]).strip(), "" if row[di] is None else str(row[di])))
+    return out
+
+
+def _stem(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def match_report_rows(
+    image_names: list[str], rows: list[tuple[str, str]], *, where: str = "reports file"
+) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Assign the rows of a reports table (columns ``Image``, ``Description``) to uploaded images.
+
+    A row's ``Image`` names the image's file name, the same stem with another extension (``scan.dcm`` for the
+    stored ``scan.png``), or LViT's mask name (``mask_<stem>.png``). Returns ``{image name: description}`` and one
+    error per row that names no uploaded image, names one ambiguously, or repeats an image: every row is used or
+    reported, none is dropped silently.
+    """
+    by_name = {n: n for n in image_names}
+    by_stem: dict[str, list[str]] = {}
+    for n in image_names:
+        by_stem.setdefault(_stem(n), []).append(n)
+    out: dict[str, str] = {}
+    errors: list[dict[str, str]] = []
+    for i, (key, description) in enumerate(rows, start=2):  # row 1 is the header
+        key = key.strip()
+        label = f"{where} row {i} ({key})"
+        target = by_name.get(key)
+        if target is None:
+            stem = _stem(key)
+            candidates = by_stem.get(stem) or (by_stem.get(stem[5:]) if stem.startswith("mask_") else None) or []
+            if len(candidates) > 1:
+                errors.append({"file": label, "error": f"matches several uploaded images: {sorted(candidates)}"})
+                continue
+            target = candidates[0] if candidates else None
+        if target is None:
+            errors.append({"file": label, "error": "names no uploaded image"})
+        elif target in out:
+            errors.append({"file": label, "error": f"a second report for {target}"})
+        elif description.strip():
+            out[target] = description
+    return out, errors
+
+
 # --- Seeded templates ------------------------------------------------------------------------------------------
 
 _ZONES = [
@@ -421,8 +505,6 @@ def expected_cells(fields: dict) -> set[tuple[str, str]] | None:
 def body_box(image: Any, *, threshold: int = 40) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` of the body in an 8-bit image: rows/columns where more than 1 % of the pixels
     are brighter than ``threshold`` (the covid_ct text rule; for a chest X-ray this is about the whole image)."""
-    import numpy as np
-
     a = np.asarray(image)
     if a.ndim == 3:
         a = a.mean(axis=2)
@@ -444,8 +526,6 @@ def observed_cells(
     affected side's rows are cut into thirds of ``box``, and a third counts when it holds at least ``min_zone`` of
     that side's lesion pixels.
     """
-    import numpy as np
-
     m = np.asarray(mask) > 0
     h, w = m.shape
     top, bottom, left, right = box or (0, h, 0, w)
@@ -467,14 +547,37 @@ def observed_cells(
     return cells
 
 
-def inconsistency_score(fields: dict, mask: Any, *, box: tuple[int, int, int, int] | None = None) -> float | None:
-    """1 - Jaccard(claimed cells, observed cells): 0 when report and mask agree, 1 when disjoint. ``box`` is the
-    body's bounding box (:func:`body_box` of the image) when known."""
+def _cell_key(cell: tuple[str, str]) -> str:
+    return f"{cell[0]} {cell[1]}"
+
+
+def zone_summary(fields: dict, mask: Any, *, box: tuple[int, int, int, int] | None = None) -> dict | None:
+    """Where a lung-infection report and a mask agree, by zone, or ``None`` for reports of other templates.
+
+    ``{"score", "body_box", "expected", "observed", "disagree"}``: the inconsistency score (1 - Jaccard of the
+    claimed and the observed cells), the box the grid was cut from (``[top, bottom, left, right]``), and the cells as
+    ``"<side> <zone>"`` keys in the patient's terms (``"left upper"``), sorted. The editor's ``zones.js`` computes
+    the same from the same box.
+    """
     expected = expected_cells(fields)
     if expected is None:
         return None
-    observed = observed_cells(mask, box=box)
+    h, w = np.asarray(mask).shape[:2]
+    used = tuple(box) if box else (0, h, 0, w)
+    observed = observed_cells(mask, box=used)
     union = expected | observed
-    if not union:
-        return 0.0
-    return round(1.0 - len(expected & observed) / len(union), 4)
+    score = 0.0 if not union else round(1.0 - len(expected & observed) / len(union), 4)
+    return {
+        "score": score,
+        "body_box": [int(v) for v in used],
+        "expected": sorted(map(_cell_key, expected)),
+        "observed": sorted(map(_cell_key, observed)),
+        "disagree": sorted(map(_cell_key, expected ^ observed)),
+    }
+
+
+def inconsistency_score(fields: dict, mask: Any, *, box: tuple[int, int, int, int] | None = None) -> float | None:
+    """1 - Jaccard(claimed cells, observed cells): 0 when report and mask agree, 1 when disjoint. ``box`` is the
+    body's bounding box (:func:`body_box` of the image) when known."""
+    summary = zone_summary(fields, mask, box=box)
+    return None if summary is None else summary["score"]

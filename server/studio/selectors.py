@@ -168,8 +168,27 @@ def model_list(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).order_by("number")
 
 
-def audit_list(*, project: Project) -> QuerySet[AuditEvent]:
-    return AuditEvent.objects.filter(project=project).select_related("actor").order_by("-id")
+def audit_list(*, project: Project, action: str | None = None) -> QuerySet[AuditEvent]:
+    """The project's audit events, newest first; ``action``: comma-separated actions to keep."""
+    qs = AuditEvent.objects.filter(project=project).select_related("actor").order_by("-id")
+    if action:
+        qs = qs.filter(action__in=[a.strip() for a in action.split(",") if a.strip()])
+    return qs
+
+
+def member_preferences(*, user: Any, project_id: Any) -> dict:
+    """The user's editor preferences in a project (404 for non-members)."""
+    return membership_get(user=user, project_id=project_id).preferences or {}
+
+
+THUMBNAIL_SIZES = range(16, 513)
+
+
+def case_thumbnail(*, case: Case, size: int) -> bytes:
+    """The case's image scaled to fit ``size`` x ``size`` pixels (PNG; 16..512)."""
+    if size not in THUMBNAIL_SIZES:
+        raise ServiceError({"size": f"must be an integer from {THUMBNAIL_SIZES.start} to {THUMBNAIL_SIZES.stop - 1}"})
+    return imaging.thumbnail_png(storage.read_file(case.image.name), size=size)
 
 
 def project_stats(*, project: Project) -> dict:

@@ -102,6 +102,7 @@ class MaskOut(serializers.ModelSerializer):
     model_version = serializers.IntegerField(source="model_version.number", default=None, allow_null=True)
     parent_version = serializers.IntegerField(source="parent.version", default=None, allow_null=True)
     png_url = serializers.SerializerMethodField()
+    probabilities_url = serializers.SerializerMethodField()
 
     class Meta:
         model = MaskVersion
@@ -118,10 +119,15 @@ class MaskOut(serializers.ModelSerializer):
             "stats",
             "created_at",
             "png_url",
+            "probabilities_url",
         ]
 
     def get_png_url(self, obj: MaskVersion) -> str:
         return reverse("studio-mask-png", args=[obj.pk])
+
+    def get_probabilities_url(self, obj: MaskVersion) -> str | None:
+        """The proposal's probability map (uint8 PNG, p*255), or null when the version has none."""
+        return reverse("studio-mask-probabilities", args=[obj.pk]) if obj.probabilities else None
 
 
 class CaseOut(serializers.ModelSerializer):
@@ -148,6 +154,7 @@ class CaseOut(serializers.ModelSerializer):
             "assigned_at",
             "al_score",
             "inconsistency",
+            "zones",
             "report",
             "report_version",
             "head_version",
@@ -203,8 +210,15 @@ class CaseDetailOut(CaseOut):
 
 class CaseUploadIn(serializers.Serializer):
     image = serializers.FileField(help_text="PNG, JPEG, TIFF, 16-bit PNG, DICOM or a zip of them; repeatable")
-    report = serializers.CharField(required=False, allow_blank=True, max_length=4000, help_text="report sentence")
-    fields = serializers.JSONField(required=False, help_text="structured report fields (JSON)")
+    report = serializers.CharField(
+        required=False, allow_blank=True, max_length=4000, help_text="report sentence (a single image)"
+    )
+    fields = serializers.JSONField(required=False, help_text="structured report fields (JSON; a single image)")
+    reports = serializers.FileField(
+        required=False,
+        help_text="reports of many images: a .csv or .xlsx with the columns Image (the image's file name, or LViT's "
+        "mask_<name>.png) and Description; every row must name an uploaded image",
+    )
     split = serializers.ChoiceField(choices=Split.choices, required=False)
     window = serializers.ChoiceField(
         choices=["lung", "mediastinum", "soft_tissue", "bone", "brain"], required=False, help_text="CT window preset"
@@ -226,6 +240,15 @@ class MaskIn(serializers.Serializer):
 class AcceptIn(serializers.Serializer):
     mask = serializers.FileField(required=False, help_text="optional: accept this mask instead of the head")
     base_version = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1)
+    without_report = serializers.BooleanField(
+        required=False, default=False, help_text="confirm accepting a case that has no report (recorded)"
+    )
+
+
+class MaskRestoreIn(serializers.Serializer):
+    base_version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=2**31 - 1, help_text="the head version you loaded"
+    )
 
 
 class RejectIn(serializers.Serializer):

@@ -20,6 +20,7 @@ urlpatterns = [
     path("projects/<int:project_id>/models/", apis.ModelListApi.as_view(), name="studio-models"),
     path("projects/<int:project_id>/jobs/", apis.JobListApi.as_view(), name="studio-jobs"),
     path("projects/<int:project_id>/audit/", apis.AuditListApi.as_view(), name="studio-audit"),
+    path("projects/<int:project_id>/preferences/", apis.PreferencesApi.as_view(), name="studio-preferences"),
     path("projects/<int:project_id>/training-jobs/", apis.TrainingJobsApi.as_view(), name="training-jobs"),
     path(
         "projects/<int:project_id>/training-readiness/", apis.TrainingReadinessApi.as_view(), name="training-readiness"
@@ -34,6 +35,7 @@ urlpatterns = [
     path("cases/<int:case_id>/release/", apis.CaseReleaseApi.as_view(), name="studio-case-release"),
     path("masks/<int:mask_id>/png/", apis.MaskPngApi.as_view(), name="studio-mask-png"),
     path("masks/<int:mask_id>/probabilities/", apis.MaskProbabilitiesApi.as_view(), name="studio-mask-probabilities"),
+    path("masks/<int:mask_id>/restore/", apis.MaskRestoreApi.as_view(), name="studio-mask-restore"),
     path("models/<int:model_id>/activate/", apis.ModelActivateApi.as_view(), name="studio-model-activate"),
     path("jobs/<int:job_id>/", apis.JobDetailApi.as_view(), name="studio-job"),
     path("jobs/<int:job_id>/cancel/", apis.JobCancelApi.as_view(), name="studio-job-cancel"),

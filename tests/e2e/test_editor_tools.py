@@ -1,4 +1,4 @@
-"""Editor tools in real Chromium on a DICOM CT slice: window/level presets, polygon fill, flood fill, zoom, outline.
+"""Editor tools in real Chromium on a DICOM CT slice: HU window presets, polygon fill, flood fill, zoom, outline.
 
 No worker is needed (the project has no model, so nothing is proposed); the drawing is checked in the mask the
 server stores.
@@ -72,17 +72,21 @@ def test_dicom_window_polygon_fill_zoom(page, web_server, ct_user, artifacts) ->
     page.get_by_text("Uploaded 1 case.").wait_for()
     case = Case.objects.get(project=project)
     assert case.original_format == "dicom"
-    page.locator(f'tr[data-case="{case.pk}"] a').click()
+    page.locator(f'tr[data-case="{case.pk}"]').get_by_role("link", name="slice.png").click()
 
     # --- CT window/level: the lung preset brightens the lungs (-750 HU) that the soft-tissue window shows black.
-    preset = page.get_by_label("CT window preset")
-    preset.wait_for()
+    page.locator("#display-menu summary").click()
+    preset = page.get_by_label("Preset")
+    preset.locator('option[value="lung"]').wait_for(state="attached")  # the HU values have arrived
+    page.locator("#display-menu summary").click()
     box = page.locator("#canvas").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.keyboard.press("v")  # hide the (empty) masks while sampling the scan
     lung_x = cx - 0.18 * min(box["width"], box["height"])
     before = _canvas_grey(page, lung_x, cy)
+    page.locator("#display-menu summary").click()
     preset.select_option("lung")
+    page.locator("#display-menu summary").click()
     page.wait_for_timeout(200)
     after = _canvas_grey(page, lung_x, cy)
     assert before < 20 < after, (before, after)
@@ -124,10 +128,8 @@ def test_dicom_window_polygon_fill_zoom(page, web_server, ct_user, artifacts) ->
     assert abs(int(mask.sum()) - area) <= 0.1 * area, (int(mask.sum()), area)
     assert mask[(y0 + y1) // 2, (x0 + x1) // 2] and not mask[0, 0]
 
-    # --- reject sends the case back to unlabeled; "next case" claims the only open case (this one) for us.
-    page.on("dialog", lambda dialog: dialog.accept())
-    page.get_by_role("button", name="Reject").click()
-    page.locator("#case-state.badge.unlabeled").wait_for()
+    # --- a saved correction is not a proposal: Reject does not apply. "Next case" claims the only open case.
+    assert page.get_by_role("button", name="Reject proposal").is_disabled()
     page.keyboard.press("n")
     page.wait_for_function("document.getElementById('case-meta').textContent.includes('held by dr.ct')")
     assert Case.objects.get(pk=case.pk).assignee.username == "dr.ct"

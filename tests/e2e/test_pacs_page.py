@@ -84,7 +84,7 @@ def test_search_import_and_write_back(page, web_server, worker, test_pacs, ortha
     case = cases[0]
     mask = np.zeros((case.height, case.width), np.uint8)
     mask[50:120, 60:200] = 255
-    mask_accept(case=case, user=user, png_bytes=png_bytes(mask))
+    mask_accept(case=case, user=user, png_bytes=png_bytes(mask), without_report=True)
     page.goto(f"/projects/{project.pk}/export/")
     page.get_by_role("button", name="Store accepted masks in the PACS").click()
     page.get_by_text("Stored 1 segmentation(s).").wait_for()

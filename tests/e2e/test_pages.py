@@ -69,6 +69,7 @@ def test_pages_need_sign_in(world: dict) -> None:
         f"/projects/{p.pk}/cases/{c.pk}/",
         f"/projects/{p.pk}/jobs/",
         f"/projects/{p.pk}/export/",
+        f"/projects/{p.pk}/admin/",
         f"/cases/{c.pk}/hu/",
     ]:
         response = Client().get(url)
@@ -93,6 +94,7 @@ def test_outsider_gets_404_everywhere(world: dict) -> None:
         f"/projects/{p.pk}/cases/{c.pk}/",
         f"/projects/{p.pk}/jobs/",
         f"/projects/{p.pk}/export/",
+        f"/projects/{p.pk}/admin/",
         f"/cases/{c.pk}/hu/",
         f"/cases/{c.pk}/pseudo.png",
     ]:
@@ -124,6 +126,7 @@ def test_case_page_config_carries_template_role_and_presets(world: dict) -> None
         "right_zones",
     ]
     assert {"id": "lung", "center": -600.0, "width": 1500.0} in config["window_presets"]
+    assert config["preferences"] == {} and config["preferences_url"] == f"/api/projects/{p.pk}/preferences/"
     other = world["plain"]
     assert client_for(world["owner"]).get(f"/projects/{p.pk}/cases/{other.pk}/").status_code == 200
     assert client_for(world["owner"]).get(f"/projects/{p.pk + 1}/cases/{other.pk}/").status_code == 404
@@ -165,3 +168,12 @@ def test_propose_needs_an_active_model_and_csrf(world: dict) -> None:
     assert strict.post(f"/cases/{c.pk}/propose/").status_code == 403
     assert client_for(world["collab"]).get(f"/cases/{c.pk}/propose/").status_code == 405
     assert Case.objects.get(pk=c.pk).jobs.count() == 0
+
+
+def test_worklist_and_project_pages_carry_what_their_forms_need(world: dict) -> None:
+    p = world["project"]
+    worklist = page_config(client_for(world["collab"]).get(f"/projects/{p.pk}/"))
+    assert worklist["report_template"]["fields"][0]["name"] == "laterality", "the upload form's report fields"
+    response = client_for(world["collab"]).get(f"/projects/{p.pk}/admin/")
+    assert response.status_code == 200
+    assert page_config(response)["project"]["role"] == "annotator", "the page hides admin controls from annotators"

@@ -166,6 +166,16 @@ def test_review_correct_accept_retrain_export(page, worker, shared_data, artifac
     page.get_by_text("New proposal ready.").wait_for(timeout=120_000)
     case.refresh_from_db()
     assert case.report.text == SENTENCE
+    # The proposal made before the report was written stays a click away: new and previous as a toggle.
+    compare = page.locator("#proposal-compare-text")
+    compare.wait_for()
+    assert f"New (v3) from “{SENTENCE}”" in compare.inner_text(), compare.inner_text()
+    assert "Previous (v1) made without a report" in compare.inner_text(), compare.inner_text()
+    page.get_by_label("Show previous").check()
+    assert page.get_by_label("Previous proposal").is_checked() and not page.get_by_label("Model proposal").is_checked()
+    shot("04a-previous-proposal")
+    page.get_by_label("Show new").check()
+    assert page.get_by_label("Model proposal").is_checked()
     wait_for(lambda: _proposals_idle(case), 120, "proposals to settle")
     page.reload()  # the latest proposal is the base of our correction
     page.locator("#case-state.badge.proposed").wait_for()

@@ -115,3 +115,65 @@ describe("helpers", () => {
     assert.equal(queryString({ s: ["a", "b"], n: 0, z: null }), "?s=a&s=b&n=0");
   });
 });
+
+describe("uploadWithProgress", () => {
+  /** A fake XMLHttpRequest answering `status` with a JSON body after two progress events. */
+  function fakeXHR(status, body) {
+    const sent = [];
+    class FakeXHR {
+      upload = { listeners: {}, addEventListener: (t, f) => (this.upload.listeners[t] = f) };
+      listeners = {};
+      headers = {};
+      open(method, url) {
+        this.method = method;
+        this.url = url;
+      }
+      setRequestHeader(k, v) {
+        this.headers[k] = v;
+      }
+      addEventListener(t, f) {
+        this.listeners[t] = f;
+      }
+      getResponseHeader() {
+        return "application/json";
+      }
+      send(form) {
+        sent.push(this);
+        this.upload.listeners.progress?.({ lengthComputable: true, loaded: 5, total: 10 });
+        this.upload.listeners.progress?.({ lengthComputable: true, loaded: 10, total: 10 });
+        this.status = status;
+        this.responseText = JSON.stringify(body);
+        this.form = form;
+        this.listeners.load();
+      }
+    }
+    return { FakeXHR, sent };
+  }
+
+  it("reports progress and resolves with the JSON answer", async () => {
+    const { FakeXHR, sent } = fakeXHR(202, { id: 9, status: "pending" });
+    const api = new ApiClient({ csrfToken: () => "tok" });
+    const progress = [];
+    const out = await api.uploadWithProgress("/api/up/", new FormData(), {
+      XHR: FakeXHR,
+      onProgress: (a, b) => progress.push([a, b]),
+    });
+    assert.deepEqual(out, { id: 9, status: "pending" });
+    assert.deepEqual(progress, [
+      [5, 10],
+      [10, 10],
+    ]);
+    assert.equal(sent[0].headers["X-CSRFToken"], "tok");
+  });
+
+  it("turns the API error shape into ApiError", async () => {
+    const { FakeXHR } = fakeXHR(400, { error: "invalid_layout", detail: "no images" });
+    const api = new ApiClient();
+    await assert.rejects(api.uploadWithProgress("/api/up/", new FormData(), { XHR: FakeXHR }), (err) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.code, "invalid_layout");
+      assert.equal(err.message, "no images");
+      return true;
+    });
+  });
+});

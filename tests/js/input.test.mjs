@@ -128,3 +128,38 @@ describe("InputMachine", () => {
     assert.throws(() => input.setTool("lasso"), RangeError);
   });
 });
+
+describe("InputMachine: window/level drag", () => {
+  it("the window tool turns a drag into window events and never paints", () => {
+    input.setTool("window");
+    const events = [];
+    input.on("window", (e) => events.push(e));
+    input.handle(at("down", 5, 5));
+    assert.equal(input.state, STATES.WINDOWING);
+    input.handle(at("move", 8, 4));
+    input.handle(at("up", 9, 3));
+    assert.equal(input.state, STATES.IDLE);
+    assert.deepEqual(events, [
+      { phase: "start", dx: 0, dy: 0 },
+      { phase: "move", dx: 30, dy: -10 },
+      { phase: "move", dx: 40, dy: -20 },
+      { phase: "end" },
+    ]);
+    assert.equal(countOn(edit()), 0);
+    assert.equal(undo.size, 0);
+  });
+
+  it("Ctrl + drag adjusts the window with any tool; a tool change ends the drag", () => {
+    const events = [];
+    input.on("window", (e) => events.push(e.phase));
+    input.handle(at("down", 5, 5, { ctrlKey: true }));
+    assert.equal(input.state, STATES.WINDOWING);
+    input.handle(at("move", 6, 5));
+    input.setTool("eraser");
+    assert.equal(input.state, STATES.IDLE);
+    assert.deepEqual(events, ["start", "move", "end"]);
+    assert.equal(countOn(edit()), 0, "the brush did not paint");
+    input.handle(at("down", 5, 5, { ctrlKey: true, button: 2 }));
+    assert.equal(input.state, STATES.PANNING, "the right button still pans");
+  });
+});

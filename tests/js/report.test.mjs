@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { relevantFields, renderReport, ReportError } from "../../annotator_ui/static/annotator_ui/js/report.js";
+import {
+  fieldLabel,
+  relevantFields,
+  renderReport,
+  ReportError,
+  reportProblems,
+} from "../../annotator_ui/static/annotator_ui/js/report.js";
 
 // The lung-infection template as seeded by the server (server/studio/reports.py, LUNG_INFECTION).
 const ZONES = ["upper", "middle", "lower", "all"].map((v) => ({ value: v, text: v }));
@@ -108,5 +114,30 @@ describe("renderReport", () => {
   it("relevantFields follows the selected sentence form", () => {
     assert.deepEqual([...relevantFields(LUNG, { laterality: "none" })], ["laterality"]);
     assert.equal(relevantFields(LUNG, {}).size, 4);
+  });
+});
+
+describe("validation messages in the form's words", () => {
+  const LABELS = { laterality: "Infection", areas: "Infected areas", left_zones: "Left lung", right_zones: "Right lung" };
+  const labelled = { ...LUNG, fields: LUNG.fields.map((f) => ({ ...f, label: LABELS[f.name] })) };
+  const errorOf = (fields) => {
+    try {
+      renderReport(labelled, fields);
+    } catch (e) {
+      return e;
+    }
+    throw new Error("expected an invalid report");
+  };
+
+  it("names fields by their visible labels", () => {
+    assert.equal(fieldLabel(labelled, "left_zones"), "Left lung");
+    assert.equal(fieldLabel(LUNG, "left_zones"), "left zones", "no label: the name in words");
+    assert.deepEqual(reportProblems(labelled, errorOf({ laterality: "bilateral", areas: "two", left_zones: ["upper"] })), [
+      { field: "right_zones", label: "Right lung", text: "Right lung: required for this kind of report" },
+    ]);
+    assert.deepEqual(reportProblems(labelled, errorOf({ laterality: "unilateral", areas: "one" })), [
+      { field: null, label: null, text: "Exactly one of Left lung, Right lung must be given" },
+    ]);
+    assert.equal(reportProblems(labelled, errorOf({}))[0].text, "Infection: this field is required");
   });
 });

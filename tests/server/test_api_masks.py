@@ -108,13 +108,29 @@ def test_accept_with_upload_and_without_anything(people, collab_client, case):
 
 
 def test_reject_returns_the_case_to_unlabeled(people, collab_client, case):
-    proposal(case, people)
+    p = proposal(case, people)
     r = collab_client.post(f"/api/cases/{case.pk}/reject/", {"reason": "wrong lung"}, format="json")
-    assert r.status_code == 200 and r.json()["state"] == "unlabeled"
+    assert r.status_code == 200 and r.json()["state"] == "unlabeled" and r.json()["head_version"] is None
     assert AuditEvent.objects.get(action="mask.rejected").data["reason"] == "wrong lung"
-    collab_client.post(f"/api/cases/{case.pk}/accept/", {}, format="json")
+    assert list(MaskVersion.objects.filter(case=case)) == [p], "the history keeps the rejected proposal"
     r = collab_client.post(f"/api/cases/{case.pk}/reject/", {}, format="json")
-    assert r.status_code == 409
+    assert r.status_code == 400 and r.json()["error"] == "no_mask"
+    r = collab_client.post(f"/api/cases/{case.pk}/accept/", {"mask": f(mask_png())}, format="multipart")
+    assert r.status_code == 200, r.json()
+    r = collab_client.post(f"/api/cases/{case.pk}/reject/", {}, format="json")
+    assert r.status_code == 409 and r.json()["error"] == "already_labeled"
+
+
+def test_a_saved_correction_is_not_rejected(people, collab_client, case):
+    p = proposal(case, people)
+    r = collab_client.post(
+        f"/api/cases/{case.pk}/masks/", {"mask": f(mask_png()), "base_version": p.version}, format="multipart"
+    )
+    assert r.status_code == 201
+    r = collab_client.post(f"/api/cases/{case.pk}/reject/", {}, format="json")
+    assert r.status_code == 409 and r.json()["error"] == "not_a_proposal"
+    case.refresh_from_db()
+    assert case.state == CaseState.IN_REVIEW and case.head_mask.version == 2
 
 
 def test_proposal_on_labeled_case_keeps_the_accepted_head(people, case):

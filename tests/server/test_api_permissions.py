@@ -67,6 +67,9 @@ ENDPOINTS = [
     ("post", "/api/projects/{project}/pacs/store/"),
     ("get", "/api/cases/{case}/seg/"),
     ("post", "/api/cases/{case}/seg/store/"),
+    ("post", "/api/masks/{mask}/restore/"),
+    ("get", "/api/projects/{project}/preferences/"),
+    ("put", "/api/projects/{project}/preferences/"),
 ]
 
 

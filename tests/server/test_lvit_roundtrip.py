@@ -11,13 +11,17 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from server.core.models import Role
+from server.jobs.models import Job
+from server.jobs.runner import run_job
 from server.studio.models import Case, CaseState, MaskVersion, Project
+from server.studio.services.lvit import lvit_import_run
 from server.studio.services.projects import member_set
 
 # pycocotools' decode passes copy=False to numpy 2 (its own deprecation, not ours)
@@ -45,6 +49,23 @@ def dataset_files(root: Path) -> dict[str, bytes]:
 def unzip(data: bytes, into: Path) -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         zf.extractall(into)
+
+
+def import_zip(client, project_id: int, data: bytes, name: str = "ds.zip") -> dict:
+    """POST a zip to the import API (202: a job), run the job here as a worker would, answer the finished job."""
+    r = client.post(
+        f"/api/projects/{project_id}/import/",
+        {"archive": SimpleUploadedFile(name, data, content_type="application/zip")},
+        format="multipart",
+    )
+    assert r.status_code == 202, r.json()
+    job = Job.objects.get(pk=r.json()["id"])
+    assert job.kind == "import" and job.status == "pending"
+    run_job(job_id=job.pk, task_id=job.celery_task_id, work=lvit_import_run)
+    finished = client.get(f"/api/jobs/{job.pk}/").json()
+    assert finished["status"] in ("succeeded", "failed"), finished
+    assert not default_storage.exists(job.params["archive"]), "the stored archive is deleted after the import"
+    return finished
 
 
 def import_and_export(shared_data, name, people, owner_client, tmp_path) -> tuple[Project, Path]:
@@ -86,13 +107,10 @@ def test_import_export_round_trip_is_identical(shared_data, name, template, peop
                 zf.write(path, f"wrapped/{path.relative_to(out).as_posix()}")
     r = owner_client.post("/api/projects/", {"name": f"again-{name}", "template": template}, format="json")
     again = r.json()["id"]
-    r = owner_client.post(
-        f"/api/projects/{again}/import/",
-        {"archive": SimpleUploadedFile("ds.zip", buf.getvalue(), content_type="application/zip")},
-        format="multipart",
-    )
-    assert r.status_code == 201, r.json()
-    assert r.json()["cases"] == Case.objects.filter(project=project).count()
+    job = import_zip(owner_client, again, buf.getvalue())
+    assert job["status"] == "succeeded", job
+    assert job["result"]["cases"] == Case.objects.filter(project=project).count()
+    assert job["progress"]["phase"] == "storing" and job["progress"]["done"] == job["progress"]["total"]
     second = owner_client.get(f"/api/projects/{again}/export/?format=lvit")
     out2 = tmp_path / "export2"
     unzip(b"".join(second.streaming_content), out2)
@@ -138,6 +156,11 @@ def test_import_bad_archives_store_nothing(people, owner_client, settings, share
     def post(data: bytes):
         return owner_client.post(url, {"archive": SimpleUploadedFile("a.zip", data)}, format="multipart")
 
+    def failed(data: bytes) -> dict:
+        job = import_zip(owner_client, people.project.pk, data)
+        assert job["status"] == "failed", job
+        return job["result"]["error"]
+
     def zipped(entries: dict) -> bytes:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
@@ -147,14 +170,30 @@ def test_import_bad_archives_store_nothing(people, owner_client, settings, share
 
     img = (shared_data / "covid_cxr/Val_Folder/img").iterdir().__next__()
     good_img = img.read_bytes()
+    # What is quick to see is refused at once; nothing is stored and no job is queued.
     assert post(b"not a zip").json()["error"] == "invalid_archive"
-    assert post(zipped({"readme.txt": b"hi"})).json()["error"] == "invalid_layout"
     r = post(zipped({"Train_Folder/img/../../../etc/passwd.png": good_img}))
     assert r.status_code == 400 and "parent paths" in r.json()["detail"]
-    r = post(zipped({"Train_Folder/img/a.png": good_img, "Train_Folder/labelcol/a.png": b"\x89PNG broken"}))
-    assert r.status_code == 400 and "Train_Folder/labelcol/a.png" in r.json()["detail"]
-    r = post(zipped({"Train_Folder/img/a.png": good_img, "Train_Folder/labelcol/a.png": _png((3, 3))}))
-    assert r.status_code == 400 and r.json()["error"] == "mask_size"
+    assert not Job.objects.exists()
+    # The rest fails the job, naming every bad file.
+    assert failed(zipped({"readme.txt": b"hi"}))["code"] == "invalid_layout"
+    error = failed(
+        zipped(
+            {
+                "Train_Folder/img/a.png": good_img,
+                "Train_Folder/labelcol/a.png": b"\x89PNG broken",
+                "Train_Folder/img/b.png": good_img,
+                "Train_Folder/labelcol/b.png": _png((3, 3)),
+                "Train_Folder/img/c.png": b"not an image",
+            }
+        )
+    )
+    assert error["code"] == "invalid_dataset"
+    files = {e["file"]: e["error"] for e in error["detail"]["errors"]}
+    assert set(files) == {"Train_Folder/labelcol/a.png", "Train_Folder/labelcol/b.png", "Train_Folder/img/c.png"}
+    assert files["Train_Folder/labelcol/b.png"].startswith("the mask is 3x3")
+    error = failed(zipped({"Train_Folder/img/a.png": good_img, "Train_Folder/labelcol/a.png": _png((3, 3))}))
+    assert error["code"] == "mask_size" and "Train_Folder/labelcol/a.png" in error["detail"]["message"]
     assert Case.objects.filter(project=people.project).count() == 0
     media = Path(settings.MEDIA_ROOT)
     assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))
@@ -225,7 +264,7 @@ def test_export_names_stay_unique_when_stems_collide(people, owner_client):
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(jpeg, format="JPEG")
     for name, data in (("a.png", gray_image()), ("a.jpg", jpeg.getvalue())):
         c = case_create(project=people.project, user=people.owner, data=data, filename=name)
-        mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+        mask_accept(case=c, user=people.owner, png_bytes=mask_png(), without_report=True)
     for fmt in ("lvit", "png"):
         r = owner_client.get(f"/api/projects/{people.project.pk}/export/?format={fmt}")
         with zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))) as zf:
@@ -247,13 +286,49 @@ def test_import_warns_about_orphan_masks_and_text_rows(people, owner_client, sha
             "Val_Folder/Val_text.csv",
             f"Image,Description\r\nmask_{img.name},No pulmonary infection.\r\nmask_nobody.png,x\r\n",
         )
-    r = owner_client.post(
-        f"/api/projects/{people.project.pk}/import/",
-        {"archive": SimpleUploadedFile("v.zip", buf.getvalue())},
-        format="multipart",
-    )
-    assert r.status_code == 201, r.json()
-    body = r.json()
+    job = import_zip(owner_client, people.project.pk, buf.getvalue(), "v.zip")
+    assert job["status"] == "succeeded", job
+    body = job["result"]
     assert (body["cases"], body["labeled"], body["structured_reports"], body["splits"]) == (1, 1, 1, {"val": 1})
     assert any("mask_ghost.png has no image" in w for w in body["warnings"])
     assert any("'mask_nobody.png' names no image" in w for w in body["warnings"])
+
+
+def test_one_mask_naming_per_labelcol_and_the_chosen_reports_file(shared_data, people, owner_client, tmp_path):
+    """Cases uploaded into an imported QaTa-style split follow its mask_<stem>.png naming; the reports file is the
+    format asked for."""
+    from server.studio.services.cases import case_create
+    from server.studio.services.masks import mask_accept
+    from tests.server.conftest import gray_image, mask_png
+
+    project, _ = import_and_export(shared_data, "covid_cxr", people, owner_client, tmp_path)
+    c = case_create(
+        project=project,
+        user=people.owner,
+        data=gray_image(),
+        filename="extra.png",
+        split="val",
+        report_text="No pulmonary infection.",
+    )
+    mask_accept(case=c, user=people.owner, png_bytes=mask_png())
+    url = f"/api/projects/{project.pk}/export/"
+    for text, suffix in (("xlsx", ".xlsx"), ("csv", ".csv")):
+        r = owner_client.get(url, {"format": "lvit", "split": "val", "text": text})
+        with zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))) as zf:
+            names = zf.namelist()
+            masks = [n for n in names if "/labelcol/" in n]
+            assert masks and all(n.split("/")[-1].startswith("mask_") for n in masks), masks
+            assert "Val_Folder/labelcol/mask_extra.png" in masks
+            (table,) = [n for n in names if n.endswith(("_text.csv", "_text.xlsx"))]
+            assert table == f"Val_Folder/Val_text{suffix}"
+            data = zf.read(table)
+        rows = dict(read_text_rows_bytes(data, suffix))
+        assert rows["mask_extra.png"] == "No pulmonary infection.", "the text key is the mask's name"
+    assert owner_client.get(url, {"format": "lvit", "text": "doc"}).status_code == 400
+
+
+def read_text_rows_bytes(data: bytes, suffix: str) -> list[tuple[str, str]]:
+    if suffix == ".csv":
+        return [(r["Image"], r["Description"]) for r in csv.DictReader(io.StringIO(data.decode("utf-8")))]
+    ws = openpyxl.load_workbook(io.BytesIO(data), read_only=True).worksheets[0]
+    return [(str(a), str(b)) for a, b in list(ws.iter_rows(values_only=True))[1:] if a]

@@ -193,17 +193,19 @@ def test_accepted_masks_go_back_as_seg_and_read_back_equal(test_pacs, pacs_setti
     model = model_version_create(project=people.project, checkpoint=b"w")
     manual, unchanged, corrected = cases
     roi = _roi((manual.height, manual.width))
-    mask_accept(case=manual, user=people.owner, png_bytes=png_bytes(roi))
+    mask_accept(case=manual, user=people.owner, png_bytes=png_bytes(roi), without_report=True)
     proposal = _roi((unchanged.height, unchanged.width))
     mask_create_proposal(case=unchanged, model_version=model, png_bytes=png_bytes(proposal))
-    mask_accept(case=unchanged, user=people.owner)
+    mask_accept(case=unchanged, user=people.owner, without_report=True)
     mask_create_proposal(
         case=corrected, model_version=model, png_bytes=png_bytes(_roi((corrected.height, corrected.width)))
     )
     fixed = _roi((corrected.height, corrected.width))
     fixed[:5, :5] = 255
     head = Case.objects.get(pk=corrected.pk).head_mask
-    mask_accept(case=corrected, user=people.owner, png_bytes=png_bytes(fixed), base_version=head.version)
+    mask_accept(
+        case=corrected, user=people.owner, png_bytes=png_bytes(fixed), base_version=head.version, without_report=True
+    )
 
     outsider = people.client(people.outsider).post(reverse("studio-case-seg-store", args=[manual.pk]))
     assert outsider.status_code == 404
@@ -255,7 +257,7 @@ def test_accepted_masks_go_back_as_seg_and_read_back_equal(test_pacs, pacs_setti
 def test_seg_download_for_dicom_and_png_cases(test_pacs, pacs_settings, people, owner_client, case):
     assert owner_client.get(reverse("studio-case-seg", args=[case.pk])).status_code == 409  # nothing accepted yet
     mask = _roi((case.height, case.width))
-    mask_accept(case=case, user=people.owner, png_bytes=png_bytes(mask))
+    mask_accept(case=case, user=people.owner, png_bytes=png_bytes(mask), without_report=True)
     response = owner_client.get(reverse("studio-case-seg", args=[case.pk]))
     assert response.status_code == 200 and response["Content-Type"] == "application/dicom"
     seg = pydicom.dcmread(io.BytesIO(response.content))
@@ -270,7 +272,9 @@ def test_seg_download_for_dicom_and_png_cases(test_pacs, pacs_settings, people, 
 def test_store_on_accept_is_opt_in_per_project(test_pacs, pacs_settings, orthanc, people, owner_client):
     response = _import(owner_client, people.project, study_uid=test_pacs.ct_study)
     first, second = (Case.objects.get(pk=c["id"]) for c in response.json()["cases"][:2])
-    mask_accept(case=first, user=people.owner, png_bytes=png_bytes(_roi((first.height, first.width))))
+    mask_accept(
+        case=first, user=people.owner, png_bytes=png_bytes(_roi((first.height, first.width))), without_report=True
+    )
     assert not Job.objects.filter(kind=JobKind.PACS_STORE).exists()  # not opted in: nothing leaves the server
     patch = owner_client.patch(reverse("studio-project", args=[people.project.pk]), {"pacs_store_on_accept": True})
     assert patch.status_code == 200 and patch.json()["pacs_store_on_accept"] is True
@@ -279,7 +283,7 @@ def test_store_on_accept_is_opt_in_per_project(test_pacs, pacs_settings, orthanc
     assert denied.status_code == 403
     mask = _roi((second.height, second.width))
     try:
-        mask_accept(case=second, user=people.owner, png_bytes=png_bytes(mask))
+        mask_accept(case=second, user=people.owner, png_bytes=png_bytes(mask), without_report=True)
         job = Job.objects.get(kind=JobKind.PACS_STORE)
         assert (job.case_id, job.params["reason"]) == (second.pk, "accepted")
         assert _run_pacs_jobs() == ["succeeded"]

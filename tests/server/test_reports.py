@@ -7,6 +7,7 @@ import csv
 import numpy as np
 import pytest
 
+from server.core.errors import ServiceError
 from server.studio import reports
 from server.studio.reports import ReportError, parse, render, seeded
 
@@ -128,3 +129,67 @@ def test_inconsistency_separates_true_reports_from_side_swapped_ones(shared_data
                     swapped.append(reports.inconsistency_score(_swap_sides(fields), mask))
     assert np.mean(own) < 0.15
     assert np.mean(swapped) > 0.8
+
+
+def test_zone_summary_names_the_disagreeing_zones() -> None:
+    mask = np.zeros((30, 30), bool)
+    mask[2:8, 20:28] = True  # image right, top third: the patient's LEFT upper zone
+    right_lower = {"laterality": "unilateral", "areas": "one", "right_zones": ["lower"]}
+    summary = reports.zone_summary(right_lower, mask)
+    assert summary == {
+        "score": 1.0,
+        "body_box": [0, 30, 0, 30],
+        "expected": ["right lower"],
+        "observed": ["left upper"],
+        "disagree": ["left upper", "right lower"],
+    }
+    assert reports.inconsistency_score(right_lower, mask) == summary["score"]
+    left_upper = {"laterality": "unilateral", "areas": "one", "left_zones": ["upper"]}
+    assert reports.zone_summary(left_upper, mask, box=(0, 30, 0, 30))["disagree"] == []
+    assert reports.zone_summary({"text": "free"}, mask) is None
+
+
+def test_report_rows_match_images_by_name_stem_or_mask_name() -> None:
+    images = ["ct-1.png", "ct-2.png", "scan.png", "a.png", "a.jpg"]
+    rows = [
+        ("ct-1.png", "No pulmonary infection."),
+        ("mask_ct-2.png", "Two"),
+        ("scan.dcm", "Three"),
+        ("nobody.png", "Lost"),
+        ("ct-1.png", "Again"),
+        ("a.tif", "Which?"),
+        ("a.png", "Exact wins"),
+    ]
+    found, errors = reports.match_report_rows(images, rows, where="r.csv")
+    assert found == {
+        "ct-1.png": "No pulmonary infection.",
+        "ct-2.png": "Two",
+        "scan.png": "Three",
+        "a.png": "Exact wins",
+    }
+    assert errors == [
+        {"file": "r.csv row 5 (nobody.png)", "error": "names no uploaded image"},
+        {"file": "r.csv row 6 (ct-1.png)", "error": "a second report for ct-1.png"},
+        {"file": "r.csv row 7 (a.tif)", "error": "matches several uploaded images: ['a.jpg', 'a.png']"},
+    ]
+
+
+def test_report_tables_read_like_the_trainer_reads_them(shared_data, tmp_path) -> None:
+    """The web process reads reports tables without ml (torch); both readers give the same rows and refuse the same
+    files."""
+    from ml.data import DataError, read_text_rows
+
+    tables = [*sorted(shared_data.glob("*/*_Folder/*_text.*")), shared_data / "lv_loss" / "LV_loss.xlsx"]
+    assert {p.suffix for p in tables} == {".csv", ".xlsx"}
+    for path in tables:
+        fmt = path.suffix.lstrip(".")
+        data = path.read_bytes()
+        assert reports.report_table_rows(data, fmt, where=path.name) == read_text_rows(data, fmt, where=path.name)
+    for data, fmt in ((b"", "csv"), (b"Name,Text\na,b\n", "csv"), (b"not a workbook", "xlsx"), (b"\xff\xfe", "csv")):
+        with pytest.raises(DataError):
+            read_text_rows(data, fmt, where="t")
+        with pytest.raises(ServiceError) as err:
+            reports.report_table_rows(data, fmt, where="t")
+        assert err.value.code == "invalid_text_file"
+    bom = "\ufeffImage,Description\nmask_a.png,x\n,skipped\nb.png\n".encode()
+    assert reports.report_table_rows(bom, "csv", where="t") == read_text_rows(bom, "csv", where="t")

@@ -20,8 +20,14 @@ from server.core.errors import Conflict, ServiceError
 from server.core.models import Role
 from server.studio import imaging, reports
 from server.studio.models import Case, CaseState, Project, Report, Split
-from server.studio.services.common import audit, delete_files_on_commit, written_files
-from server.studio.services.masks import case_inconsistency
+from server.studio.services.common import (
+    audit,
+    delete_files_on_commit,
+    problem_text,
+    problems_error,
+    written_files,
+)
+from server.studio.services.masks import case_score
 from server.studio.services.proposals import proposals_request_on_commit
 
 DEFAULT_ASSIGNMENT_TTL = timedelta(minutes=30)
@@ -138,6 +144,29 @@ def case_create(
     return case_create_many(project=project, user=user, items=[item], split=split)[0]
 
 
+def _apply_report_table(
+    *, project: Project, items: list[UploadItem], table: tuple[str, bytes], errors: list[dict[str, str]]
+) -> None:
+    """Give each image its row of a reports table (``Image``, ``Description``); every row that names no image, or a
+    description the template refuses, becomes an error."""
+    name, data = table
+    fmt = posixpath.splitext(name)[1].lower().lstrip(".")
+    if fmt not in ("csv", "xlsx"):
+        raise ServiceError({"reports": f"{name!r} is not a .csv or .xlsx file (columns Image, Description)"})
+    rows = reports.report_table_rows(data, fmt, where=name)
+    found, row_errors = reports.match_report_rows([i.name for i in items], rows, where=name)
+    errors += [{**e, "code": "invalid_report_table"} for e in row_errors]
+    template = reports.Template.of(project.template)
+    for item in items:
+        text = found.get(item.name)
+        if text is None:
+            continue
+        try:
+            item.fields, item.text = reports.report_from_input(template, fields=None, text=text)
+        except reports.ReportError as exc:
+            errors.append({"file": f"{name}: {item.name}", "error": problem_text(exc), "code": "invalid_report"})
+
+
 def case_upload(
     *,
     project: Project,
@@ -147,39 +176,67 @@ def case_upload(
     report_text: str | None = None,
     fields: dict | None = None,
     window: str | None = None,
+    report_table: tuple[str, bytes] | None = None,
 ) -> list[Case]:
-    """Upload ``(filename, bytes)`` files, each an image or a zip of images, all-or-nothing. A report (sentence or
-    structured ``fields``) belongs to a single image; with several it is refused before anything is stored."""
+    """Upload ``(filename, bytes)`` files, each an image or a zip of images, all-or-nothing.
+
+    Reports: one (sentence or structured ``fields``) for a single image, or ``report_table`` (file name, bytes: a
+    CSV/XLSX with the columns ``Image`` and ``Description``) for many. Every file and every table row is checked
+    before anything is stored; the 400 lists each problem with the file it belongs to.
+    """
+    if report_table is not None and (report_text or fields):
+        raise ServiceError("give one report (`report`/`fields`) or a reports file (`reports`), not both")
     items: list[UploadItem] = []
+    errors: list[dict[str, str]] = []
     for filename, data in files:
-        if imaging.is_zip(data):
-            items += upload_items_from_zip(project=project, data=data, window=window)
-        else:
-            items.append(
-                case_prepare(
-                    project=project,
-                    data=data,
-                    filename=filename,
-                    report_text=report_text,
-                    fields=fields,
-                    window=window,
+        try:
+            if imaging.is_zip(data):
+                zipped, zip_errors = upload_items_from_zip(project=project, data=data, window=window, where=filename)
+                items += zipped
+                errors += zip_errors
+            else:
+                items.append(
+                    case_prepare(
+                        project=project,
+                        data=data,
+                        filename=filename,
+                        report_text=report_text,
+                        fields=fields,
+                        window=window,
+                    )
                 )
-            )
-    if len(items) > 1 and (report_text or fields):
+        except reports.ReportError:
+            raise  # the report is wrong, not the file
+        except ServiceError as exc:
+            errors.append({"file": filename, "error": problem_text(exc), "code": exc.code})
+    if len(items) + len(errors) > 1 and (report_text or fields):
         raise ServiceError("`report`/`fields` apply to a single image; upload one image with its report")
+    if report_table is not None:
+        _apply_report_table(project=project, items=items, table=report_table, errors=errors)
+    if errors:
+        raise problems_error(errors, default_code="invalid_upload")
     return case_create_many(project=project, user=user, items=items, split=split)
 
 
-def upload_items_from_zip(*, project: Project, data: bytes, window: str | None = None) -> list[UploadItem]:
-    """Every image in a zip (flat or in folders; folders are ignored, names must stay unique)."""
+def upload_items_from_zip(
+    *, project: Project, data: bytes, window: str | None = None, where: str = "zip"
+) -> tuple[list[UploadItem], list[dict[str, str]]]:
+    """Every image in a zip (flat or in folders; folders are ignored, names must stay unique), and a problem per
+    member that is not a readable image."""
     zf = imaging.open_zip(data)
-    items = []
+    items: list[UploadItem] = []
+    errors: list[dict[str, str]] = []
     for path, info in imaging.iter_zip_files(zf):
         base = posixpath.basename(path)
-        items.append(case_prepare(project=project, data=imaging.read_member(zf, info), filename=base, window=window))
-    if not items:
+        try:
+            items.append(
+                case_prepare(project=project, data=imaging.read_member(zf, info), filename=base, window=window)
+            )
+        except ServiceError as exc:
+            errors.append({"file": f"{where}/{path}", "error": problem_text(exc), "code": exc.code})
+    if not items and not errors:
         raise ServiceError("the zip holds no files", code="empty_archive")
-    return items
+    return items, errors
 
 
 @transaction.atomic
@@ -203,8 +260,8 @@ def report_update(
     case.report = report
     update = ["report", "updated_at"]
     if case.head_mask_id is not None:
-        case.inconsistency = case_inconsistency(case=case, mask=case.head_mask)
-        update.append("inconsistency")
+        case_score(case=case)
+        update += ["inconsistency", "zones"]
     case.save(update_fields=update)
     if case.state != CaseState.LABELED:
         proposals_request_on_commit(case_ids=[case.pk], reason="report_changed")

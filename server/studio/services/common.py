@@ -11,7 +11,36 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models.fields.files import FieldFile
 
+from server.core.errors import ServiceError
 from server.studio.models import AuditEvent, Project
+
+MAX_LISTED_PROBLEMS = 200
+
+
+def problem_text(exc: ServiceError) -> str:
+    """A service error's detail as one line (field errors joined)."""
+    detail = exc.detail
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {v}" for k, v in detail.items())
+    return str(detail)
+
+
+def problems_error(errors: list[dict[str, str]], *, default_code: str) -> ServiceError:
+    """One 400 for every bad file of an upload or import: ``detail = {"message", "errors": [{"file", "error"}],
+    "more_errors"}``. The code is the problems' own when they share one (e.g. ``corrupt_image``), else
+    ``default_code``; each problem may carry its ``code``, which is not listed."""
+    codes = {e.get("code", default_code) for e in errors}
+    listed = [{"file": e["file"], "error": e["error"]} for e in errors[:MAX_LISTED_PROBLEMS]]
+    first = listed[0]
+    message = (
+        f"{first['file']}: {first['error']}"
+        if len(errors) == 1
+        else f"{len(errors)} problems; nothing was stored. First: {first['file']}: {first['error']}"
+    )
+    return ServiceError(
+        {"message": message, "errors": listed, "more_errors": max(0, len(errors) - MAX_LISTED_PROBLEMS)},
+        code=codes.pop() if len(codes) == 1 else default_code,
+    )
 
 
 def audit(*, project: Project | None, actor: Any, action: str, target: Any = None, **data: Any) -> AuditEvent:

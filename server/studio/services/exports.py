@@ -37,18 +37,25 @@ def dataset_export(
     split: str | None = None,
     state: str | None = None,
     accepted_only: bool = False,
+    text: str | None = None,
     filters: dict[str, str] | None = None,
 ) -> Export:
     """The project's cases (filtered like the case list) as an LViT-layout zip, a zip of PNG masks, COCO JSON, DICOM
     images with DICOM SEG masks (zip) or NIfTI volumes (zip).
 
-    ``filters``: the request's query, recorded in the audit event.
+    ``text`` (LViT layout): each split's reports file, ``xlsx``, ``csv`` or ``imported`` (default: the format the
+    split's cases were imported with, ``csv`` for uploads). ``filters``: the request's query, recorded in the audit
+    event.
     """
     if fmt not in FORMATS:
         raise ServiceError({"format": f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}"})
+    text = text or "imported"
+    if text not in exports.TEXT_FORMATS:
+        raise ServiceError({"text": f"unknown reports file format {text!r}; use {', '.join(exports.TEXT_FORMATS)}"})
     cases = selectors.case_list(project=project, state=state, split=split, accepted_only=accepted_only)
     audit(project=project, actor=user, action="dataset.exported", format=fmt, filters=filters or {})
     slug = "".join(c if c.isalnum() else "-" for c in project.name)[:60].strip("-") or "project"
     if fmt == "coco":
         return Export(exports.coco_chunks(project, cases), "application/json", f"{slug}-coco.json")
-    return Export(exports.stream_zip(ZIP_ENTRIES[fmt](project, cases)), "application/zip", f"{slug}-{fmt}.zip")
+    entries = exports.lvit_entries(project, cases, text=text) if fmt == "lvit" else ZIP_ENTRIES[fmt](project, cases)
+    return Export(exports.stream_zip(entries), "application/zip", f"{slug}-{fmt}.zip")

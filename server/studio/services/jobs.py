@@ -24,6 +24,7 @@ TASK_FOR_KIND: dict[str, str] = {
     JobKind.SCORING: "gpu.score_worklist",
     JobKind.EVALUATION: "gpu.evaluate",
     JobKind.PACS_STORE: "default.pacs_store",
+    JobKind.IMPORT: "default.import_dataset",
 }
 # Attempts before a job whose worker died is failed instead of retried. Training restarts from scratch,
 # so one attempt (a dead training job is reported, an admin starts a new round); the rest are cheap.

@@ -41,16 +41,21 @@ def _reference_proposal(case: Case, parent: MaskVersion | None) -> MaskVersion |
     )
 
 
-def _inconsistency(case: Case, mask: np.ndarray) -> float | None:
-    if case.report is None:
-        return None
-    box = (case.meta or {}).get("body_box")
-    return reports.inconsistency_score(case.report.fields, mask, box=tuple(box) if box else None)
+def _score(case: Case, mask: np.ndarray | None) -> None:
+    """Set the case's report-mask scores from ``mask`` (its new head): ``inconsistency`` and the per-zone summary
+    (both ``None`` without a mask, a report, or a report that names lung zones)."""
+    summary = None
+    if mask is not None and case.report is not None:
+        box = (case.meta or {}).get("body_box")
+        summary = reports.zone_summary(case.report.fields, mask, box=tuple(box) if box else None)
+    case.inconsistency = summary["score"] if summary else None
+    case.zones = summary
 
 
-def case_inconsistency(*, case: Case, mask: MaskVersion) -> float | None:
-    """How much the case's report and a stored mask disagree (``None`` without a report)."""
-    return _inconsistency(case, load_mask(mask))
+def case_score(*, case: Case) -> None:
+    """Re-score the case against its head mask (after its report changed); the caller saves
+    ``inconsistency`` and ``zones``."""
+    _score(case, load_mask(case.head_mask) if case.head_mask_id is not None else None)
 
 
 def change_stats(*, mask: np.ndarray, reference: np.ndarray | None, reference_version: int | None) -> dict:
@@ -170,8 +175,8 @@ def mask_create_proposal(
         if case.state in (CaseState.UNLABELED, CaseState.PROPOSED):
             case.head_mask = mv
             case.state = CaseState.PROPOSED
-            case.inconsistency = _inconsistency(case, mask) if case.report else None
-            update += ["head_mask", "state", "inconsistency"]
+            _score(case, mask)
+            update += ["head_mask", "state", "inconsistency", "zones"]
         case.save(update_fields=update)
         project_event(
             case.project_id,
@@ -198,14 +203,25 @@ def mask_save(
     png_bytes: bytes,
     base_version: int | None,
     accept: bool = False,
+    without_report: bool = False,
 ) -> MaskVersion:
     """Save a clinician's mask as a new version on top of ``base_version`` (the head version the client loaded;
     ``None`` when the case had no mask). A stale base raises :class:`Conflict` (409) *after* keeping the upload
-    as a non-head version, so nothing is lost; the 409 names it and the current head."""
+    as a non-head version, so nothing is lost; the 409 names it and the current head.
+
+    Accepting a case that has no report needs ``without_report`` (the user confirmed it; 400 ``report_missing``
+    otherwise, nothing stored); the accepted version and the audit event record the confirmation."""
     png, mask = _as_mask_png(case, png_bytes=png_bytes, array=None)
     kind = MaskKind.ACCEPTED if accept else MaskKind.CORRECTION
     with written_files() as janitor, transaction.atomic():
         case = _locked_case(case)
+        no_report = accept and case.report is None
+        if no_report and not without_report:
+            raise ServiceError(
+                "this case has no report: write it first, or confirm accepting the mask without one "
+                "(without_report=true); LViT learns from the report together with the mask",
+                code="report_missing",
+            )
         if _stale(case, base_version):
             parent = MaskVersion.objects.filter(case=case, version=base_version).first() if base_version else None
             kept = _create(
@@ -228,15 +244,31 @@ def mask_save(
             }
         else:
             conflict = None
-            mv = _create(case=case, kind=kind, png=png, mask=mask, parent=case.head_mask, author=user, janitor=janitor)
+            mv = _create(
+                case=case,
+                kind=kind,
+                png=png,
+                mask=mask,
+                parent=case.head_mask,
+                author=user,
+                janitor=janitor,
+                extra_stats={"accepted_without_report": True} if no_report else None,
+            )
             case.head_mask = mv
             case.state = CaseState.LABELED if accept else CaseState.IN_REVIEW
-            update = ["head_mask", "state", "updated_at", "inconsistency"]
-            case.inconsistency = _inconsistency(case, mask) if case.report else None
+            update = ["head_mask", "state", "updated_at", "inconsistency", "zones"]
+            _score(case, mask)
             if accept:
                 case.assignee, case.assigned_at = None, None
                 update += ["assignee", "assigned_at"]
-                audit(project=case.project, actor=user, action="mask.accepted", target=mv, case=case.pk)
+                audit(
+                    project=case.project,
+                    actor=user,
+                    action="mask.accepted",
+                    target=mv,
+                    case=case.pk,
+                    **({"without_report": True} if no_report else {}),
+                )
                 project_event(case.project_id, "case.accepted", {"case": case.pk, "mask": mv.pk})
                 pacs_store_on_accept(case=case, mask=mv)
             case.save(update_fields=update)
@@ -246,12 +278,25 @@ def mask_save(
 
 
 def mask_accept(
-    *, case: Case, user: Any, png_bytes: bytes | None = None, base_version: int | None = None
+    *,
+    case: Case,
+    user: Any,
+    png_bytes: bytes | None = None,
+    base_version: int | None = None,
+    without_report: bool = False,
 ) -> MaskVersion:
     """Accept: the uploaded mask, or (without one) the current head, becomes an accepted version; the case is
-    labeled. Accepting without an upload checks ``base_version`` when given."""
+    labeled. Accepting without an upload checks ``base_version`` when given. A case without a report needs
+    ``without_report`` (see :func:`mask_save`)."""
     if png_bytes is not None:
-        return mask_save(case=case, user=user, png_bytes=png_bytes, base_version=base_version, accept=True)
+        return mask_save(
+            case=case,
+            user=user,
+            png_bytes=png_bytes,
+            base_version=base_version,
+            accept=True,
+            without_report=without_report,
+        )
     with transaction.atomic():
         locked = _locked_case(case)
         head = locked.head_mask
@@ -265,21 +310,79 @@ def mask_accept(
             return head
         with head.png.open("rb") as fh:
             data = fh.read()
-    return mask_save(case=case, user=user, png_bytes=data, base_version=head.version, accept=True)
+    return mask_save(
+        case=case, user=user, png_bytes=data, base_version=head.version, accept=True, without_report=without_report
+    )
 
 
 @transaction.atomic
 def mask_reject(*, case: Case, user: Any, reason: str = "") -> Case:
-    """Reject the current proposal: the case goes back to ``unlabeled`` (the history keeps every version)."""
+    """Reject the model's proposal. Only an uncorrected one: the head is a model's proposal (or pseudo-label) and
+    the case is ``proposed``; a clinician's correction or acceptance is never undone this way (409). The case goes
+    back to ``unlabeled`` with no current mask; the history keeps every version."""
     case = _locked_case(case)
+    head = case.head_mask
     if case.state == CaseState.LABELED:
         raise Conflict("the case is already labeled; save a correction instead", code="already_labeled")
-    if case.head_mask is None:
+    if head is None:
         raise ServiceError("the case has no proposal to reject", code="no_mask")
-    audit(project=case.project, actor=user, action="mask.rejected", target=case.head_mask, case=case.pk, reason=reason)
+    if head.kind not in (MaskKind.PROPOSAL, MaskKind.PSEUDO) or case.state != CaseState.PROPOSED:
+        raise Conflict(
+            f"the current mask is version {head.version}, a {head.kind} saved by a clinician, not a model's proposal; "
+            "save a correction instead",
+            code="not_a_proposal",
+        )
+    audit(project=case.project, actor=user, action="mask.rejected", target=head, case=case.pk, reason=reason)
     case.state = CaseState.UNLABELED
-    case.save(update_fields=["state", "updated_at"])
+    case.head_mask = None
+    _score(case, None)
+    case.save(update_fields=["state", "head_mask", "inconsistency", "zones", "updated_at"])
     return case
+
+
+def mask_restore(*, mask: MaskVersion, user: Any, base_version: int | None) -> MaskVersion:
+    """Restore an older version: a new correction with its pixels on top of the head (``base_version``, the head
+    the client loaded; 409 ``stale_base`` when it moved, 409 ``already_current`` for the head itself). Nothing is
+    overwritten; the new version records ``restored_from``."""
+    with mask.png.open("rb") as fh:
+        png, pixels = _as_mask_png(mask.case, png_bytes=fh.read(), array=None)
+    with written_files() as janitor, transaction.atomic():
+        case = _locked_case(mask.case)
+        head_version = case.head_mask.version if case.head_mask else None
+        if _stale(case, base_version):
+            raise Conflict(
+                {
+                    "message": f"the mask changed since version {base_version}; reload and restore again",
+                    "current_version": head_version,
+                },
+                code="stale_base",
+            )
+        if case.head_mask_id == mask.pk:
+            raise Conflict(f"version {mask.version} is already the current mask", code="already_current")
+        mv = _create(
+            case=case,
+            kind=MaskKind.CORRECTION,
+            png=png,
+            mask=pixels,
+            parent=case.head_mask,
+            author=user,
+            janitor=janitor,
+            extra_stats={"restored_from": mask.version},
+        )
+        case.head_mask = mv
+        case.state = CaseState.IN_REVIEW
+        _score(case, pixels)
+        case.save(update_fields=["head_mask", "state", "inconsistency", "zones", "updated_at"])
+        audit(
+            project=case.project,
+            actor=user,
+            action="mask.restored",
+            target=mv,
+            case=case.pk,
+            from_version=mask.version,
+            version=mv.version,
+        )
+    return mv
 
 
 def mask_import_accepted(*, case: Case, png: bytes, mask: np.ndarray, user: Any, janitor: Any) -> MaskVersion:
@@ -287,8 +390,8 @@ def mask_import_accepted(*, case: Case, png: bytes, mask: np.ndarray, user: Any,
     mv = _create(case=case, kind=MaskKind.ACCEPTED, png=png, mask=mask, parent=None, author=user, janitor=janitor)
     case.head_mask = mv
     case.state = CaseState.LABELED
-    case.inconsistency = _inconsistency(case, mask) if case.report else None
-    case.save(update_fields=["head_mask", "state", "inconsistency", "updated_at"])
+    _score(case, mask)
+    case.save(update_fields=["head_mask", "state", "inconsistency", "zones", "updated_at"])
     return mv
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from server.core.access import require_role
+from server.core.access import membership_get, require_role
 from server.core.errors import Conflict, NotFound, ServiceError
 from server.core.models import Membership, Role
 from server.studio.models import Case, Project, ReportTemplate
@@ -135,3 +136,19 @@ def member_remove(*, project: Project, user: Any, member: str | int) -> None:
     Case.objects.filter(project=project, assignee=target).update(assignee=None, assigned_at=None)
     membership.delete()
     audit(project=project, actor=user, action="member.removed", member=target.username)
+
+
+PREFERENCES_MAX_BYTES = 16_384
+
+
+@transaction.atomic
+def member_preferences_set(*, project: Project, user: Any, preferences: dict) -> dict:
+    """Replace the user's own editor preferences in the project (any member; a JSON object up to 16 KiB)."""
+    if not isinstance(preferences, dict):
+        raise ServiceError("preferences must be a JSON object")
+    size = len(json.dumps(preferences))
+    if size > PREFERENCES_MAX_BYTES:
+        raise ServiceError(f"preferences are {size} bytes as JSON; at most {PREFERENCES_MAX_BYTES}")
+    membership = membership_get(user=user, project_id=project.pk)
+    Membership.objects.filter(pk=membership.pk).update(preferences=preferences)
+    return preferences

@@ -1,18 +1,35 @@
-// The canvas view of the case editor: draws the scan and the mask layers through the one view
-// transform, and turns DOM pointer/wheel events into input-machine events. It never changes masks
-// itself: the input machine edits the store, and the view redraws on the store's change events.
+// The canvas view of the case editor: draws the scan, image overlays (probability heat map, version
+// diff), the mask layers and the lung-zone grid through the one view transform, and turns DOM
+// pointer/wheel events into input-machine events. It never changes masks itself: the input machine
+// edits the store, and the view redraws on the store's change events.
 
 import { LAYERS } from "./store.js";
 import { outline } from "./mask.js";
 
-/** Overlay colours per layer ([r, g, b]); the edit layer is the clinician's working mask. */
+/**
+ * Overlay colours per layer ([r, g, b]); the edit layer is the clinician's working mask, filled.
+ * Model layers are drawn as outlines (`outline: true`), so a proposal stays visible on top of an
+ * identical editable copy instead of hiding under it.
+ */
 export const LAYER_STYLES = Object.freeze({
   [LAYERS.EDIT]: { label: "Your mask (editable)", color: [255, 64, 64] },
-  [LAYERS.PROPOSAL]: { label: "Model proposal", color: [0, 200, 255] },
+  [LAYERS.PROPOSAL]: { label: "Model proposal", color: [0, 220, 255], outline: true },
+  [LAYERS.PREVIOUS]: { label: "Previous proposal", color: [255, 150, 0], outline: true },
+  [LAYERS.THRESHOLD]: { label: "Proposal at threshold", color: [255, 240, 60], outline: true },
   [LAYERS.PSEUDO]: { label: "Pseudo-label (EPI)", color: [255, 210, 0] },
   [LAYERS.ACCEPTED]: { label: "Accepted mask", color: [40, 220, 90] },
-  theirs: { label: "Their saved version", color: [200, 110, 255] },
+  [LAYERS.THEIRS]: { label: "Their saved version", color: [200, 110, 255] },
 });
+
+const LAYER_ORDER = [
+  LAYERS.THEIRS,
+  LAYERS.PSEUDO,
+  LAYERS.ACCEPTED,
+  LAYERS.EDIT,
+  LAYERS.PREVIOUS,
+  LAYERS.PROPOSAL,
+  LAYERS.THRESHOLD,
+];
 
 export class CanvasView {
   opacity = 0.5;
@@ -28,6 +45,8 @@ export class CanvasView {
   #view;
   #image = null; // OffscreenCanvas with the scan
   #overlays = new Map(); // layer → OffscreenCanvas (image size)
+  #imageOverlays = new Map(); // name → {canvas, opacity}: heat map, version diff (RGBA, image size)
+  #zones = null; // {grid, cells} from zones.js, or null
   #frame = 0;
   #dpr = 1;
   #pointerId = null;
@@ -50,7 +69,10 @@ export class CanvasView {
     input.on("preview", () => this.requestDraw());
     input.on("view", () => this.#viewChanged());
     input.on("state", ({ state }) => canvas.classList.toggle("panning", state === "panning"));
-    input.on("tool", ({ tool }) => canvas.classList.toggle("panning", tool === "pan"));
+    input.on("tool", ({ tool }) => {
+      canvas.classList.toggle("panning", tool === "pan");
+      canvas.classList.toggle("windowing", tool === "window");
+    });
     this.#bind();
     new ResizeObserver(() => this.#resize()).observe(canvas);
     this.#resize();
@@ -61,6 +83,32 @@ export class CanvasView {
     const img = new OffscreenCanvas(width, height);
     img.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(rgba), width, height), 0, 0);
     this.#image = img;
+    this.requestDraw();
+  }
+
+  /** Show (or with null remove) an RGBA overlay of the image's size above the scan, below the masks. */
+  setImageOverlay(name, rgba, { opacity = 1 } = {}) {
+    if (!rgba) {
+      this.#imageOverlays.delete(name);
+    } else {
+      const { width, height } = this.#store;
+      const c = new OffscreenCanvas(width, height);
+      c.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(rgba), width, height), 0, 0);
+      this.#imageOverlays.set(name, { canvas: c, opacity });
+    }
+    this.requestDraw();
+  }
+
+  hasImageOverlay(name) {
+    return this.#imageOverlays.has(name);
+  }
+
+  /**
+   * The lung-zone grid: `grid` from zoneGrid (image coordinates) and per-cell agreement
+   * ({side, zone, claimed, observed, agree}); null hides it.
+   */
+  setZones(zones) {
+    this.#zones = zones;
     this.requestDraw();
   }
 
@@ -134,8 +182,9 @@ export class CanvasView {
       return;
     }
     const { width, height } = this.#store;
-    const shown = this.outlineOnly ? outline(mask, width, height) : mask;
-    const [r, g, b] = (LAYER_STYLES[layer] ?? LAYER_STYLES.theirs).color;
+    const style = LAYER_STYLES[layer] ?? LAYER_STYLES.theirs;
+    const shown = this.outlineOnly || style.outline ? outline(mask, width, height) : mask;
+    const [r, g, b] = style.color;
     const data = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < shown.length; i++) {
       if (!shown[i]) continue;
@@ -154,7 +203,7 @@ export class CanvasView {
   /** Repaint only the changed pixels' bounding box (outline mode needs neighbours: rebuild). */
   #updateOverlay(layer, indices) {
     const overlay = this.#overlays.get(layer);
-    if (!overlay || this.outlineOnly || indices.length === 0) return this.#rebuild(layer);
+    if (!overlay || this.outlineOnly || LAYER_STYLES[layer]?.outline || indices.length === 0) return this.#rebuild(layer);
     const { width } = this.#store;
     let x0 = Infinity;
     let y0 = Infinity;
@@ -198,17 +247,80 @@ export class CanvasView {
     ctx.drawImage(this.#image, 0, 0);
     if (!this.masksHidden) {
       ctx.imageSmoothingEnabled = false;
-      const order = ["theirs", LAYERS.PSEUDO, LAYERS.PROPOSAL, LAYERS.ACCEPTED, LAYERS.EDIT];
-      for (const layer of order) {
+      for (const { canvas, opacity } of this.#imageOverlays.values()) {
+        ctx.globalAlpha = opacity;
+        ctx.drawImage(canvas, 0, 0);
+      }
+      for (const layer of LAYER_ORDER) {
         const overlay = this.#overlays.get(layer);
         if (!overlay || !this.visible.get(layer)) continue;
-        ctx.globalAlpha = this.outlineOnly ? Math.max(0.8, this.opacity) : this.opacity;
+        const outlined = this.outlineOnly || LAYER_STYLES[layer]?.outline;
+        ctx.globalAlpha = outlined ? Math.max(0.85, this.opacity) : this.opacity;
         ctx.drawImage(overlay, 0, 0);
       }
       ctx.globalAlpha = 1;
     }
     ctx.setTransform(this.#dpr, 0, 0, this.#dpr, 0, 0);
+    if (this.#zones) this.#drawZones(ctx);
     this.#drawPreview(ctx);
+  }
+
+  /** The zone grid in screen space: claimed zones tinted, disagreeing zones outlined in red, labels, R/L markers. */
+  #drawZones(ctx) {
+    const { grid, cells } = this.#zones;
+    const v = this.#view;
+    const status = new Map((cells ?? []).map((c) => [`${c.side} ${c.zone}`, c]));
+    ctx.save();
+    ctx.font = "600 12px system-ui, sans-serif";
+    ctx.textBaseline = "top";
+    for (const cell of grid.cells) {
+      const a = v.imageToScreen(cell.x, cell.y);
+      const b = v.imageToScreen(cell.x + cell.width, cell.y + cell.height);
+      const st = status.get(`${cell.side} ${cell.zone}`);
+      if (st?.claimed) {
+        ctx.fillStyle = "rgba(90, 170, 255, 0.16)";
+        ctx.fillRect(a.x, a.y, b.x - a.x, b.y - a.y);
+      }
+      ctx.setLineDash([5, 4]);
+      ctx.lineWidth = 1;
+      ctx.strokeStyle = "rgba(255, 255, 255, 0.6)";
+      ctx.strokeRect(a.x + 0.5, a.y + 0.5, b.x - a.x - 1, b.y - a.y - 1);
+      if (st && !st.agree) {
+        ctx.setLineDash([]);
+        ctx.lineWidth = 2.5;
+        ctx.strokeStyle = "rgba(255, 70, 70, 0.95)";
+        ctx.strokeRect(a.x + 2, a.y + 2, b.x - a.x - 4, b.y - a.y - 4);
+      }
+      const mark = !st ? "" : st.agree ? " ✓" : " ✗";
+      const text = `${cell.side === "left" ? "L" : "R"} ${cell.zone}${mark}`;
+      const w = ctx.measureText(text).width + 8;
+      if (b.x - a.x > w && b.y - a.y > 18) {
+        ctx.fillStyle = "rgba(0, 0, 0, 0.55)";
+        ctx.fillRect(a.x + 4, a.y + 4, w, 17);
+        ctx.fillStyle = st && !st.agree ? "#ff9a9a" : "#ffffff";
+        ctx.fillText(text, a.x + 8, a.y + 6);
+      }
+    }
+    // Orientation: the patient's right is on the image's left (radiological display).
+    const [top, bottom, left, right] = grid.box;
+    const midY = (top + bottom) / 2;
+    ctx.setLineDash([]);
+    ctx.font = "700 18px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    for (const [label, x, align] of [
+      ["R", left, "right"],
+      ["L", right, "left"],
+    ]) {
+      const p = v.imageToScreen(x, midY);
+      ctx.textAlign = align;
+      const cssWidth = this.#canvas.width / this.#dpr;
+      const px = align === "right" ? Math.max(18, p.x - 6) : Math.min(cssWidth - 18, p.x + 6);
+      ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+      ctx.fillRect(align === "right" ? px - 16 : px - 2, p.y - 12, 18, 24);
+      ctx.fillStyle = "#ffe14d";
+      ctx.fillText(label, px, p.y);
+    }
+    ctx.restore();
   }
 
   #drawPreview(ctx) {
@@ -258,6 +370,7 @@ export class CanvasView {
       button: e.button,
       shiftKey: e.shiftKey,
       altKey: e.altKey,
+      ctrlKey: e.ctrlKey || e.metaKey,
     };
   }
 

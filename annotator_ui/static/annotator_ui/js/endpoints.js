@@ -2,6 +2,11 @@
 
 export const paths = {
   projects: () => "/api/projects/",
+  members: (projectId) => `/api/projects/${projectId}/members/`,
+  member: (projectId, userId) => `/api/projects/${projectId}/members/${userId}/`,
+  audit: (projectId) => `/api/projects/${projectId}/audit/`,
+  import: (projectId) => `/api/projects/${projectId}/import/`,
+  preferences: (projectId) => `/api/projects/${projectId}/preferences/`,
   project: (id) => `/api/projects/${id}/`,
   templates: () => "/api/templates/",
   cases: (projectId) => `/api/projects/${projectId}/cases/`,
@@ -11,6 +16,8 @@ export const paths = {
   report: (caseId) => `/api/cases/${caseId}/report/`,
   masks: (caseId) => `/api/cases/${caseId}/masks/`,
   maskPng: (maskId) => `/api/masks/${maskId}/png/`,
+  maskProbabilities: (maskId) => `/api/masks/${maskId}/probabilities/`,
+  maskRestore: (maskId) => `/api/masks/${maskId}/restore/`,
   accept: (caseId) => `/api/cases/${caseId}/accept/`,
   reject: (caseId) => `/api/cases/${caseId}/reject/`,
   propose: (caseId) => `/cases/${caseId}/propose/`, // annotator_ui view (no REST equivalent yet)

@@ -6,12 +6,15 @@
 //   idle       down, tool brush/eraser        → painting    (begin undo group, dab)
 //   idle       down, middle button / space    → panning
 //   idle       down, tool pan                 → panning
+//   idle       down, tool window / Ctrl held  → windowing   (window/level drag starts)
 //   idle       down, tool fill                → idle        (flood fill, one undo step)
 //   idle       down, tool polygon             → polygon     (first vertex)
 //   painting   move                           → painting    (stroke segment)
 //   painting   up / cancel                    → idle        (end undo group)
 //   panning    move                           → panning     (pan view)
 //   panning    up / cancel                    → idle
+//   windowing  move                           → windowing   (emit "window" with the drag so far)
+//   windowing  up / cancel                    → idle        (emit "window" end; the page keeps the window)
 //   polygon    down near first vertex (≥3)    → idle        (fill polygon)
 //   polygon    down                           → polygon     (add vertex)
 //   polygon    dblclick / Enter               → idle        (fill polygon, ≥3 vertices)
@@ -19,15 +22,21 @@
 //   polygon    Escape / tool change           → idle        (discard)
 //
 // Events: {type: "down"|"move"|"up"|"cancel"|"dblclick", image: {x, y}, screen: {x, y},
-//          button?: number, shiftKey?: boolean, altKey?: boolean}
+//          button?: number, shiftKey?: boolean, altKey?: boolean, ctrlKey?: boolean}
 //         {type: "keydown"|"keyup", key: string}
 
 import { Emitter } from "./events.js";
 import { floodIndices, polygonIndices, strokeIndices } from "./mask.js";
 import { LAYERS } from "./store.js";
 
-export const TOOLS = Object.freeze(["brush", "eraser", "polygon", "fill", "pan"]);
-export const STATES = Object.freeze({ IDLE: "idle", PAINTING: "painting", PANNING: "panning", POLYGON: "polygon" });
+export const TOOLS = Object.freeze(["brush", "eraser", "polygon", "fill", "pan", "window"]);
+export const STATES = Object.freeze({
+  IDLE: "idle",
+  PAINTING: "painting",
+  PANNING: "panning",
+  POLYGON: "polygon",
+  WINDOWING: "windowing",
+});
 
 /** Screen distance (CSS px) within which a click on the first vertex closes a polygon. */
 const CLOSE_DISTANCE = 8;
@@ -51,6 +60,7 @@ export class InputMachine extends Emitter {
   #image;
   #last = null;
   #lastScreen = null;
+  #windowStart = null;
   #space = false;
   #erase = false;
 
@@ -70,6 +80,11 @@ export class InputMachine extends Emitter {
     if (!TOOLS.includes(tool)) throw new RangeError(`unknown tool ${tool}`);
     if (this.state === STATES.POLYGON) this.#cancelPolygon();
     if (this.state === STATES.PAINTING) this.#endPaint();
+    if (this.state === STATES.WINDOWING) {
+      this.#windowStart = null;
+      this.#to(STATES.IDLE);
+      this.emit("window", { phase: "end" });
+    }
     this.tool = tool;
     this.emit("tool", { tool });
   }
@@ -101,6 +116,8 @@ export class InputMachine extends Emitter {
         return this.#panning(event);
       case STATES.POLYGON:
         return this.#polygon(event);
+      case STATES.WINDOWING:
+        return this.#windowing(event);
       default:
         throw new Error(`bad state ${this.state}`);
     }
@@ -122,6 +139,11 @@ export class InputMachine extends Emitter {
       return this.#to(STATES.PANNING);
     }
     if (event.button !== undefined && event.button !== 0) return;
+    if (this.tool === "window" || event.ctrlKey) {
+      this.#windowStart = event.screen;
+      this.#to(STATES.WINDOWING);
+      return this.emit("window", { phase: "start", dx: 0, dy: 0 });
+    }
     if (this.tool === "brush" || this.tool === "eraser") {
       this.#erase = this.tool === "eraser" || !!event.shiftKey;
       this.#undo.beginGroup();
@@ -162,6 +184,18 @@ export class InputMachine extends Emitter {
       this.#lastScreen = null;
       this.#to(STATES.IDLE);
     }
+  }
+
+  /** Window/level drag: the page maps the offset since the press (CSS pixels) to a new window. */
+  #windowing(event) {
+    if (!["move", "up", "cancel"].includes(event.type)) return;
+    const dx = event.screen.x - this.#windowStart.x;
+    const dy = event.screen.y - this.#windowStart.y;
+    if (event.type !== "cancel") this.emit("window", { phase: "move", dx, dy });
+    if (event.type === "move") return;
+    this.#windowStart = null;
+    this.#to(STATES.IDLE);
+    this.emit("window", { phase: "end" });
   }
 
   #polygon(event) {

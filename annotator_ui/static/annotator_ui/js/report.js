@@ -143,3 +143,35 @@ export function relevantFields(template, fields) {
   if (!alt) return new Set(template.fields.map((f) => f.name));
   return usedFields(alt);
 }
+
+/** The label a field shows in the form (its `label`, else its name in words). */
+export function fieldLabel(template, name) {
+  const f = template.fields.find((x) => x.name === name);
+  return f?.label ?? name.replaceAll("_", " ");
+}
+
+function withLabels(template, text) {
+  let out = String(text);
+  for (const f of template.fields) out = out.replace(new RegExp(`\\b${f.name}\\b`, "g"), fieldLabel(template, f.name));
+  return out;
+}
+
+/**
+ * What is wrong with a report, in the words of the form: one entry per problem, `field` set when the
+ * problem belongs to one field, `text` naming fields by their visible labels ("Left lung: required
+ * for this kind of report").
+ * @param {Error} err  a ReportError from renderReport (other errors give one generic entry)
+ * @returns {{field: string|null, label: string|null, text: string}[]}
+ */
+export function reportProblems(template, err) {
+  const detail = err?.detail ?? err?.message ?? String(err);
+  if (detail && typeof detail === "object" && !Array.isArray(detail)) {
+    return Object.entries(detail).map(([name, message]) => {
+      const known = template.fields.some((f) => f.name === name);
+      const label = known ? fieldLabel(template, name) : null;
+      return { field: known ? name : null, label, text: `${label ?? name}: ${withLabels(template, message)}` };
+    });
+  }
+  const text = withLabels(template, detail);
+  return [{ field: null, label: null, text: text.charAt(0).toUpperCase() + text.slice(1) }];
+}

@@ -12,8 +12,11 @@ import { createMask, equals } from "./mask.js";
 export const LAYERS = Object.freeze({
   EDIT: "edit",
   PROPOSAL: "proposal",
+  PREVIOUS: "previous", // the proposal before the latest (e.g. made from the report before an edit)
+  THRESHOLD: "threshold", // the latest proposal's probability map at the chosen threshold
   PSEUDO: "pseudo",
   ACCEPTED: "accepted",
+  THEIRS: "theirs", // the version someone else saved, shown during a conflict
 });
 
 export const Origin = Object.freeze({ LOCAL: "local", UNDO: "undo", REDO: "redo", REMOTE: "remote" });

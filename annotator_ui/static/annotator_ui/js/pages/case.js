@@ -1,8 +1,10 @@
-// Case editor: wires the DOM-free store, undo stack, input machine and view transform to the canvas view,
-// the toolbar, the report form and the server. Saves carry the base version; a 409 keeps the drawing.
+// Case editor: wires the DOM-free store, undo stack, input machine, view transform and the server
+// adapter (case_session.js: loading, saving, conflicts) to the canvas view, the toolbar, the panels
+// (display, proposal, zones, history) and the report form.
 
-import { ConflictError, formatDetail } from "../api.js";
+import { ConflictError } from "../api.js";
 import { CanvasView, LAYER_STYLES } from "../canvas_view.js";
+import { CaseSession, ReportMissingError } from "../case_session.js";
 import { api, badge, h, isTyping, loadPixels, maskToPng, pageConfig, toast } from "../dom.js";
 import { paths, socketUrl } from "../endpoints.js";
 import { ViewTransform } from "../geometry.js";
@@ -10,86 +12,134 @@ import { InputMachine } from "../input.js";
 import { watchJob } from "../job_watch.js";
 import { summary } from "../jobs.js";
 import { sourceLabel } from "../pacs.js";
-import { fromRGBA } from "../mask.js";
-import { relevantFields, renderReport } from "../report.js";
+import { popVisit, previousCase, pushVisit, queuePosition } from "../nav.js";
+import { Preferences } from "../prefs.js";
+import { ReportForm } from "../report_form.js";
 import { LAYERS, MaskStore } from "../store.js";
 import { UndoStack } from "../undo.js";
-import { applyWindow, CT_PRESETS, greyToRGBA, rgbaToGrey } from "../windowing.js";
+import { hasWindowableValues } from "../windowing.js";
+import { DisplayControl } from "./case_display.js";
+import { HistoryPanel } from "./case_history.js";
+import { ProposalPanel } from "./case_proposal.js";
+import { ZonePanel } from "./case_zones.js";
 
 const config = pageConfig();
 const projectId = config.project.id;
 const caseId = config.case.id;
-const template = config.report_template;
 const $ = (id) => document.getElementById(id);
 
+const prefs = new Preferences({
+  storage: localStorage,
+  userId: config.user.id,
+  projectId,
+  initial: config.preferences ?? null,
+  remote: config.preferences_url
+    ? { save: (values, { keepalive }) => api.put(config.preferences_url, values, { keepalive }) }
+    : null,
+});
+addEventListener("pagehide", () => prefs.flush());
 const store = new MaskStore();
 const undo = new UndoStack(store);
 const view = new ViewTransform({ minScale: 0.05, maxScale: 40 });
-let grey = null; // grey levels of the scan, for image-guided flood fill
+let grey = null; // the displayed grey levels, for image-guided flood fill
 const input = new InputMachine({ store, undo, view, image: () => grey });
-const canvasView = new CanvasView({ canvas: $("canvas"), store, input, view });
+const canvas = $("canvas");
+const canvasView = new CanvasView({ canvas, store, input, view });
+const session = new CaseSession({ api, store, caseId, codec: { pixels: loadPixels, encodeMask: maskToPng } });
+const display = new DisplayControl({ canvasView, prefs, onGrey: (g) => (grey = g) });
+const reportForm = new ReportForm({
+  template: config.report_template,
+  form: $("report-form"),
+  sentence: $("report-sentence"),
+  errors: $("report-error"),
+  onChange: () => zones.refresh(),
+});
+const zones = new ZonePanel({
+  store,
+  canvasView,
+  prefs,
+  template: config.report_template,
+  fields: () => reportForm.rendered?.fields ?? session.caseData?.report_fields ?? null,
+});
+const proposal = new ProposalPanel({
+  api,
+  session,
+  store,
+  canvasView,
+  prefs,
+  projectId,
+  onLayers: () => renderLayers(),
+});
+const history = new HistoryPanel({
+  session,
+  store,
+  canvasView,
+  onRestore: (mv) => restore(mv),
+  onError: (err) => showError(err),
+});
 
-let caseData = null;
-let scanRGBA = null;
-let hu = null; // {width, height, values} for DICOM cases
-let conflict = null; // {detail, retry}
 let busy = false;
+let valuesLoaded = false;
 
-// --- loading --------------------------------------------------------------------------------------
+// --- layer visibility (remembered per user and project) ---------------------------------------------
 
-async function maskPixels(mask, width, height) {
-  if (!mask) return null;
-  const { rgba, width: w, height: hh } = await loadPixels(mask.png_url);
-  if (w !== width || hh !== height) throw new Error(`mask v${mask.version} is ${w}×${hh}, the scan ${width}×${height}`);
-  return fromRGBA(rgba, width, height);
+const DEFAULT_VISIBLE = { [LAYERS.EDIT]: true, [LAYERS.PROPOSAL]: true, [LAYERS.THRESHOLD]: true, [LAYERS.THEIRS]: true };
+for (const name of Object.values(LAYERS)) {
+  const saved = prefs.get("layers")?.[name];
+  canvasView.visible.set(name, typeof saved === "boolean" ? saved : !!DEFAULT_VISIBLE[name]);
+}
+canvasView.setOpacity(Number(prefs.get("opacity")) / 100);
+$("opacity").value = String(prefs.get("opacity"));
+$("outline").checked = !!prefs.get("outline");
+canvasView.setOutline(!!prefs.get("outline"));
+
+function renderLayers() {
+  const order = [LAYERS.EDIT, LAYERS.PROPOSAL, LAYERS.PREVIOUS, LAYERS.THRESHOLD, LAYERS.PSEUDO, LAYERS.ACCEPTED, LAYERS.THEIRS];
+  $("layers").replaceChildren(
+    ...order
+      .filter((n) => store.has(n))
+      .map((name) => {
+        const style = LAYER_STYLES[name];
+        const id = `layer-${name}`;
+        const box = h("input", {
+          type: "checkbox",
+          id,
+          checked: !!canvasView.visible.get(name),
+          onchange: (e) => {
+            canvasView.setVisible(name, e.target.checked);
+            if (name !== LAYERS.THEIRS && name !== LAYERS.THRESHOLD) prefs.set("layers", { [name]: e.target.checked }, { merge: true });
+          },
+        });
+        const swatch = style.outline
+          ? h("span", { class: "swatch outline", style: `border-color: rgb(${style.color.join(",")})`, "aria-hidden": "true" })
+          : h("span", { class: "swatch", style: `background: rgb(${style.color.join(",")})`, "aria-hidden": "true" });
+        return h("li", {}, box, swatch, h("label", { for: id }, style.label));
+      }),
+  );
 }
 
-function latest(masks, kind) {
-  return masks.filter((m) => m.kind === kind).sort((a, b) => b.version - a.version)[0] ?? null;
-}
+// --- loading ------------------------------------------------------------------------------------------
 
-async function loadCase({ keepView = false } = {}) {
+async function load({ keepEdit = false } = {}) {
   setStatus("Loading case…");
-  caseData = await api.get(paths.case(caseId));
-  const { width, height } = caseData;
-  const [scan, masks] = await Promise.all([loadPixels(caseData.image_url), api.get(paths.masks(caseId))]);
-  const maskList = Array.isArray(masks) ? masks : (masks.results ?? []);
-  scanRGBA = scan.rgba;
-  grey = rgbaToGrey(scan.rgba);
-  const head = caseData.head_mask ?? null;
-  const proposal = latest(maskList, "proposal");
-  const accepted = latest(maskList, "accepted");
-  const [edit, proposalMask, acceptedMask, pseudoMask] = await Promise.all([
-    maskPixels(head, width, height),
-    maskPixels(proposal, width, height),
-    maskPixels(accepted, width, height),
-    loadPseudo(width, height),
+  const [, scan] = await Promise.all([
+    session.load({ keepEdit, pseudoUrl: config.case.has_pseudo ? paths.pseudoPng(caseId) : null }),
+    keepEdit ? null : loadPixels(paths.caseImage(caseId)),
   ]);
-  store.load({
-    width,
-    height,
-    edit,
-    baseVersion: caseData.head_version ?? null,
-    layers: { [LAYERS.PROPOSAL]: proposalMask, [LAYERS.ACCEPTED]: acceptedMask, [LAYERS.PSEUDO]: pseudoMask },
-  });
-  showScan();
-  if (!keepView) canvasView.fit();
-  renderCaseInfo();
-  renderLayers();
-  if (!keepView || !reportTouched) fillReportForm(caseData.report_fields ?? {}); // keep what is being typed
-  setStatus("");
-  if (config.case.dicom && !hu) loadHU();
-}
-
-async function loadPseudo(width, height) {
-  if (!config.case.has_pseudo) return null;
-  try {
-    const { rgba, width: w, height: hh } = await loadPixels(paths.pseudoPng(caseId));
-    if (w !== width || hh !== height) return null;
-    return fromRGBA(rgba, width, height, 128); // soft map p*255: threshold at 0.5
-  } catch {
-    return null; // no pseudo-label for this case
+  const c = session.caseData;
+  if (scan) {
+    if (scan.width !== c.width || scan.height !== c.height) throw new Error("the scan does not match the case size");
+    display.setScan(scan.rgba, c.width, c.height, c.meta ?? null);
+    canvasView.fit();
   }
+  zones.setBox(c.zones?.body_box ?? c.meta?.body_box ?? null);
+  if (!keepEdit || !reportForm.touched) reportForm.fill(c.report_fields ?? {}, { fallbackText: c.report ?? "" });
+  renderLayers();
+  history.render();
+  await proposal.render();
+  setStatus("");
+  renderCaseInfo(); // last: the state badge says the case is ready
+  if (config.case.dicom && !valuesLoaded && hasWindowableValues(c.meta)) loadValues();
 }
 
 function setStatus(text) {
@@ -97,163 +147,40 @@ function setStatus(text) {
 }
 
 function renderCaseInfo() {
-  $("case-name").textContent = caseData.name;
-  $("case-state").replaceWith(Object.assign(badge(caseData.state), { id: "case-state" }));
-  const parts = [`${caseData.width}×${caseData.height}`, caseData.split, caseData.original_format?.toUpperCase()];
-  if (caseData.head_version) parts.push(`mask v${caseData.head_version} (${caseData.head_kind})`);
+  const c = session.caseData;
+  $("case-name").textContent = c.name;
+  $("case-state").replaceWith(Object.assign(badge(c.state), { id: "case-state" }));
+  const parts = [`${c.width}×${c.height}`, c.split, c.original_format?.toUpperCase()];
+  if (c.head_version) parts.push(`mask v${c.head_version} (${c.head_kind})`);
   else parts.push("no mask yet");
-  if (caseData.assignee) parts.push(`held by ${caseData.assignee}`);
-  parts.push(sourceLabel(caseData.source));
+  if (c.assignee) parts.push(`held by ${c.assignee}`);
+  parts.push(sourceLabel(c.source));
   $("case-meta").textContent = parts.filter(Boolean).join(" · ");
+  $("reject").disabled = !session.canReject;
+  $("reject").title = session.canReject
+    ? "Reject the model's proposal: the case goes back to unlabeled"
+    : "Only an uncorrected model proposal can be rejected";
 }
 
-function renderLayers() {
-  const names = [LAYERS.EDIT, LAYERS.PROPOSAL, LAYERS.PSEUDO, LAYERS.ACCEPTED, "theirs"].filter((n) => store.has(n));
-  $("layers").replaceChildren(
-    ...names.map((name) => {
-      const style = LAYER_STYLES[name];
-      const id = `layer-${name}`;
-      const box = h("input", {
-        type: "checkbox",
-        id,
-        checked: !!canvasView.visible.get(name),
-        onchange: (e) => canvasView.setVisible(name, e.target.checked),
-      });
-      return h(
-        "li",
-        {},
-        box,
-        h("span", { class: "swatch", style: `background: rgb(${style.color.join(",")})`, "aria-hidden": "true" }),
-        h("label", { for: id }, style.label),
-      );
-    }),
-  );
-}
-
-// --- report form ----------------------------------------------------------------------------------
-
-function buildReportForm() {
-  const form = $("report-form");
-  form.replaceChildren(
-    ...template.fields.map((f) => {
-      const id = `f-${f.name}`;
-      const label = f.label ?? f.name.replaceAll("_", " ");
-      if (f.type === "enum" || f.type === "multi") {
-        const type = f.type === "enum" ? "radio" : "checkbox";
-        return h(
-          "fieldset",
-          { "data-field": f.name },
-          h("legend", {}, label, f.required ? " *" : ""),
-          h(
-            "div",
-            { class: "choices" },
-            f.choices.map((c) =>
-              h("label", {}, h("input", { type, name: f.name, value: c.value }), c.text ?? c.value),
-            ),
-          ),
-        );
-      }
-      if (f.type === "integer") {
-        return h(
-          "fieldset",
-          { "data-field": f.name },
-          h("legend", {}, h("label", { for: id }, label)),
-          h("input", { type: "number", id, name: f.name, min: f.min, max: f.max, step: 1 }),
-        );
-      }
-      return h(
-        "fieldset",
-        { "data-field": f.name },
-        h("legend", {}, h("label", { for: id }, label)),
-        h("textarea", { id, name: f.name, maxlength: f.max_length ?? 4000 }),
-      );
-    }),
-  );
-  const touched = () => {
-    reportTouched = true;
-    updateSentence();
-  };
-  form.addEventListener("input", touched);
-  form.addEventListener("change", touched);
-  form.addEventListener("submit", (e) => e.preventDefault());
-}
-
-function readFields() {
-  const form = $("report-form");
-  const out = {};
-  for (const f of template.fields) {
-    if (f.type === "enum") out[f.name] = form.querySelector(`input[name="${f.name}"]:checked`)?.value ?? null;
-    else if (f.type === "multi") out[f.name] = [...form.querySelectorAll(`input[name="${f.name}"]:checked`)].map((i) => i.value);
-    else out[f.name] = form.elements[f.name].value;
-  }
-  return out;
-}
-
-function fillReportForm(fields) {
-  const form = $("report-form");
-  for (const f of template.fields) {
-    const v = fields[f.name];
-    if (f.type === "enum" || f.type === "multi") {
-      const chosen = new Set(Array.isArray(v) ? v : v ? [v] : []);
-      for (const box of form.querySelectorAll(`input[name="${f.name}"]`)) box.checked = chosen.has(box.value);
-    } else {
-      form.elements[f.name].value = v ?? "";
-    }
-  }
-  if (!Object.keys(fields).length && caseData?.report && template.fields.length === 1 && template.fields[0].type === "text") {
-    form.elements[template.fields[0].name].value = caseData.report;
-  }
-  updateSentence();
-}
-
-let sentence = null; // {fields, text} when the form is valid
-let reportTouched = false; // validation messages wait until the clinician edits the report or saves
-function updateSentence() {
-  const fields = readFields();
-  const relevant = relevantFields(template, fields);
-  for (const fs of $("report-form").querySelectorAll("fieldset")) fs.disabled = !relevant.has(fs.dataset.field);
+/** A DICOM case's modality-LUT values, for window/level in Hounsfield units. */
+async function loadValues() {
   try {
-    sentence = renderReport(template, fields);
-    $("report-sentence").textContent = sentence.text;
-    $("report-error").textContent = "";
-  } catch (err) {
-    sentence = null;
-    // A stored report the template cannot parse (e.g. imported free text) is still shown as it is.
-    const unstructured = caseData?.report && !Object.keys(caseData.report_fields ?? {}).length;
-    $("report-sentence").textContent = unstructured ? caseData.report : "";
-    $("report-error").textContent = reportTouched ? err.message : "";
+    const response = await api.get(paths.caseHU(caseId), { raw: true });
+    const buf = await response.arrayBuffer();
+    const dv = new DataView(buf);
+    const width = dv.getUint32(0, true);
+    const height = dv.getUint32(4, true);
+    if (width !== store.width || height !== store.height) return;
+    valuesLoaded = true;
+    display.setValues(new Float32Array(buf.slice(8)));
+  } catch {
+    // not decodable again: the display keeps working on the converted grey levels
   }
 }
 
-async function saveReport() {
-  if (!sentence) {
-    reportTouched = true;
-    updateSentence();
-    $("report-error").textContent ||= "Complete the report first.";
-    throw new Error("the report is incomplete");
-  }
-  if (caseData.report === sentence.text) return false;
-  const body = { fields: sentence.fields };
-  if (caseData.report_version != null) body.base_version = caseData.report_version;
-  const report = await api.put(paths.report(caseId), body);
-  caseData.report = report.text;
-  caseData.report_version = report.version;
-  caseData.report_fields = report.fields;
-  $("report-sentence").textContent = report.text;
-  return true;
-}
+// --- saving, accepting, conflicts ---------------------------------------------------------------------
 
-// --- saving, accepting, conflicts -----------------------------------------------------------------
-
-async function uploadMask(path) {
-  const png = await maskToPng(store.layer(LAYERS.EDIT), store.width, store.height);
-  const form = new FormData();
-  form.append("mask", png, "mask.png");
-  if (store.baseVersion != null) form.append("base_version", String(store.baseVersion));
-  return api.upload(path, form);
-}
-
-/** Run a save-like action; a 409 shows the conflict banner and keeps the drawing. */
+/** Run a write: one at a time, status in the footer, server errors in the banner; a 409 keeps the drawing. */
 async function guarded(label, action) {
   if (busy) return;
   busy = true;
@@ -261,90 +188,116 @@ async function guarded(label, action) {
   $("save-status").textContent = `${label}…`;
   try {
     await action();
-    hideConflict();
   } catch (err) {
     $("save-status").textContent = "";
-    if (err instanceof ConflictError) showConflict(err, () => guarded(label, action));
-    else showError(err);
+    if (!(err instanceof ConflictError)) showError(err);
   } finally {
     busy = false;
   }
 }
 
-function afterMaskSaved(mv, state) {
-  store.markSaved(mv.version);
-  caseData.head_version = mv.version;
-  caseData.head_kind = mv.kind;
-  caseData.head_mask = mv;
-  caseData.state = state;
-  if (mv.kind === "accepted") {
-    caseData.assignee = null;
-    store.setReference(LAYERS.ACCEPTED, store.layer(LAYERS.EDIT).slice());
-    renderLayers();
-  }
+function afterSave(mv) {
   renderCaseInfo();
+  renderLayers();
+  history.render();
+  zones.refresh();
+  return mv;
 }
 
 async function save() {
   await guarded("Saving", async () => {
-    const mv = await uploadMask(paths.masks(caseId));
-    afterMaskSaved(mv, "in_review");
+    const mv = afterSave(await session.saveMask());
     $("save-status").textContent = `Saved as version ${mv.version}.`;
     toast(`Saved mask version ${mv.version}.`);
   });
 }
 
+/** Save the report when the form has one; false (with the problems shown) when it is incomplete. */
+async function saveReportIfFilled() {
+  if (reportForm.isBlank()) return true;
+  if (!reportForm.validate()) return false;
+  await session.saveReport(reportForm.rendered);
+  reportForm.clearProblems();
+  return true;
+}
+
+function askDialog(id) {
+  const dialog = $(id);
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
+
 async function accept() {
   await guarded("Accepting", async () => {
-    if (sentence && caseData.report !== sentence.text) await saveReport();
-    const mv = await uploadMask(paths.accept(caseId));
-    afterMaskSaved(mv, "labeled");
-    $("save-status").textContent = `Accepted as version ${caseData.head_version}.`;
+    if (!(await saveReportIfFilled())) {
+      $("save-status").textContent = "Not accepted: complete the report first (see the fields marked below).";
+      return;
+    }
+    let withoutReport = false;
+    if (!session.caseData.report) {
+      withoutReport = await askDialog("no-report-dialog");
+      if (!withoutReport) {
+        $("save-status").textContent = "Not accepted: write the report first.";
+        reportForm.validate();
+        return;
+      }
+    }
+    let mv;
+    try {
+      mv = await session.accept({ withoutReport });
+    } catch (err) {
+      if (!(err instanceof ReportMissingError) || !(await askDialog("no-report-dialog"))) throw err;
+      mv = await session.accept({ withoutReport: true });
+    }
+    afterSave(mv);
+    $("save-status").textContent = `Accepted as version ${mv.version}${withoutReport ? " (without a report)" : ""}.`;
     toast("Mask accepted. Press N for the next case.");
+    proposal.loadReadiness();
   });
 }
 
 async function reject() {
-  if (!confirm("Reject this proposal? The case goes back to unlabeled; the history keeps every version.")) return;
+  if (!session.canReject) return;
+  $("reject-reason").value = "";
+  if (!(await askDialog("reject-dialog"))) return;
   await guarded("Rejecting", async () => {
-    const c = await api.post(paths.reject(caseId), { reason: "" });
-    caseData.state = c?.state ?? "unlabeled";
-    renderCaseInfo();
-    $("save-status").textContent = "Proposal rejected.";
+    await session.reject($("reject-reason").value.trim());
+    await load();
+    $("save-status").textContent = "Proposal rejected; the case is unlabeled again.";
   });
 }
 
-function showConflict(err, retry) {
-  const d = typeof err.detail === "object" && err.detail !== null ? err.detail : { message: formatDetail(err.detail) };
-  conflict = { detail: d, retry };
-  const theirs = d.current_version != null ? ` The current version is ${d.current_version}.` : "";
+async function restore(mv) {
+  await guarded("Restoring", async () => {
+    const restored = await session.restore(mv);
+    afterSave(restored);
+    $("save-status").textContent = `Version ${mv.version} restored as version ${restored.version}.`;
+    toast(`Restored v${mv.version} as v${restored.version}.`);
+  });
+}
+
+session.on("conflict", (c) => {
+  if (!c) {
+    $("conflict").hidden = true;
+    return;
+  }
+  const theirs = c.current != null ? ` The current version is ${c.current}.` : "";
+  const kept = c.kept != null ? ` Your upload was kept as version ${c.kept}.` : "";
   $("conflict-text").textContent =
-    `Someone saved this case after you opened it (you started from version ${store.baseVersion ?? "none"}).${theirs} ` +
+    `Someone saved this case after you opened it.${theirs}${kept} ` +
     "Your drawing is still here and nothing was lost: compare with their version, then save yours on top if it is right.";
   $("conflict").hidden = false;
+  $("conflict-show").disabled = c.current == null;
   $("conflict").scrollIntoView({ block: "nearest" });
-  $("conflict-show").disabled = d.current_version == null;
-}
-
-function hideConflict() {
-  conflict = null;
-  $("conflict").hidden = true;
-}
-
-function showError(err) {
-  $("error").textContent = err.message || String(err);
-  $("error").hidden = false;
-  $("error").scrollIntoView({ block: "nearest" });
-}
+});
 
 $("conflict-show").addEventListener("click", async () => {
-  if (!conflict) return;
   try {
-    const masks = await api.get(paths.masks(caseId));
-    const list = Array.isArray(masks) ? masks : (masks.results ?? []);
-    const theirs = list.find((m) => m.version === conflict.detail.current_version);
-    store.setReference("theirs", await maskPixels(theirs, store.width, store.height));
-    canvasView.visible.set("theirs", true);
+    store.setReference(LAYERS.THEIRS, await session.theirs());
+    canvasView.visible.set(LAYERS.THEIRS, true);
     renderLayers();
     canvasView.requestDraw();
   } catch (err) {
@@ -352,43 +305,63 @@ $("conflict-show").addEventListener("click", async () => {
   }
 });
 
-$("conflict-overwrite").addEventListener("click", () => {
-  if (!conflict) return;
-  const { detail, retry } = conflict;
-  store.baseVersion = detail.current_version ?? null; // rebase: the user has seen their version
-  hideConflict();
-  retry();
+$("conflict-overwrite").addEventListener("click", () =>
+  guarded("Saving", async () => {
+    const mv = afterSave(await session.overwrite());
+    store.setReference(LAYERS.THEIRS, null);
+    renderLayers();
+    $("save-status").textContent = `Saved as version ${mv.version}.`;
+  }),
+);
+
+function showError(err) {
+  $("error").textContent = err.message || String(err);
+  $("error").hidden = false;
+  $("error").scrollIntoView({ block: "nearest" });
+}
+
+// --- report -------------------------------------------------------------------------------------------
+
+$("save-report").addEventListener("click", async () => {
+  if (!reportForm.validate()) return;
+  try {
+    const changed = await session.saveReport(reportForm.rendered);
+    $("error").hidden = true;
+    reportForm.clearProblems();
+    toast(changed ? "Report saved." : "The report is unchanged.");
+    zones.refresh();
+  } catch (err) {
+    showError(err);
+  }
 });
 
-// --- propose again --------------------------------------------------------------------------------
+// --- propose again ------------------------------------------------------------------------------------
 
 let proposing = null;
 async function proposeAgain() {
-  if (proposing) return;
+  if (proposing || !proposal.hasModel) return;
   const status = $("propose-status");
+  if (!reportForm.validate()) {
+    status.textContent = "Complete the report first: the model reads it.";
+    return;
+  }
   try {
-    await saveReport();
+    await session.saveReport(reportForm.rendered);
     status.textContent = "Queued a new proposal…";
-    const job = await api.post(paths.propose(caseId), {});
+    const job = await session.propose();
     proposing = watchJob(api, job, (j) => {
-      status.textContent = j.status === "pending" ? "Waiting for a GPU worker…" : `Proposal: ${j.status} ${summary(j)}`;
+      status.textContent = j.status === "pending" ? "Waiting for a worker…" : `Proposal: ${j.status} ${summary(j)}`;
     });
     const final = await proposing.done;
     if (final.status !== "succeeded") {
       status.textContent = `The proposal ${final.status}: ${final.message || ""}`;
       return;
     }
-    status.textContent = "New proposal ready.";
-    if (!store.dirty) {
-      await loadCase({ keepView: true });
-    } else {
-      const masks = await api.get(paths.masks(caseId));
-      const list = Array.isArray(masks) ? masks : (masks.results ?? []);
-      store.setReference(LAYERS.PROPOSAL, await maskPixels(latest(list, "proposal"), store.width, store.height));
-      canvasView.visible.set(LAYERS.PROPOSAL, true);
-      renderLayers();
-      toast("New proposal shown as the 'Model proposal' layer; your drawing is kept.");
-    }
+    await load({ keepEdit: store.dirty });
+    proposal.showNew();
+    status.textContent =
+      session.proposals().length > 1 ? "New proposal ready. Switch above to see the previous one." : "New proposal ready.";
+    if (store.dirty) toast("The new proposal is shown as an outline; your drawing is kept.");
   } catch (err) {
     status.textContent = "";
     showError(err);
@@ -397,7 +370,39 @@ async function proposeAgain() {
   }
 }
 
-// --- next case ------------------------------------------------------------------------------------
+// --- moving between cases -----------------------------------------------------------------------------
+
+const QUEUE_KEY = `lvit:queue:p${projectId}`;
+const VISITS_KEY = `lvit:visits:p${projectId}`;
+const readJSON = (key) => {
+  try {
+    return JSON.parse(sessionStorage.getItem(key) ?? "null");
+  } catch {
+    return null;
+  }
+};
+sessionStorage.setItem(VISITS_KEY, JSON.stringify(pushVisit(readJSON(VISITS_KEY), caseId)));
+
+function renderNav() {
+  const pos = queuePosition(readJSON(QUEUE_KEY), caseId);
+  $("case-position").textContent = pos ? `Case ${pos.index} of ${pos.total}` : "";
+  const prev = previousCase(readJSON(VISITS_KEY), caseId);
+  $("prev").disabled = prev === null;
+}
+
+function leave(url) {
+  if (store.dirty && !confirm("You have unsaved changes. Leave this case without saving?")) return false;
+  window.onbeforeunload = null;
+  location.href = url;
+  return true;
+}
+
+function previous() {
+  const prev = previousCase(readJSON(VISITS_KEY), caseId);
+  if (prev === null) return;
+  const history = popVisit(readJSON(VISITS_KEY), caseId);
+  if (leave(`/projects/${projectId}/cases/${prev}/`)) sessionStorage.setItem(VISITS_KEY, JSON.stringify(history));
+}
 
 async function nextCase() {
   if (store.dirty && !confirm("You have unsaved changes. Leave this case without saving?")) return;
@@ -405,78 +410,49 @@ async function nextCase() {
     const strategy = localStorage.getItem(`worklist-strategy-${projectId}`) || "uncertainty";
     const next = await api.request("POST", paths.next(projectId), { query: { strategy } });
     const nextId = next?.id ?? next?.case?.id;
+    window.onbeforeunload = null;
     if (!nextId) {
       toast("No more cases waiting. Back to the worklist.");
       location.href = `/projects/${projectId}/`;
       return;
     }
-    window.onbeforeunload = null;
     location.href = `/projects/${projectId}/cases/${nextId}/`;
   } catch (err) {
     showError(err);
   }
 }
 
-// --- CT window/level ------------------------------------------------------------------------------
-
-async function loadHU() {
-  try {
-    const response = await api.get(paths.caseHU(caseId), { raw: true });
-    const buf = await response.arrayBuffer();
-    const dv = new DataView(buf);
-    const width = dv.getUint32(0, true);
-    const height = dv.getUint32(4, true);
-    if (width !== store.width || height !== store.height) return;
-    hu = { width, height, values: new Float32Array(buf.slice(8)) };
-    const select = $("window-preset");
-    const presets = config.window_presets?.length
-      ? config.window_presets.map((p) => ({ id: p.id, label: p.id.replace("_", " "), width: p.width, level: p.center }))
-      : CT_PRESETS;
-    for (const p of presets) {
-      select.append(h("option", { value: p.id, dataset: { width: p.width, level: p.level } }, `${cap(p.label)} (W ${p.width} / L ${p.level})`));
-    }
-    $("window-group").hidden = false;
-  } catch {
-    // not windowable: keep the uploaded rendering
-  }
-}
-
-const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
-
-/** Draw the scan as uploaded, or through the chosen CT window (DICOM cases). */
-function showScan() {
-  const opt = $("window-preset").selectedOptions[0];
-  if (!hu || !opt?.value) {
-    canvasView.setImage(scanRGBA, store.width, store.height);
-    grey = rgbaToGrey(scanRGBA);
-    return;
-  }
-  const g = applyWindow(hu.values, { width: Number(opt.dataset.width), level: Number(opt.dataset.level) });
-  grey = Uint8Array.from(g);
-  canvasView.setImage(greyToRGBA(g), hu.width, hu.height);
-}
-
-$("window-preset").addEventListener("change", showScan);
-
-// --- toolbar --------------------------------------------------------------------------------------
-
-function selectTool(tool) {
-  input.setTool(tool);
-}
+// --- toolbar (choices remembered per user and project) ------------------------------------------------
 
 input.on("tool", ({ tool }) => {
   for (const b of document.querySelectorAll(".tool")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
 });
-for (const b of document.querySelectorAll(".tool")) b.addEventListener("click", () => selectTool(b.dataset.tool));
+input.on("window", (e) => display.drag(e));
+for (const b of document.querySelectorAll(".tool")) b.addEventListener("click", () => input.setTool(b.dataset.tool));
 
 function setBrush(r) {
   input.setBrushRadius(r);
-  $("brush-size").value = String(Math.round(input.brushRadius));
-  $("brush-size-value").textContent = String(Math.round(input.brushRadius));
+  const v = Math.round(input.brushRadius);
+  $("brush-size").value = String(v);
+  $("brush-size-value").textContent = String(v);
+  prefs.set("brushRadius", input.brushRadius);
 }
+input.setBrushRadius(Number(prefs.get("brushRadius")) || 6);
+$("brush-size").value = String(Math.round(input.brushRadius));
+$("brush-size-value").textContent = String(Math.round(input.brushRadius));
+
+function setOutline(on) {
+  $("outline").checked = on;
+  canvasView.setOutline(on);
+  prefs.set("outline", on);
+}
+
 $("brush-size").addEventListener("input", (e) => setBrush(Number(e.target.value)));
-$("opacity").addEventListener("input", (e) => canvasView.setOpacity(Number(e.target.value) / 100));
-$("outline").addEventListener("change", (e) => canvasView.setOutline(e.target.checked));
+$("opacity").addEventListener("input", (e) => {
+  canvasView.setOpacity(Number(e.target.value) / 100);
+  prefs.set("opacity", Number(e.target.value));
+});
+$("outline").addEventListener("change", (e) => setOutline(e.target.checked));
 $("undo").addEventListener("click", () => undo.undo());
 $("redo").addEventListener("click", () => undo.redo());
 $("zoom-in").addEventListener("click", () => canvasView.zoomBy(1.25));
@@ -486,14 +462,7 @@ $("save").addEventListener("click", save);
 $("accept").addEventListener("click", accept);
 $("reject").addEventListener("click", reject);
 $("next").addEventListener("click", nextCase);
-$("save-report").addEventListener("click", async () => {
-  try {
-    const changed = await saveReport();
-    toast(changed ? "Report saved." : "The report is unchanged.");
-  } catch (err) {
-    if (sentence) showError(err);
-  }
-});
+$("prev").addEventListener("click", previous);
 $("propose").addEventListener("click", proposeAgain);
 $("help").addEventListener("click", () => $("help-dialog").showModal());
 
@@ -517,15 +486,30 @@ canvasView.onHover = (p) => {
   $("cursor-pos").textContent = p ? `x ${p.x}  y ${p.y}` : "";
 };
 
-// --- keyboard -------------------------------------------------------------------------------------
+// --- keyboard -----------------------------------------------------------------------------------------
+// Letters are shortcuts unless a text field has focus. Space and the arrow keys pan only while the
+// scan (the canvas) has focus: in the report form they choose radio buttons and tick boxes as usual.
 
-const TOOL_KEYS = { b: "brush", e: "eraser", p: "polygon", f: "fill", h: "pan" };
+const TOOL_KEYS = { b: "brush", e: "eraser", p: "polygon", f: "fill", h: "pan", w: "window" };
 const PAN_KEYS = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
+const dialogOpen = () => [...document.querySelectorAll("dialog")].some((d) => d.open);
 
 document.addEventListener("keydown", (e) => {
-  if ($("help-dialog").open || isTyping(e)) return;
+  if (dialogOpen()) return;
   const key = e.key;
   const mod = e.ctrlKey || e.metaKey;
+  const onCanvas = document.activeElement === canvas;
+  if (mod && key === "Enter") {
+    e.preventDefault();
+    accept();
+    return;
+  }
+  if (mod && key.toLowerCase() === "s") {
+    e.preventDefault();
+    save();
+    return;
+  }
+  if (isTyping(e)) return;
   if (mod && key.toLowerCase() === "z") {
     e.preventDefault();
     if (e.shiftKey) undo.redo();
@@ -537,40 +521,33 @@ document.addEventListener("keydown", (e) => {
     undo.redo();
     return;
   }
-  if (mod && key.toLowerCase() === "s") {
-    e.preventDefault();
-    save();
-    return;
-  }
-  if (mod && key === "Enter") {
-    e.preventDefault();
-    accept();
-    return;
-  }
   if (mod || e.altKey) return;
-  if (input.handle({ type: "keydown", key })) {
+  if (onCanvas && input.handle({ type: "keydown", key })) {
     e.preventDefault();
     return;
   }
-  if (key === " ") {
+  if (key === " " || PAN_KEYS[key]) {
+    if (!onCanvas) return; // the focused control's own meaning (tick a box, move between choices)
     e.preventDefault();
+    if (PAN_KEYS[key]) canvasView.panBy(PAN_KEYS[key][0] * (e.shiftKey ? 200 : 50), PAN_KEYS[key][1] * (e.shiftKey ? 200 : 50));
     return;
   }
   const lower = key.toLowerCase();
-  if (TOOL_KEYS[lower]) selectTool(TOOL_KEYS[lower]);
-  else if (PAN_KEYS[key]) canvasView.panBy(PAN_KEYS[key][0] * (e.shiftKey ? 200 : 50), PAN_KEYS[key][1] * (e.shiftKey ? 200 : 50));
+  if (key === "N") previous();
+  else if (TOOL_KEYS[lower]) input.setTool(TOOL_KEYS[lower]);
   else if (key === "[") setBrush(input.brushRadius - (input.brushRadius > 10 ? 2 : 1));
   else if (key === "]") setBrush(input.brushRadius + (input.brushRadius >= 10 ? 2 : 1));
   else if (key === "+" || key === "=") canvasView.zoomBy(1.25);
   else if (key === "-") canvasView.zoomBy(0.8);
   else if (key === "0") canvasView.fit();
-  else if (lower === "o") {
-    $("outline").checked = !$("outline").checked;
-    canvasView.setOutline($("outline").checked);
-  } else if (lower === "v") {
+  else if (lower === "o") setOutline(!$("outline").checked);
+  else if (lower === "v") {
     canvasView.masksHidden = !canvasView.masksHidden;
     canvasView.requestDraw();
-  } else if (lower === "n") nextCase();
+  } else if (lower === "i") display.toggleInvert();
+  else if (lower === "r") display.reset();
+  else if (lower === "z") zones.toggle();
+  else if (lower === "n") nextCase();
   else if (key === "?") $("help-dialog").showModal();
   else return;
   e.preventDefault();
@@ -585,7 +562,7 @@ window.onbeforeunload = (e) => {
   return undefined;
 };
 
-// --- live project events: a proposal or an acceptance of this case made elsewhere ------------------------
+// --- live project events: a proposal or an acceptance of this case made elsewhere ---------------------
 
 function followProject(delay = 1000) {
   const socket = new WebSocket(socketUrl(paths.projectSocket(projectId)));
@@ -594,13 +571,9 @@ function followProject(delay = 1000) {
     const msg = JSON.parse(e.data);
     if (msg.type !== "event" || msg.data?.case !== caseId || proposing || busy) return;
     if (msg.event === "proposal.created") {
-      if (!store.dirty) {
-        await loadCase({ keepView: true });
-        toast("A new proposal arrived and is shown.");
-      } else {
-        toast("A new proposal arrived; your drawing is kept. Saving will ask you to compare.");
-      }
-    } else if (msg.event === "case.accepted" && msg.data.mask !== caseData?.head_mask?.id) {
+      await load({ keepEdit: store.dirty });
+      toast(store.dirty ? "A new proposal arrived (outline); your drawing is kept." : "A new proposal arrived and is shown.");
+    } else if (msg.event === "case.accepted" && msg.data.mask !== session.caseData?.head_mask?.id) {
       toast("Someone else accepted this case.", { ms: 8000 });
     }
   });
@@ -609,9 +582,10 @@ function followProject(delay = 1000) {
   });
 }
 
-buildReportForm();
+renderNav();
 followProject();
-loadCase().catch((err) => {
+proposal.loadReadiness();
+load().catch((err) => {
   setStatus("");
   showError(err);
 });

@@ -9,7 +9,7 @@ const projectId = config.project.id;
 const $ = (id) => document.getElementById(id);
 
 const FORMATS = [
-  { value: "lvit", label: "LViT folders (img/, labelcol/, *_text.xlsx), zip" },
+  { value: "lvit", label: "LViT folders (img/, labelcol/, a reports file per split), zip" },
   { value: "png", label: "Images and PNG masks, zip" },
   { value: "coco", label: "COCO JSON with RLE masks" },
   { value: "dicom-seg", label: "DICOM images with DICOM SEG masks, zip" },
@@ -19,16 +19,29 @@ const FORMATS = [
 ];
 for (const f of FORMATS) $("export-format").append(h("option", { value: f.value }, f.label));
 
+const REPORTS_FILE = {
+  xlsx: "<Split>_Folder/<Split>_text.xlsx",
+  csv: "<Split>_Folder/<Split>_text.csv (UTF-8)",
+  imported: "<Split>_Folder/<Split>_text.xlsx or .csv, whichever the split's cases were imported with (.csv for uploaded ones)",
+};
+const layout = (text) =>
+  "Each split becomes <Split>_Folder/img/ (the images), <Split>_Folder/labelcol/ (the accepted masks, all named one way: " +
+  "like the split's imported masks, else <image stem>.png) and " +
+  `${REPORTS_FILE[text]} with the columns Image (the mask's file name) and Description.`;
+
 function update() {
   const format = $("export-format").value;
   const split = $("export-split").value;
   const accepted = $("export-accepted").checked;
+  const text = $("export-text").value;
   const metrics = format.startsWith("metrics-");
   $("export-split").disabled = metrics;
   $("export-accepted").disabled = metrics;
+  for (const el of document.querySelectorAll(".lvit-only")) el.hidden = format !== "lvit";
+  $("export-layout").textContent = format === "lvit" ? layout(text) : "";
   $("export-link").href = metrics
     ? paths.metrics(projectId) + queryString({ format: format.slice("metrics-".length) })
-    : paths.export(projectId) + queryString({ format, split, accepted: accepted ? 1 : "" });
+    : paths.export(projectId) + queryString({ format, split, accepted: accepted ? 1 : "", text: format === "lvit" ? text : "" });
   $("export-link").textContent = metrics ? "Download metrics" : "Download dataset";
 }
 $("export-form").addEventListener("change", update);
