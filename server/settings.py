@@ -128,6 +128,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LVIT_MAX_UPLOAD_BYTES", 200 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 LVIT_MAX_UPLOAD_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 LVIT_MAX_IMAGE_PIXELS = env_int("LVIT_MAX_IMAGE_PIXELS", 64 * 1024 * 1024, minimum=1024)
+# DICOM structure limits checked by a bounded pre-scan before pydicom (which recurses per sequence level) reads a file.
+LVIT_DICOM_MAX_DEPTH = env_int("LVIT_DICOM_MAX_DEPTH", 32, minimum=1)
+LVIT_DICOM_MAX_ELEMENTS = env_int("LVIT_DICOM_MAX_ELEMENTS", 100_000, minimum=1)
 
 # --- Auth and API ----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

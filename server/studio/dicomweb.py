@@ -24,6 +24,7 @@ from rest_framework import status
 
 from server.config import PacsConfig
 from server.core.errors import NotFound, ServiceError
+from server.studio import dicom_guard
 
 T = TypeVar("T")
 
@@ -312,25 +313,36 @@ def instance_search(
     return hits
 
 
+def _retrieve_raw(client: DICOMwebClient, url: str) -> bytes:
+    """The instance's bytes exactly as the PACS sent them: the same request as ``client.retrieve_instance`` (any
+    transfer syntax), without its ``pydicom.dcmread``, so :func:`dicom_guard.dicom_check` sees them first."""
+    response = client._http_get(
+        url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    )
+    if response.headers.get("Content-Type", "").startswith("application/dicom"):
+        return bytes(response.content)  # a single part sent without multipart encapsulation
+    parts = list(client._decode_multipart_message(response, stream=False))
+    if len(parts) != 1:
+        raise ValueError(f"expected one instance, the PACS sent {len(parts)} parts")
+    return bytes(parts[0])
+
+
 def instance_retrieve(*, study_uid: str, series_uid: str, sop_uid: str, config: PacsConfig | None = None) -> bytes:
     """One instance as a DICOM Part 10 file (WADO-RS), in the transfer syntax the PACS stores (no transcoding, so a
-    lossless original stays lossless; the server's decoders read the compressed syntaxes)."""
+    lossless original stays lossless; the server's decoders read the compressed syntaxes). The raw bytes pass the
+    bounded pre-scan (:mod:`dicom_guard`; 400 ``dicom_too_complex``) before pydicom parses them."""
+    from dicomweb_client.web import _Transaction
+
     config = config or pacs_settings()
     client = pacs_client(config)
-    ds = _call(
-        config,
-        f"retrieving instance {sop_uid}",
-        lambda: client.retrieve_instance(
-            study_instance_uid=study_uid,
-            series_instance_uid=series_uid,
-            sop_instance_uid=sop_uid,
-            media_types=(("application/dicom", "*"),),
-        ),
-    )
+    url = client._get_instances_url(_Transaction.RETRIEVE, study_uid, series_uid, sop_uid)
+    raw = _call(config, f"retrieving instance {sop_uid}", lambda: _retrieve_raw(client, url))
+    dicom_guard.dicom_check(raw)
     buf = io.BytesIO()
     try:
+        ds = pydicom.dcmread(io.BytesIO(raw))
         ds.save_as(buf, enforce_file_format=True)
-    except (ValueError, AttributeError, TypeError) as exc:
+    except (ValueError, AttributeError, TypeError, EOFError, KeyError, pydicom.errors.InvalidDicomError) as exc:
         raise PacsError(f"instance {sop_uid} from the PACS cannot be written as a DICOM file: {exc}") from None
     return buf.getvalue()
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from server.core.errors import ServiceError
-from server.studio import dicom_display
+from server.studio import dicom_display, dicom_guard
 from server.studio.reports import body_box
 
 
@@ -240,6 +240,10 @@ def deidentify(ds: Any) -> list[str]:
 
 
 def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
+    try:  # before pydicom, whose reader and writer recurse once per sequence level
+        dicom_guard.dicom_check(data, max_bytes=max_bytes())
+    except dicom_guard.DicomTooComplex as exc:
+        raise ImageError(exc.detail, code=exc.code) from None
     import pydicom
     from pydicom.errors import InvalidDicomError
 
