@@ -245,7 +245,10 @@ def report_update(
 ) -> Report:
     """A new report version from structured fields or a sentence. ``base_version`` (optional) guards against
     overwriting someone else's newer report (409)."""
-    case = Case.objects.select_for_update(of=("self",)).select_related("project__template", "report").get(pk=case.pk)
+    # Lock alone, then read: a joined SELECT FOR UPDATE that waited would see the case row as the winner left it but
+    # the report it joins from before (see masks._locked_case).
+    Case.objects.select_for_update().filter(pk=case.pk).values_list("pk", flat=True).get()
+    case = Case.objects.select_related("project__template", "report").get(pk=case.pk)
     parsed, sentence = reports.report_from_input(reports.Template.of(case.project.template), fields=fields, text=text)
     current = case.report
     if base_version is not None and (current.version if current else 0) != base_version:

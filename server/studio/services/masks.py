@@ -135,7 +135,14 @@ def _create(
 
 
 def _locked_case(case: Case) -> Case:
-    return Case.objects.select_for_update(of=("self",)).select_related("report", "head_mask", "project").get(pk=case.pk)
+    """The case row, locked for the transaction, read *after* the lock is held.
+
+    One ``SELECT … FOR UPDATE`` joined to the head mask is not enough on PostgreSQL: a save that waited for the lock
+    gets the case row as the winner left it but the joined columns from before (its snapshot), so the head it
+    compared with was the old one (two first saves both answered 201, the second replacing the first). The lock is
+    taken alone and the case read again by a second statement, which sees every save committed before it."""
+    Case.objects.select_for_update().filter(pk=case.pk).values_list("pk", flat=True).get()
+    return Case.objects.select_related("report", "head_mask", "project").get(pk=case.pk)
 
 
 def mask_create_proposal(
