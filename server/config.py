@@ -113,7 +113,17 @@ def parse_database_url(url: str) -> dict:
         file_path = Path(path[1:])  # sqlite:///rel/path is relative, sqlite:////abs/path absolute
         if not file_path.is_absolute():
             file_path = BASE_DIR / file_path
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(file_path), "OPTIONS": {"timeout": 30}}
+        # Writes take SQLite's write lock when their transaction begins (IMMEDIATE), so two saves queue for it
+        # (up to the timeout) instead of one failing with "database is locked" when a deferred transaction upgrades;
+        # a lock still not free after the timeout answers 503 (server.core.errors).
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(file_path),
+            "OPTIONS": {
+                "timeout": env_int("LVIT_SQLITE_TIMEOUT", 30, minimum=1),
+                "transaction_mode": "IMMEDIATE",
+            },
+        }
     raise ConfigError(
         f"{name}={url!r} has an unsupported scheme {scheme!r}; use postgres://USER:PASSWORD@HOST:PORT/DBNAME "
         "or sqlite:///path/to/file.sqlite3"

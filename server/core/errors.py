@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -54,7 +55,26 @@ def _code_for(exc: exceptions.APIException) -> str:
     return getattr(exc, "default_code", "error")
 
 
+DATABASE_BUSY_RETRY_AFTER = 2  # seconds
+
+
+def database_busy(exc: Exception) -> bool:
+    """SQLite's lock timeout: another write held the database longer than ``LVIT_SQLITE_TIMEOUT``."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc)
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if database_busy(exc):  # the transaction rolled back: nothing of the request was stored
+        response = Response(
+            {
+                "error": "database_busy",
+                "detail": "the database is busy with other saves and nothing of this request was stored; "
+                "send the same request again",
+            },
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(DATABASE_BUSY_RETRY_AFTER)
+        return response
     if isinstance(exc, ServiceError):
         return Response({"error": exc.code, "detail": exc.detail}, status=exc.status_code)
     if isinstance(exc, ValidationError):

@@ -7,14 +7,17 @@ server, on SQLite (the ``make run`` default) against a daphne subprocess on its 
 from __future__ import annotations
 
 import io
+import json
+import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.security.support_reliability import http, multipart
+from tests.security.support_reliability import WebServer, http, manage, multipart, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +138,74 @@ def test_first_saves_race_on_postgresql(live_server) -> None:
     cases = [case_create(project=project, user=user, data=gray, filename=f"c{i}.png").pk for i in range(12)]
     _rounds(live_server.url, token, cases)
     _report_rounds(live_server.url, token, cases)
+
+
+# --- SQLite, the `make run` default (item 2) ----------------------------------------------------------------------
+
+SETUP = """
+import json
+import numpy as np, io
+from PIL import Image
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from server.studio.services.cases import case_create
+from server.studio.services.projects import project_create
+user = get_user_model().objects.create_user("racer", password="not used")
+project = project_create(user=user, name="Race", template="lung-infection")
+buf = io.BytesIO()
+Image.fromarray(np.random.default_rng(0).integers(0, 255, size=(30, 40), dtype=np.uint8)).save(buf, format="PNG")
+cases = [case_create(project=project, user=user, data=buf.getvalue(), filename=f"c{i}.png").pk for i in range(10)]
+print("SETUP" + json.dumps({"token": Token.objects.create(user=user).key, "cases": cases}))
+"""
+
+
+@pytest.fixture(scope="module")
+def sqlite_app(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("sqlite-app")
+    env = server_env(
+        DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}",
+        LVIT_VAR_DIR=str(folder / "var"),
+        LVIT_MEDIA_ROOT=str(folder / "media"),
+    )
+    manage(env, "migrate", "--noinput", "-v", "0")
+    out = manage(env, "shell", "-c", SETUP)
+    data = json.loads(out.split("SETUP", 1)[1])
+    return {"env": env, "folder": folder, "db": folder / "db.sqlite3", **data}
+
+
+def test_concurrent_saves_on_sqlite_keep_the_losers_upload(sqlite_app: dict) -> None:
+    server = WebServer(sqlite_app["env"], sqlite_app["folder"] / "daphne.log").start()
+    try:
+        _rounds(server.url, sqlite_app["token"], sqlite_app["cases"][:6])
+        _report_rounds(server.url, sqlite_app["token"], sqlite_app["cases"][6:])
+    finally:
+        server.stop()
+
+
+def test_sqlite_lock_timeout_answers_503_json_and_stores_nothing(sqlite_app: dict) -> None:
+    """A write lock held past LVIT_SQLITE_TIMEOUT: a JSON 503 with Retry-After, no row, no file; then it saves."""
+    env = {**sqlite_app["env"], "LVIT_SQLITE_TIMEOUT": "1"}
+    server = WebServer(env, sqlite_app["folder"] / "daphne-timeout.log").start()
+    token, case_id = sqlite_app["token"], sqlite_app["cases"][-1]
+    media = Path(sqlite_app["folder"] / "media")
+    try:
+        status, history, _ = http("GET", f"{server.url}/api/cases/{case_id}/masks/", token=token)
+        assert status == 200
+        files_before = sorted(p for p in media.rglob("*") if p.is_file())
+        holder = sqlite3.connect(sqlite_app["db"], timeout=5, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            status, answer, headers = _save(server.url, token, case_id, 3, history[0]["version"] if history else None)()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert status == 503, (status, str(answer)[:500])
+        assert answer["error"] == "database_busy" and "send the same request again" in answer["detail"]
+        assert headers.get("Retry-After") == "2"
+        assert sorted(p for p in media.rglob("*") if p.is_file()) == files_before, "a half-written upload is left"
+        status, after, _ = http("GET", f"{server.url}/api/cases/{case_id}/masks/", token=token)
+        assert len(after) == len(history)
+        status, answer, _ = _save(server.url, token, case_id, 3, history[0]["version"] if history else None)()
+        assert status == 201, answer  # the same request again, once the lock is free
+    finally:
+        server.stop()
