@@ -183,7 +183,15 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("LVIT_TASK_SOFT_TIME_LIMIT", 6 * 3600, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("LVIT_TASK_TIME_LIMIT", 6 * 3600 + 300, minimum=1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
+# With Redis down, queueing a job fails in about a second (then the job is marked failed and the API answers 503)
+# instead of retrying for 20 s; workers keep retrying their broker connection as before.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 600,
+    "socket_connect_timeout": 3,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+CELERY_TASK_IGNORE_RESULT = True  # the Job row is the result; nothing reads Celery's
 CELERY_TASK_ALWAYS_EAGER = env_bool("LVIT_CELERY_EAGER", False)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ConfigError("LVIT_TASK_TIME_LIMIT must be larger than LVIT_TASK_SOFT_TIME_LIMIT")

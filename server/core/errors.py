@@ -63,6 +63,13 @@ def database_busy(exc: Exception) -> bool:
     return isinstance(exc, OperationalError) and "database is locked" in str(exc)
 
 
+def redis_down(exc: Exception) -> bool:
+    import redis
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, KombuOperationalError))
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if database_busy(exc):  # the transaction rolled back: nothing of the request was stored
         response = Response(
@@ -76,7 +83,20 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         response["Retry-After"] = str(DATABASE_BUSY_RETRY_AFTER)
         return response
     if isinstance(exc, ServiceError):
-        return Response({"error": exc.code, "detail": exc.detail}, status=exc.status_code)
+        response = Response({"error": exc.code, "detail": exc.detail}, status=exc.status_code)
+        if getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    if redis_down(exc):  # the cache (throttles) or the broker: a JSON 503, never an HTML 500
+        response = Response(
+            {
+                "error": "redis_unavailable",
+                "detail": "a service this request needs (Redis) cannot be reached; try again in a moment",
+            },
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = "10"
+        return response
     if isinstance(exc, ValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return Response({"error": "invalid", "detail": detail}, status=status.HTTP_400_BAD_REQUEST)

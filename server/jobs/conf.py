@@ -16,3 +16,8 @@ def stale_after_s() -> int:
     if value <= heartbeat_interval_s():
         raise ConfigError("LVIT_JOB_STALE_AFTER_S must be larger than LVIT_JOB_HEARTBEAT_S")
     return value
+
+
+def pending_timeout_s() -> int:
+    """A pending job that no worker took for this long is failed by the reaper (its task was lost)."""
+    return setting_int("LVIT_JOB_PENDING_TIMEOUT_S", 6 * 3600, 10)

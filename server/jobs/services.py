@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from server.celery import app as celery_app
-from server.core.errors import Conflict
+from server.core.errors import Conflict, ServiceError
 from server.jobs import conf
 from server.jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from server.jobs.progress import broadcast_job
@@ -41,11 +41,47 @@ class JobCancelled(Exception):
     """Raised inside a task when its row left ``running`` (cancelled or reaped); the task just stops."""
 
 
+class QueueUnavailable(ServiceError):
+    """The broker (Redis) cannot be reached, so a job could not be queued; it was marked failed, not left pending."""
+
+    status_code = 503
+    code = "queue_unavailable"
+    retry_after = 10
+
+
 def _enqueue_on_commit(job: Job, countdown: float | None = None) -> None:
-    """Send the job's task (by name, with the job's Celery task id) once the surrounding transaction commits."""
+    """Send the job's task (by name, with the job's Celery task id) once the surrounding transaction commits.
+
+    When the broker cannot take it (Redis down; the publish retry policy in settings keeps that to seconds) the job,
+    still pending with this task id, is marked failed, so no job waits for a task that was never sent (it would
+    block its project's next training), and :class:`QueueUnavailable` (503) is raised to the caller."""
     task_name, job_id, task_id = job.task_name, job.id, job.celery_task_id
     signature = celery_app.signature(task_name, args=[job_id])
-    transaction.on_commit(lambda: signature.apply_async(task_id=task_id, countdown=countdown))
+
+    def send() -> None:
+        try:  # results are never read (the row is the result): no result-backend subscription to wait for
+            signature.apply_async(task_id=task_id, countdown=countdown, ignore_result=True)
+        except Exception as exc:
+            _enqueue_failed(job_id=job_id, task_id=task_id, exc=exc)
+
+    transaction.on_commit(send)
+
+
+def _enqueue_failed(*, job_id: int, task_id: str, exc: Exception) -> None:
+    reason = (
+        f"the task queue (Redis) could not be reached, so the job was never queued ({type(exc).__name__}: {exc}); "
+        "start it again once Redis is back"
+    )
+    logger.error("job %s not queued: %s", job_id, reason)
+    with transaction.atomic():
+        if Job.objects.filter(pk=job_id, status=JobStatus.PENDING, celery_task_id=task_id).update(
+            status=JobStatus.FAILED, finished_at=timezone.now(), message=reason[:4000]
+        ):
+            broadcast_job(Job.objects.get(pk=job_id))
+    raise QueueUnavailable(
+        f"the task queue (Redis) cannot be reached, so job {job_id} was not started (it is marked failed); "
+        "try again in a moment"
+    ) from None
 
 
 @transaction.atomic
@@ -176,6 +212,36 @@ def job_reap_stale(*, stale_after_s: int | None = None, job_ids: list[int] | Non
                 job.refresh_from_db()
             broadcast_job(job)
         logger.warning("reaped job %s (%s): %s -> %s", job.pk, job.kind, reason, job.status)
+        reaped.append(job.pk)
+    return reaped
+
+
+def job_reap_pending(*, pending_after_s: int | None = None) -> list[int]:
+    """Pending jobs that no worker took for ``pending_after_s`` (``LVIT_JOB_PENDING_TIMEOUT_S``): their task was lost
+    (Redis restarted without the queue, or no worker serves its queue), so they are marked failed instead of
+    blocking their project (a pending training answers every new one 409 ``training_running``).
+
+    Pending since: the creation, or for a requeued job its last heartbeat (within the stale window of the requeue).
+    Each failure is conditional on the row still pending with the task id that was read."""
+    pending_after_s = pending_after_s if pending_after_s is not None else conf.pending_timeout_s()
+    cutoff = timezone.now() - timedelta(seconds=pending_after_s)
+    rows = Job.objects.filter(status=JobStatus.PENDING, created_at__lt=cutoff).filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff)
+    )
+    reaped = []
+    for job in rows:
+        reason = (
+            f"no worker took this job in {pending_after_s}s: its task was lost (was Redis restarted?) or no worker "
+            f"serves its queue; start it again"
+        )
+        with transaction.atomic():
+            if not Job.objects.filter(pk=job.pk, status=JobStatus.PENDING, celery_task_id=job.celery_task_id).update(
+                status=JobStatus.FAILED, finished_at=timezone.now(), message=reason
+            ):
+                continue
+            job.refresh_from_db()
+            broadcast_job(job)
+        logger.warning("reaped pending job %s (%s): %s", job.pk, job.kind, reason)
         reaped.append(job.pk)
     return reaped
 

@@ -12,15 +12,16 @@ from celery.signals import worker_ready
 from django.db import connection
 
 from server.jobs import conf
-from server.jobs.services import job_reap_stale
+from server.jobs.services import job_reap_pending, job_reap_stale
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="default.reap_stale_jobs")
 def reap_stale_jobs(stale_after_s: int | None = None) -> list[int]:
-    """Fail or retry running jobs whose worker died (no heartbeat for ``stale_after_s``)."""
-    return job_reap_stale(stale_after_s=stale_after_s)
+    """Fail or retry running jobs whose worker died (no heartbeat for ``stale_after_s``); fail pending jobs that no
+    worker took (``LVIT_JOB_PENDING_TIMEOUT_S``)."""
+    return job_reap_stale(stale_after_s=stale_after_s) + job_reap_pending()
 
 
 @worker_ready.connect
@@ -35,6 +36,7 @@ def _start_reaper(sender: Any = None, **kwargs: Any) -> None:
         while True:
             try:
                 job_reap_stale()
+                job_reap_pending()
             except Exception:
                 logger.warning("stale-job reaper failed", exc_info=True)
             finally:
