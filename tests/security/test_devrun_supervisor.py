@@ -1,0 +1,133 @@
+"""Issue 13 item 5: killing the worker's main process stopped ``make run``'s web server and Redis too.
+
+Runs the real launcher (``python -m server.devrun``, SQLite and the embedded Redis on free ports), kills the worker
+and then the web server with SIGKILL, and checks each is started again while the others keep serving; then a
+SIGTERM still stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server import devrun
+from tests.security.support_reliability import REPO, free_port, http, port_open, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _pids(log: Path, name: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"started {name} \(pid (\d+)\)", log.read_text(errors="replace"))]
+
+
+def _child(parent: int, needle: str) -> int | None:
+    """The pid of ``parent``'s child process whose command line holds ``needle`` (read from /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and needle in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+def _health(base: str) -> tuple[int, dict]:
+    try:
+        status, body, _ = http("GET", f"{base}/api/health/", timeout=10)
+    except OSError:
+        return 0, {}
+    return status, body if isinstance(body, dict) else {}
+
+
+def test_a_killed_child_is_restarted_and_the_rest_keeps_serving(tmp_path: Path) -> None:
+    web, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
+    env.update(
+        LVIT_VAR_DIR=str(tmp_path / "var"),
+        PORT=str(web),
+        LVIT_REDIS_PORT=str(redis_port),
+        LVIT_ADMIN_USER="admin",
+        LVIT_ADMIN_PASSWORD="a long test password",
+        LVIT_BOOTSTRAP_MODEL="0",
+        PYTHONUNBUFFERED="1",
+    )
+    base = f"http://127.0.0.1:{web}"
+    log = tmp_path / "devrun.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.devrun"], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(
+            lambda: "is up at" in log.read_text(errors="replace") or proc.poll() is not None,
+            timeout=300,
+            what="make run",
+        )
+        assert proc.poll() is None, log.read_text()[-3000:]
+        worker_pid, web_pid = _child(proc.pid, "celery"), _child(proc.pid, "daphne")
+        assert worker_pid and web_pid
+
+        os.kill(worker_pid, signal.SIGKILL)
+        wait_for(
+            lambda: _child(proc.pid, "celery") not in (None, worker_pid) or proc.poll() is not None,
+            timeout=60,
+            what="the worker to be started again",
+        )
+        assert proc.poll() is None, f"make run stopped:\n{log.read_text()[-2000:]}"
+        assert f"worker (pid {worker_pid}) exited with code -9; restarting" in log.read_text()
+        status, _ = _health(base)  # the web server kept serving meanwhile
+        assert status in (200, 503)
+        assert port_open(redis_port)
+        # The new worker answers: health is all green again (it pings the workers).
+        wait_for(lambda: _health(base)[0] == 200, timeout=180, what="health with the restarted worker")
+
+        os.kill(web_pid, signal.SIGKILL)
+        wait_for(
+            lambda: _child(proc.pid, "daphne") not in (None, web_pid), timeout=60, what="the web server to restart"
+        )
+        wait_for(lambda: _health(base)[0] == 200, timeout=180, what="the restarted web server")
+        status, body, _ = http(
+            "POST", f"{base}/api/auth/token/", json_body={"username": "admin", "password": "a long test password"}
+        )
+        assert status == 200 and body["token"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+    assert code == 0, log.read_text()[-3000:]
+    for port in (web, redis_port):
+        assert not port_open(port), f"port {port} still open after SIGTERM"
+    for pid in _pids(log, "worker") + _pids(log, "web") + _pids(log, "redis"):
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived make run"
+
+
+def test_backoff_doubles_and_resets_after_a_stable_run(tmp_path: Path) -> None:
+    """supervise_once on a real short-lived process: restart delays 1, 2, 4 … capped at 30 s; a process that ran a
+    minute before dying starts again after 1 s. (The clock is passed in; nothing here waits for the delays.)"""
+    devrun._SPAWNED.clear()
+    children = [devrun.spawn("quitter", [sys.executable, "-c", "raise SystemExit(3)"])]
+    delays = []
+    now = 1000.0
+    for _ in range(7):
+        children[0].wait(timeout=30)
+        entry = devrun._SPAWNED[children[0].pid]
+        entry.started_at = now  # it died at once
+        devrun.supervise_once(children, now=now)
+        delays.append(entry.restart_at - now)
+        now = entry.restart_at
+        first = children[0].pid
+        devrun.supervise_once(children, now=now)  # its time came: started again
+        assert children[0].pid != first
+    assert delays == [1, 2, 4, 8, 16, 30, 30]
+    children[0].wait(timeout=30)
+    entry = devrun._SPAWNED[children[0].pid]
+    entry.started_at = now - 120  # this one ran two minutes
+    devrun.supervise_once(children, now=now)
+    assert entry.restart_at - now == 1
+    devrun._SPAWNED.clear()
