@@ -161,12 +161,17 @@ def ml_device(raw: str) -> str:
 
 def secret_key(var: Path) -> str:
     """``SECRET_KEY`` from the environment, else one generated once and kept in a private file."""
-    value = os.environ.get("SECRET_KEY")
+    return private_secret(var, "SECRET_KEY", "secret_key")
+
+
+def private_secret(var: Path, name: str, filename: str) -> str:
+    """The secret ``name`` from the environment, else one generated once and kept in ``var/filename`` (mode 0600)."""
+    value = os.environ.get(name)
     if value:
         if len(value) < 32:
-            raise ConfigError("SECRET_KEY is shorter than 32 characters; use a long random value")
+            raise ConfigError(f"{name} is shorter than 32 characters; use a long random value")
         return value
-    path = var / "secret_key"
+    path = var / filename
     if path.exists():
         return path.read_text().strip()
     key = secrets.token_urlsafe(50)

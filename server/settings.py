@@ -16,6 +16,7 @@ from server.config import (
     pacs_config,
     parse_database_url,
     parse_redis_url,
+    private_secret,
     secret_key,
     storage_config,
     var_dir,
@@ -128,6 +129,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LVIT_MAX_UPLOAD_BYTES", 200 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 LVIT_MAX_UPLOAD_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 LVIT_MAX_IMAGE_PIXELS = env_int("LVIT_MAX_IMAGE_PIXELS", 64 * 1024 * 1024, minimum=1024)
+# Key of the HMAC that derives de-identified DICOM UIDs (server/studio/deid.py); keep it with the database backup:
+# a new key gives the same image new UIDs.
+LVIT_DEID_SECRET = private_secret(VAR_DIR, "LVIT_DEID_SECRET", "deid_secret")
 
 # --- Auth and API ----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
