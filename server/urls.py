@@ -12,3 +12,6 @@ urlpatterns = [
     path("api/", include("server.studio.urls")),
     path("", include("annotator_ui.urls")),
 ]
+
+handler404 = "server.core.errors.not_found_view"
+handler500 = "server.core.errors.server_error_view"

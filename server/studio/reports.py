@@ -68,6 +68,10 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == []
 
 
+MAX_ECHOED = 10
+MAX_ECHOED_NAME = 100
+
+
 def normalize_fields(template: Template, fields: dict) -> dict:
     """Validate and canonicalize field values (choice order for multi, ints for integer); unknown names fail."""
     if not isinstance(fields, dict):
@@ -75,7 +79,14 @@ def normalize_fields(template: Template, fields: dict) -> dict:
     known = {f["name"] for f in template.fields}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise ReportError({name: f"unknown field; this template has {sorted(known)}" for name in unknown})
+        # name at most MAX_ECHOED of them, each cut short: a request with 100,000 keys must not get them all back
+        detail = {
+            str(name)[:MAX_ECHOED_NAME]: f"unknown field; this template has {sorted(known)}"
+            for name in unknown[:MAX_ECHOED]
+        }
+        if len(unknown) > MAX_ECHOED:
+            detail["..."] = f"and {len(unknown) - MAX_ECHOED} more unknown fields"
+        raise ReportError(detail)
     out: dict[str, Any] = {}
     for f in template.fields:
         name, kind = f["name"], f["type"]
