@@ -96,12 +96,14 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _open_pil(data: bytes) -> Image.Image:
+def _open_pil(data: bytes, formats: tuple[str, ...] = tuple(IMAGE_FORMATS)) -> Image.Image:
+    """Open with only the Pillow plugins of ``formats`` (not PSD, SGI, FLI, EPS/Ghostscript, ... that any byte string
+    could otherwise reach), check the size, then decode."""
     Image.MAX_IMAGE_PIXELS = max_pixels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=list(formats))
             _check_pixels(*im.size, getattr(im, "n_frames", 1))
             im.load()
     except ImageError:
@@ -286,7 +288,7 @@ def decode_mask(data: bytes, *, width: int, height: int) -> np.ndarray:
     """A binary ``(H, W)`` bool mask from PNG bytes; any non-zero pixel is foreground."""
     if not data:
         raise ImageError("the mask file is empty", code="invalid_mask")
-    im = _open_pil(data)
+    im = _open_pil(data, formats=("PNG",))
     if im.format != "PNG":
         raise ImageError(f"masks must be PNG, got {im.format}", code="invalid_mask")
     if im.size != (width, height):
@@ -307,7 +309,7 @@ def canonical_mask_png(data: bytes, *, width: int, height: int) -> tuple[bytes, 
     """PNG bytes to store for a mask, and the mask. An 8-bit grey 0/255 PNG is kept byte for byte (so datasets
     round-trip exactly); anything else is re-encoded as one."""
     mask = decode_mask(data, width=width, height=height)
-    im = Image.open(io.BytesIO(data))
+    im = Image.open(io.BytesIO(data), formats=["PNG"])
     if im.mode == "L":
         values = np.unique(np.asarray(im))
         if set(values.tolist()) <= {0, 255}:
@@ -317,7 +319,7 @@ def canonical_mask_png(data: bytes, *, width: int, height: int) -> tuple[bytes, 
 
 def thumbnail_png(data: bytes, *, size: int) -> bytes:
     """A stored (normalized) image scaled down to fit ``size`` x ``size`` pixels, keeping its aspect ratio."""
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         im.save(buf, format="PNG", optimize=False)
@@ -330,7 +332,7 @@ def encode_mask(mask: np.ndarray) -> bytes:
 
 def mask_from_png(data: bytes) -> np.ndarray:
     """Stored mask PNG (already validated) to a bool array."""
-    im = Image.open(io.BytesIO(data))
+    im = Image.open(io.BytesIO(data), formats=["PNG"])
     return np.asarray(im.convert("L")) > 0
 
 
