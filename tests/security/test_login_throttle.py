@@ -8,8 +8,6 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.test import APIClient
 
-from server.core.security import client_ip
-
 PASSWORD = "a correct horse battery"
 LIMIT = 3
 
@@ -85,6 +83,8 @@ def test_session_login_pages_lock_out(victim, path):
 
 
 def test_forwarded_for_counts_only_from_trusted_proxies(settings, rf):
+    from server.core.security import client_ip
+
     settings.LVIT_TRUSTED_PROXIES = []
     direct = rf.get("/", REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_FOR="1.1.1.1")
     assert client_ip(direct) == "203.0.113.5"

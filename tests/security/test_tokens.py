@@ -9,7 +9,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordChangeForm
 from django.utils import timezone
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 PASSWORD = "a correct horse battery"
@@ -81,6 +80,8 @@ def test_saving_a_user_without_a_new_password_keeps_tokens(user):
 
 
 def test_tokens_are_stored_hashed_and_expire(user, settings):
+    from knox.models import AuthToken
+
     token = login()
     row = AuthToken.objects.get(user=user)
     assert token not in row.digest and row.token_key == token[:15]
