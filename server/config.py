@@ -65,6 +65,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def cidr_list(name: str) -> list[str]:
+    """A comma-separated list of addresses or networks (``10.0.0.0/8``), checked now rather than on a request."""
+    import ipaddress
+
+    values = env_list(name, [])
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return values
+
+
 def var_dir() -> Path:
     """Local state (SQLite file, media, secrets, logs): ``$LVIT_VAR_DIR`` or ``var/`` in the repo."""
     path = Path(env_str("LVIT_VAR_DIR", str(BASE_DIR / "var"))).resolve()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from server.config import (
     ConfigError,
+    cidr_list,
     default_redis_url,
     env_bool,
     env_int,
@@ -152,7 +153,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 # Proxies whose X-Forwarded-For is believed (CIDR list; default none: the peer address is the client).
-LVIT_TRUSTED_PROXIES = env_list("LVIT_TRUSTED_PROXIES", [])
+LVIT_TRUSTED_PROXIES = cidr_list("LVIT_TRUSTED_PROXIES")
 # Login lockout (django-axes) on every login path (/login/, /admin/login/, POST /api/auth/token/): after
 # AXES_FAILURE_LIMIT failures from one address, or for one username, further attempts are refused for the cool-off.
 AXES_FAILURE_LIMIT = env_int("LVIT_LOGIN_FAILURE_LIMIT", 10, minimum=1)

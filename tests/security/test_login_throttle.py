@@ -110,3 +110,13 @@ def test_trusted_proxy_lockout_uses_the_forwarded_client(settings, victim):
     assert _token(client, "victim", PASSWORD, addr="10.0.0.2", forwarded="198.51.100.4").status_code == 429
     # another client behind the same proxy is not locked out
     assert _token(client, "victim", PASSWORD, addr="10.0.0.2", forwarded="198.51.100.5").status_code == 200
+
+
+def test_a_bad_trusted_proxy_entry_stops_the_start(monkeypatch):
+    from server.config import ConfigError, cidr_list
+
+    monkeypatch.setenv("LVIT_TRUSTED_PROXIES", "10.0.0.0/8, nginx")
+    with pytest.raises(ConfigError, match="'nginx' is not an IP address"):
+        cidr_list("LVIT_TRUSTED_PROXIES")
+    monkeypatch.setenv("LVIT_TRUSTED_PROXIES", "10.0.0.0/8, ::1")
+    assert cidr_list("LVIT_TRUSTED_PROXIES") == ["10.0.0.0/8", "::1"]
