@@ -167,7 +167,7 @@ def populate(n_cases: int, *, name: str, with_files: bool) -> int:
 
 
 def bench_latency(project_id: int, *, n: int = 200) -> list[tuple[str, float, float]]:
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
     from rest_framework.test import APIClient
 
     from server.studio.models import Case, Project
@@ -187,8 +187,8 @@ def bench_latency(project_id: int, *, n: int = 200) -> list[tuple[str, float, fl
             Case.objects.filter(pk=case.pk).update(assignee=None, assigned_at=None)
         rows.append((f"worklist_next service ({strategy})", statistics.median(times) * 1e3, p95(times) * 1e3))
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=users[0])
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, token = AuthToken.objects.create(user=users[0])
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     base = f"/api/projects/{project_id}"
     queries = {
         "POST worklist/next?strategy=uncertainty": ("post", f"{base}/worklist/next/?strategy=uncertainty"),

@@ -65,6 +65,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def cidr_list(name: str) -> list[str]:
+    """A comma-separated list of addresses or networks (``10.0.0.0/8``), checked now rather than on a request."""
+    import ipaddress
+
+    values = env_list(name, [])
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return values
+
+
 def var_dir() -> Path:
     """Local state (SQLite file, media, secrets, logs): ``$LVIT_VAR_DIR`` or ``var/`` in the repo."""
     path = Path(env_str("LVIT_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -171,12 +184,17 @@ def ml_device(raw: str) -> str:
 
 def secret_key(var: Path) -> str:
     """``SECRET_KEY`` from the environment, else one generated once and kept in a private file."""
-    value = os.environ.get("SECRET_KEY")
+    return private_secret(var, "SECRET_KEY", "secret_key")
+
+
+def private_secret(var: Path, name: str, filename: str) -> str:
+    """The secret ``name`` from the environment, else one generated once and kept in ``var/filename`` (mode 0600)."""
+    value = os.environ.get(name)
     if value:
         if len(value) < 32:
-            raise ConfigError("SECRET_KEY is shorter than 32 characters; use a long random value")
+            raise ConfigError(f"{name} is shorter than 32 characters; use a long random value")
         return value
-    path = var / "secret_key"
+    path = var / filename
     if path.exists():
         return path.read_text().strip()
     key = secrets.token_urlsafe(50)

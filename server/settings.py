@@ -5,8 +5,11 @@ Production differs only by environment values (``deploy/.env.example``); nothing
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from server.config import (
     ConfigError,
+    cidr_list,
     default_redis_url,
     env_bool,
     env_int,
@@ -16,6 +19,7 @@ from server.config import (
     pacs_config,
     parse_database_url,
     parse_redis_url,
+    private_secret,
     secret_key,
     storage_config,
     var_dir,
@@ -36,7 +40,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -56,6 +61,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # last, as django-axes asks: it turns a locked-out login into the lockout answer
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "server.urls"
@@ -131,18 +139,48 @@ LVIT_MAX_IMAGE_PIXELS = env_int("LVIT_MAX_IMAGE_PIXELS", 64 * 1024 * 1024, minim
 # DICOM structure limits checked by a bounded pre-scan before pydicom (which recurses per sequence level) reads a file.
 LVIT_DICOM_MAX_DEPTH = env_int("LVIT_DICOM_MAX_DEPTH", 32, minimum=1)
 LVIT_DICOM_MAX_ELEMENTS = env_int("LVIT_DICOM_MAX_ELEMENTS", 100_000, minimum=1)
+# Key of the HMAC that derives de-identified DICOM UIDs (server/studio/deid.py); keep it with the database backup:
+# a new key gives the same image new UIDs.
+LVIT_DEID_SECRET = private_secret(VAR_DIR, "LVIT_DEID_SECRET", "deid_secret")
 
 # --- Auth and API ----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses a locked-out username/address before the password is checked
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Proxies whose X-Forwarded-For is believed (CIDR list; default none: the peer address is the client).
+LVIT_TRUSTED_PROXIES = cidr_list("LVIT_TRUSTED_PROXIES")
+# Login lockout (django-axes) on every login path (/login/, /admin/login/, POST /api/auth/token/): after
+# AXES_FAILURE_LIMIT failures from one address, or for one username, further attempts are refused for the cool-off.
+AXES_FAILURE_LIMIT = env_int("LVIT_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LVIT_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "server.core.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "server.core.security.lockout_response"
+AXES_VERBOSE = False
+# API tokens (django-rest-knox): stored as SHA-512 digests, one per login, revoked by DELETE /api/auth/token/ and
+# by a password change; they expire after LVIT_TOKEN_TTL_HOURS (0: never).
+_token_ttl_hours = env_int("LVIT_TOKEN_TTL_HOURS", 24 * 30, minimum=0)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=_token_ttl_hours) if _token_ttl_hours else None,
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+}
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -213,6 +251,26 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Content-Security-Policy (django-csp), enforced: the pages load only their own ES modules and stylesheets (the page
+# config is a JSON data block, not a script); LVIT_CSP_REPORT_ONLY=1 sends it as report-only instead.
+_csp = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+if env_bool("LVIT_CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = _csp
+else:
+    CONTENT_SECURITY_POLICY = _csp
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env_bool("LVIT_BEHIND_TLS_PROXY", False):

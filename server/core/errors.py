@@ -113,3 +113,31 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             detail = detail["detail"]
         response.data = {"error": _code_for(exc), "detail": detail}
     return response
+
+
+def _wants_json(request: Any) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found_view(request: Any, exception: Exception | None = None) -> Any:
+    """``handler404``: the JSON error shape under ``/api/`` (an unknown path is a client's typo, not a page)."""
+    if _wants_json(request):
+        from django.http import JsonResponse
+
+        path = request.path if len(request.path) <= 200 else request.path[:200] + "…"
+        return JsonResponse({"error": "not_found", "detail": f"no API endpoint at {path}"}, status=404)
+    from django.views import defaults
+
+    return defaults.page_not_found(request, exception)
+
+
+def server_error_view(request: Any) -> Any:
+    """``handler500``: the JSON error shape under ``/api/``; the traceback goes to the log only."""
+    if _wants_json(request):
+        from django.http import JsonResponse
+
+        detail = "the server failed on this request; the error is logged, try again or tell the administrator"
+        return JsonResponse({"error": "server_error", "detail": detail}, status=500)
+    from django.views import defaults
+
+    return defaults.server_error(request)

@@ -1,6 +1,7 @@
 """``/ws/projects/{id}/``: project events (``events.py``) for the project's members (``server/core/access.py``).
 
-Session-authenticated (``AuthMiddlewareStack`` in ``server/asgi.py``); anyone else is closed with code 4403.
+Session-authenticated (``AuthMiddlewareStack`` in ``server/asgi.py``); anyone else is closed with code 4403,
+also for a project that does not exist (or an id too large to be one).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from server.core.errors import NotFound
 from server.studio.events import project_group
 
 CLOSE_FORBIDDEN = 4403
+MAX_ID = 2**63 - 1  # a larger id in the path names nothing (and would overflow the database's bigint)
 
 
 def _is_member(user: Any, project_id: int) -> bool:
+    if project_id > MAX_ID:
+        return False
     try:
         membership_get(user=user, project_id=project_id)
     except NotFound:

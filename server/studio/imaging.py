@@ -1,9 +1,9 @@
 """Decoding and validating uploads: PNG, JPEG, TIFF, 16-bit PNG and DICOM; masks; zip archives.
 
 Everything here is pure (bytes in, bytes/arrays out, :class:`ImageError` on bad input) so it can be validated before
-anything is written to storage. DICOM files are de-identified (patient identifiers and private tags removed) before
-the original is kept. pydicom (about 1.5 s to import) is imported by the DICOM functions, so a process that never
-sees a DICOM file does not load it.
+anything is written to storage. DICOM files are de-identified (PS3.15 basic profile as an allow-list, see
+``server/studio/deid.py``) before the original is kept. pydicom (about 1.5 s to import) is imported by the DICOM
+functions, so a process that never sees a DICOM file does not load it.
 """
 
 from __future__ import annotations
@@ -37,51 +37,6 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "bone": (400.0, 1800.0),
     "brain": (40.0, 80.0),
 }
-
-# Attributes that identify a patient (DICOM PS3.15 basic profile, the common part) removed before storage.
-DEIDENTIFY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientBirthTime",
-    "PatientSex",
-    "PatientAge",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientMotherBirthName",
-    "OtherPatientIDs",
-    "OtherPatientIDsSequence",
-    "OtherPatientNames",
-    "PatientComments",
-    "EthnicGroup",
-    "MilitaryRank",
-    "MedicalRecordLocator",
-    "IssuerOfPatientID",
-    "PatientInsurancePlanCodeSequence",
-    "ReferringPhysicianName",
-    "ReferringPhysicianAddress",
-    "PerformingPhysicianName",
-    "OperatorsName",
-    "PhysiciansOfRecord",
-    "NameOfPhysiciansReadingStudy",
-    "RequestingPhysician",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "StationName",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "SeriesDate",
-    "AcquisitionDate",
-    "ContentDate",
-    "StudyTime",
-    "SeriesTime",
-    "AcquisitionTime",
-    "ContentTime",
-    "DeviceSerialNumber",
-    "RequestAttributesSequence",
-)
 
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpeg", "TIFF": "tiff", "BMP": "bmp"}
 
@@ -141,12 +96,14 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _open_pil(data: bytes) -> Image.Image:
+def _open_pil(data: bytes, formats: tuple[str, ...] = tuple(IMAGE_FORMATS)) -> Image.Image:
+    """Open with only the Pillow plugins of ``formats`` (not PSD, SGI, FLI, EPS/Ghostscript, ... that any byte string
+    could otherwise reach), check the size, then decode."""
     Image.MAX_IMAGE_PIXELS = max_pixels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=list(formats))
             _check_pixels(*im.size, getattr(im, "n_frames", 1))
             im.load()
     except ImageError:
@@ -208,35 +165,10 @@ def _first(value: Any) -> float | None:
 
 
 def deidentify(ds: Any) -> list[str]:
-    """Remove patient identifiers and private tags in place (also inside sequences); returns removed keywords."""
-    removed: list[str] = []
+    """De-identify in place with the basic profile's allow-list (:mod:`server.studio.deid`)."""
+    from server.studio import deid
 
-    def strip(dataset: Any) -> None:
-        for keyword in DEIDENTIFY_KEYWORDS:
-            if keyword in dataset:
-                delattr(dataset, keyword)
-                removed.append(keyword)
-        dataset.remove_private_tags()
-        for elem in list(dataset):
-            if elem.VR == "SQ":
-                for item in elem.value:
-                    strip(item)
-
-    strip(ds)
-    # Instance UIDs can be traced back to the hospital's records: replace them by UIDs derived from them, so slices
-    # of one series still group together but the originals are not stored.
-    from pydicom.uid import generate_uid
-
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
-        if keyword in ds:
-            setattr(ds, keyword, generate_uid(entropy_srcs=[str(getattr(ds, keyword))]))
-            removed.append(keyword)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "SOPInstanceUID" in ds:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "LViT Studio: basic profile identifiers and private tags removed"
-    return sorted(set(removed))
+    return deid.deidentify(ds)
 
 
 def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
@@ -360,7 +292,7 @@ def decode_mask(data: bytes, *, width: int, height: int) -> np.ndarray:
     """A binary ``(H, W)`` bool mask from PNG bytes; any non-zero pixel is foreground."""
     if not data:
         raise ImageError("the mask file is empty", code="invalid_mask")
-    im = _open_pil(data)
+    im = _open_pil(data, formats=("PNG",))
     if im.format != "PNG":
         raise ImageError(f"masks must be PNG, got {im.format}", code="invalid_mask")
     if im.size != (width, height):
@@ -381,7 +313,7 @@ def canonical_mask_png(data: bytes, *, width: int, height: int) -> tuple[bytes, 
     """PNG bytes to store for a mask, and the mask. An 8-bit grey 0/255 PNG is kept byte for byte (so datasets
     round-trip exactly); anything else is re-encoded as one."""
     mask = decode_mask(data, width=width, height=height)
-    im = Image.open(io.BytesIO(data))
+    im = Image.open(io.BytesIO(data), formats=["PNG"])
     if im.mode == "L":
         values = np.unique(np.asarray(im))
         if set(values.tolist()) <= {0, 255}:
@@ -391,7 +323,7 @@ def canonical_mask_png(data: bytes, *, width: int, height: int) -> tuple[bytes, 
 
 def thumbnail_png(data: bytes, *, size: int) -> bytes:
     """A stored (normalized) image scaled down to fit ``size`` x ``size`` pixels, keeping its aspect ratio."""
-    with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         im.save(buf, format="PNG", optimize=False)
@@ -404,7 +336,7 @@ def encode_mask(mask: np.ndarray) -> bytes:
 
 def mask_from_png(data: bytes) -> np.ndarray:
     """Stored mask PNG (already validated) to a bool array."""
-    im = Image.open(io.BytesIO(data))
+    im = Image.open(io.BytesIO(data), formats=["PNG"])
     return np.asarray(im.convert("L")) > 0
 
 

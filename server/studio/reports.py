@@ -68,6 +68,10 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == []
 
 
+MAX_ECHOED = 10
+MAX_ECHOED_NAME = 100
+
+
 def normalize_fields(template: Template, fields: dict) -> dict:
     """Validate and canonicalize field values (choice order for multi, ints for integer); unknown names fail."""
     if not isinstance(fields, dict):
@@ -75,7 +79,14 @@ def normalize_fields(template: Template, fields: dict) -> dict:
     known = {f["name"] for f in template.fields}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise ReportError({name: f"unknown field; this template has {sorted(known)}" for name in unknown})
+        # name at most MAX_ECHOED of them, each cut short: a request with 100,000 keys must not get them all back
+        detail = {
+            str(name)[:MAX_ECHOED_NAME]: f"unknown field; this template has {sorted(known)}"
+            for name in unknown[:MAX_ECHOED]
+        }
+        if len(unknown) > MAX_ECHOED:
+            detail["..."] = f"and {len(unknown) - MAX_ECHOED} more unknown fields"
+        raise ReportError(detail)
     out: dict[str, Any] = {}
     for f in template.fields:
         name, kind = f["name"], f["type"]
@@ -280,6 +291,18 @@ def report_from_input(template: Template, *, fields: dict | None, text: str | No
     return {}, text
 
 
+def _defused(exc: BaseException | None) -> bool:
+    """Whether defusedxml (which openpyxl uses when installed) refused the XML somewhere in ``exc``'s chain."""
+    from defusedxml import DefusedXmlException
+
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, DefusedXmlException):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
     """``[(Image, Description)]`` rows of a reports table (LViT's ``*_text.csv|xlsx``, or a table of reports sent
     with an upload) in file order, or 400 ``invalid_text_file`` naming the file.
@@ -301,6 +324,12 @@ def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, s
         else:
             rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
     except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
+        if _defused(exc):
+            raise ServiceError(
+                f"cannot read {where}: its XML declares a DTD or entities (refused: XML bombs and external entities "
+                "hide there); save it again from a spreadsheet program",
+                code="invalid_text_file",
+            ) from None
         raise ServiceError(f"cannot read {where}: {exc}", code="invalid_text_file") from None
     if not rows:
         raise ServiceError(f"empty text table: {where}", code="invalid_text_file")

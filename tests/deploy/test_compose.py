@@ -163,7 +163,8 @@ def test_main_compose_has_the_production_process_set() -> None:
 
     web = services["web"]
     assert command_of(web)[0] == "daphne" and "server.asgi:application" in command_of(web)
-    assert "--proxy-headers" in command_of(web)
+    # daphne must not believe X-Forwarded-For from anyone; Django reads it only from the proxy (docs/security.md)
+    assert "--proxy-headers" not in command_of(web) and web["environment"]["LVIT_TRUSTED_PROXIES"]
     assert int(web["deploy"]["replicas"].strip("${}").split(":-")[-1]) >= 2, "several web replicas"
     assert web["healthcheck"]["test"] == ["CMD", "python", "deploy/healthcheck.py"]
     assert "/api/health/" in (DEPLOY / "healthcheck.py").read_text()
@@ -254,6 +255,8 @@ def test_proxy_config_matches_the_app() -> None:
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert "server web:8000" in nginx
     assert "proxy_set_header X-Forwarded-Proto $scheme" in nginx, "Django trusts this header behind the proxy"
+    assert "$proxy_add_x_forwarded_for" not in nginx, "the client's own X-Forwarded-For must be overwritten"
+    assert re.search(r"location /admin/ \{[^}]*deny all;", nginx), "/admin/ is not for the public port"
     assert "Upgrade $http_upgrade" in nginx, "websockets must pass"
     limit = re.search(r"client_max_body_size (\d+)m;", nginx)
     assert limit and int(limit.group(1)) * 1024 * 1024 >= 200 * 1024 * 1024

@@ -97,6 +97,8 @@ class Deployment:
     s3: S3Endpoint
     processes: dict[str, Process] = field(default_factory=dict)
     credentials: tuple[str, str] | None = None  # the administrator the `ops` fixture created
+    staff: tuple[str, str] | None = None  # a staff user for the health details
+    health_token: str = ""
 
     def url(self, path: str, replica: int = 0) -> str:
         return f"{self.base_urls[replica]}{path}"
@@ -166,7 +168,16 @@ def wait_healthy(dep: Deployment, timeout: float) -> dict[str, Any]:
             if process.proc.poll() is not None:
                 raise AssertionError(f"{process.name} exited early:\n{dep.logs()}")
         try:
-            response = requests.get(dep.url("/api/health/"), headers=PROXY_HEADERS, timeout=5)
+            if not getattr(dep, "health_token", None):  # health details (worker names) are for staff only
+                login = requests.post(
+                    dep.url("/api/auth/token/"), json={"username": dep.staff[0], "password": dep.staff[1]},
+                    headers=PROXY_HEADERS, timeout=5,
+                )  # fmt: skip
+                dep.health_token = login.json()["token"]
+            response = requests.get(
+                dep.url("/api/health/"), headers={**PROXY_HEADERS, "Authorization": f"Token {dep.health_token}"},
+                timeout=5,
+            )  # fmt: skip
             body = response.json()
             detail = body["checks"]["workers"]["detail"]
             if response.status_code == 200 and "gpu0@" in detail and "default@" in detail:
@@ -207,6 +218,13 @@ def deployment(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
     )
     try:
         dep.one_shot("migrate", [PYTHON, str(REPO / "manage.py"), "migrate", "--noinput"])
+        dep.staff = ("monitor", "monitor-" + uuid.uuid4().hex)
+        dep.one_shot(
+            "create-monitor",
+            [PYTHON, str(REPO / "manage.py"), "shell", "-c",
+             "from django.contrib.auth import get_user_model; "
+             f"get_user_model().objects.create_user('monitor', password='{dep.staff[1]}', is_staff=True)"],
+        )  # fmt: skip
         for replica, port in enumerate(ports):  # two web replicas, as behind the proxy
             dep.start(
                 "web" if replica == 0 else f"web-{replica + 1}",
@@ -290,7 +308,8 @@ def wait_proposal(
 
 
 def test_health_checks_pass_against_the_running_processes(deployment: Deployment) -> None:
-    body = requests.get(deployment.url("/api/health/"), headers=PROXY_HEADERS, timeout=10).json()
+    headers = {**PROXY_HEADERS, "Authorization": f"Token {deployment.health_token}"}
+    body = requests.get(deployment.url("/api/health/"), headers=headers, timeout=10).json()
     assert body["status"] == "ok"
     assert body["checks"]["database"]["detail"] == "postgresql"
 

@@ -237,8 +237,12 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 def page(browser: Any, web_server: ServerProcess, artifacts: Path) -> Iterator[Any]:
-    """A fresh browser context at 1280x800; console errors are collected (tests assert there are none)."""
-    context = browser.new_context(viewport=VIEWPORT, base_url=web_server.url, accept_downloads=True)
+    """A fresh browser context at 1280x800; console errors are collected (tests assert there are none).
+
+    The context bypasses the Content-Security-Policy because Playwright's ``wait_for_function`` evaluates its string
+    predicate in the page, which the policy's ``script-src 'self'`` refuses; ``test_csp.py`` loads the pages with the
+    policy enforced and fails on any violation."""
+    context = browser.new_context(viewport=VIEWPORT, base_url=web_server.url, accept_downloads=True, bypass_csp=True)
     context.set_default_timeout(20_000)
     pg = context.new_page()
     pg.console_errors = []

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from knox.models import AuthToken
 from PIL import Image
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from server.core.models import Role
@@ -52,8 +52,8 @@ class People:
 
     def client(self, user) -> APIClient:
         client = APIClient()
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        _, token = AuthToken.objects.create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
         return client
 
 

@@ -22,6 +22,14 @@ def api() -> APIClient:
 
 
 @pytest.fixture
+def staff_api(db) -> APIClient:
+    """Health details are for staff; anonymous callers see only ok / not ok (tests/security/test_leaks.py)."""
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user("operator", password="x" * 12, is_staff=True))
+    return client
+
+
+@pytest.fixture
 def ping_worker() -> Iterator[subprocess.Popen]:
     """A real Celery worker on a private queue, so it answers pings without taking anyone's tasks."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -58,8 +66,8 @@ def ping_worker() -> Iterator[subprocess.Popen]:
 
 
 @pytest.mark.django_db
-def test_health_is_green_with_a_live_worker(api: APIClient, ping_worker: subprocess.Popen) -> None:
-    response = api.get("/api/health/")
+def test_health_is_green_with_a_live_worker(staff_api: APIClient, ping_worker: subprocess.Popen) -> None:
+    response = staff_api.get("/api/health/")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
@@ -69,9 +77,9 @@ def test_health_is_green_with_a_live_worker(api: APIClient, ping_worker: subproc
 
 
 @pytest.mark.django_db
-def test_health_reports_503_when_redis_is_unreachable(api: APIClient, settings) -> None:
+def test_health_reports_503_when_redis_is_unreachable(staff_api: APIClient, settings) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    response = api.get("/api/health/")
+    response = staff_api.get("/api/health/")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
@@ -88,9 +96,9 @@ def test_token_round_trip(api: APIClient) -> None:
     )
     assert response.status_code == 200
     token = response.json()["token"]
-    assert len(token) == 40
+    assert len(token) == 64
     again = api.post("/api/auth/token/", {"username": "scripter", "password": "correct horse battery"}, format="json")
-    assert again.json()["token"] == token
+    assert again.json()["token"] != token  # a new login gives a new token (revocation: tests/security)
 
 
 @pytest.mark.django_db

@@ -16,7 +16,7 @@ from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from schemathesis import GenerationConfig
 
 from server.studio.models import JobKind
@@ -52,7 +52,7 @@ def fuzz_env(people):
     mask_create_proposal(case=case, array=probs > 0.5, probabilities=probs, uncertainty=0.1)
     model = model_version_create(project=people.project, checkpoint=b"w", metrics={"dice": 0.1})
     job = project_job_create(kind=JobKind.SCORING, project=people.project)
-    token, _ = Token.objects.get_or_create(user=people.owner)
+    _, token = AuthToken.objects.create(user=people.owner)
     # Like Django's test client: keep the test transaction's connection open across WSGI requests.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
@@ -65,7 +65,7 @@ def fuzz_env(people):
             "job_id": job.pk,
             "user_id": people.collaborator.pk,
         },
-        "headers": {"Authorization": f"Token {token.key}"},
+        "headers": {"Authorization": f"Token {token}"},
     }
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)

@@ -218,18 +218,18 @@ def test_export_streams_asynchronously_under_asgi(people, owner_client, case):
 
     from asgiref.sync import async_to_sync
     from django.test import AsyncClient
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from server.studio.services.masks import mask_accept
     from tests.server.conftest import mask_png
 
     mask_accept(case=case, user=people.owner, png_bytes=mask_png())
-    token, _ = Token.objects.get_or_create(user=people.owner)
+    _, token = AuthToken.objects.create(user=people.owner)
 
     async def fetch() -> tuple[bool, bytes]:
         client = AsyncClient()
         response = await client.get(
-            f"/api/projects/{people.project.pk}/export/?format=lvit", headers={"authorization": f"Token {token.key}"}
+            f"/api/projects/{people.project.pk}/export/?format=lvit", headers={"authorization": f"Token {token}"}
         )
         assert response.status_code == 200
         is_async = hasattr(response.streaming_content, "__aiter__")
