@@ -48,7 +48,7 @@ def test_training_form_and_models_table(page, web_server, worker, artifacts) -> 
     assert page.locator("#train-estimate").inner_text().strip() != ""
     page.get_by_label("Image size").select_option("112")
     page.get_by_label("Epochs").fill("1")
-    page.get_by_label("Mode").select_option("labeled_only")
+    page.get_by_label("Mode", exact=True).select_option("labeled_only")
     shot("01-form")
     page.get_by_role("button", name="Start retraining").click()
     page.locator("#job").wait_for()
@@ -59,7 +59,7 @@ def test_training_form_and_models_table(page, web_server, worker, artifacts) -> 
     assert page.locator("#job-phase").inner_text() == "Finished."
     dice = page.locator("#job-dice").inner_text()
     assert "Best validation Dice (epoch 1, the checkpoint kept)" in dice and "Last epoch's validation Dice (epoch 1)" in dice
-    page.get_by_text(re.compile(r"stays a candidate\. not promoted: .*floor 0\.990")).wait_for()
+    page.get_by_text(re.compile(r"stays a candidate \(not promoted: .*floor 0\.990\)")).wait_for()
 
     row = page.locator('#models-rows tr[data-number="1"]')
     row.wait_for()

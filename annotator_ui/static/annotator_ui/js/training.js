@@ -11,7 +11,7 @@ import { formatDuration } from "./jobs.js";
 
 export const IMG_SIZES = Object.freeze([112, 160, 224, 256, 320]);
 export const MODES = Object.freeze({
-  semi_supervised: "Semi-supervised (accepted + unlabeled cases, EPI pseudo-labels)",
+  semi_supervised: "Semi-supervised (+ unlabeled, EPI)",
   labeled_only: "Accepted cases only",
 });
 

@@ -149,8 +149,8 @@ function renderJob(job) {
   $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
   $("job-phase").textContent = phaseText(job);
   $("job-summary").textContent = summary(job);
-  const dice = diceLabels(progressDice(job));
-  $("job-dice").replaceChildren(...dice.flatMap((d) => [h("dt", {}, d.label), h("dd", { "data-dice": d.key }, fmtNumber(d.value))]));
+  const bestLast = diceLabels(progressDice(job));
+  $("job-dice").replaceChildren(...bestLast.flatMap((d) => [h("dt", {}, d.label), h("dd", { "data-dice": d.key }, fmtNumber(d.value))]));
   const start = $("train-start");
   if (start && !isFinished(job)) start.disabled = true;
   const row = document.querySelector(`#jobs-rows tr[data-job="${job.id}"]`);
@@ -172,8 +172,8 @@ function resultText(job) {
   if (job.status !== "succeeded" || r.number == null) return "";
   const dice = typeof r.metrics?.val_dice === "number" ? ` (val Dice ${r.metrics.val_dice.toFixed(3)})` : "";
   return r.promoted
-    ? `Model v${r.number}${dice} is now active. ${r.reason}.`
-    : `Model v${r.number}${dice} stays a candidate. ${r.reason}. An admin can promote it below.`;
+    ? `Model v${r.number}${dice} is now active (${r.reason}).`
+    : `Model v${r.number}${dice} stays a candidate (${r.reason}). An admin can promote it below.`;
 }
 
 /** A small line chart sized to its box: axes, line, dots, min/max and first/last epoch labels. */
