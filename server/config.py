@@ -52,6 +52,19 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_float(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name}={value} must be in [{minimum}, {maximum}]")
+    return value
+
+
 def setting_int(name: str, default: int, minimum: int) -> int:
     """An integer Django setting when one is set (tests override settings), else the environment variable."""
     value = getattr(settings, name, None)

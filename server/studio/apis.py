@@ -430,6 +430,15 @@ class CaseRejectApi(APIView):
         return Response(s.CaseOut(case).data)
 
 
+class CaseOpenApi(APIView):
+    @extend_schema(request=None, responses={200: s.CaseOpenOut, **ERRORS})
+    def post(self, request, case_id: int):
+        """The editor reports that the caller opened the case; the first open (kept) starts "seconds to accept"."""
+        case = selectors.case_get(user=request.user, case_id=case_id)
+        opened = masks.case_open_record(case=case, user=request.user)
+        return Response(s.CaseOpenOut({"case": case.pk, "opened_at": opened.opened_at}).data)
+
+
 class CaseReleaseApi(APIView):
     @extend_schema(request=None, responses={200: s.CaseOut, **ERRORS})
     def post(self, request, case_id: int):
@@ -556,20 +565,42 @@ class MetricsApi(APIView):
     content_negotiation_class = _NoFormatOverride
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=["json", "csv"], description="default json")],
+        parameters=[
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "csv", "effort-csv"],
+                description="default json; csv: one row per model version; effort-csv: one row per accepted case",
+            )
+        ],
         responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR, **ERRORS},
     )
     def get(self, request, project_id: int):
         project = selectors.project_get(user=request.user, project_id=project_id)
         fmt = _q(request, "format") or "json"
-        rows = exports.metrics_rows(project)
+        if fmt not in ("json", "csv", "effort-csv"):
+            raise ServiceError({"format": f"unknown format {fmt!r}; use json, csv or effort-csv"})
+        if fmt == "effort-csv":
+            response = HttpResponse(
+                exports.effort_csv(selectors.effort_cases(project=project)), content_type="text/csv; charset=utf-8"
+            )
+            response["Content-Disposition"] = 'attachment; filename="effort.csv"'
+            return response
+        effort = selectors.effort_by_model_version(project=project)
+        rows = exports.metrics_rows(project, effort)
         if fmt == "csv":
             response = HttpResponse(exports.metrics_csv(rows), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = 'attachment; filename="metrics.csv"'
             return response
-        if fmt != "json":
-            raise ServiceError({"format": f"unknown format {fmt!r}; use json or csv"})
-        return HttpResponse(json.dumps({"project": project.pk, "models": rows}), content_type="application/json")
+        body = {
+            "project": project.pk,
+            "models": rows,
+            "effort": {
+                "all": selectors.effort_summary(selectors.effort_cases(project=project)),
+                "without_model": effort.get(None),
+            },
+        }
+        return HttpResponse(json.dumps(body), content_type="application/json")
 
 
 # --- Models, jobs, audit -------------------------------------------------------------------------------------------

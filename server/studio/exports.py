@@ -276,9 +276,15 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
         out[prefix] = value
 
 
-def metrics_rows(project: Project) -> list[dict]:
+def metrics_rows(project: Project, effort: dict | None = None) -> list[dict]:
+    """One row per model version: its settings, the validation set it was scored on, its metrics (validation and
+    test), the promotion decision and, from ``effort`` (:func:`selectors.effort_by_model_version`), the annotation
+    effort on the cases whose proposal it made."""
+    from server.studio.serializers import model_settings
+
+    effort = effort or {}
     rows = []
-    for mv in ModelVersion.objects.filter(project=project).order_by("number"):
+    for mv in ModelVersion.objects.filter(project=project).select_related("parent").order_by("number"):
         rows.append(
             {
                 "model_version": mv.number,
@@ -287,6 +293,10 @@ def metrics_rows(project: Project) -> list[dict]:
                 "status": mv.status,
                 "parent": mv.parent.number if mv.parent_id else None,
                 "created_at": mv.created_at.isoformat(),
+                "settings": model_settings(mv),
+                "promoted": (mv.promotion or {}).get("promoted"),
+                "promotion_reason": (mv.promotion or {}).get("reason", ""),
+                "effort": effort.get(mv.pk),
                 "metrics": mv.metrics,
             }
         )
@@ -298,12 +308,40 @@ def metrics_csv(rows: list[dict]) -> str:
     for r in rows:
         out: dict = {}
         _flatten("", r["metrics"], out)
-        flat.append(({k: r[k] for k in r if k != "metrics"}, out))
-    metric_keys = sorted({k for _, m in flat for k in m})
-    base = ["model_version", "id", "name", "status", "parent", "created_at"]
+        _flatten("settings", r["settings"], out)
+        _flatten("effort", r["effort"] or {}, out)
+        flat.append(({k: r[k] for k in r if k not in ("metrics", "settings", "effort")}, out))
+    metric_keys = sorted({k for _, m in flat for k in m}, key=lambda k: (not k.startswith("settings."), k))
+    base = ["model_version", "id", "name", "status", "parent", "created_at", "promoted", "promotion_reason"]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(base + metric_keys)
     for b, m in flat:
         writer.writerow([b[k] if b[k] is not None else "" for k in base] + [m.get(k, "") for k in metric_keys])
+    return buf.getvalue()
+
+
+EFFORT_COLUMNS = [
+    "case",
+    "case_name",
+    "version",
+    "model_version",
+    "proposal_version",
+    "proposal_kind",
+    "dice",
+    "added",
+    "removed",
+    "unchanged",
+    "opened_at",
+    "seconds_to_accept",
+]
+
+
+def effort_csv(rows: list[dict]) -> str:
+    """One row per accepted case: the proposal it started from and what accepting it took."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(EFFORT_COLUMNS)
+    for r in rows:
+        writer.writerow(["" if r.get(k) is None else r.get(k) for k in EFFORT_COLUMNS])
     return buf.getvalue()

@@ -231,6 +231,14 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=16, choices=ModelStatus.choices, default=ModelStatus.CANDIDATE)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    validation_set = models.ForeignKey(
+        "ValidationSet", null=True, blank=True, on_delete=models.PROTECT, related_name="model_versions"
+    )
+    promotion = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="the promotion decision of its round: {promoted, reason, checks, policy}; by hand: {by, at}",
+    )
 
     class Meta:
         ordering = ["project_id", "number"]
@@ -256,6 +264,41 @@ class JobKind(models.TextChoices):
     IMPORT = "import"
 
 
+class ValidationSet(models.Model):
+    """The project's fixed validation cases, frozen by its first training round and versioned: every round scores
+    its candidate (and the active model) on the newest version, so versions are compared on the same cases. A new
+    version is made only when reviewers add (or remove) validation cases."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="validation_sets")
+    version = models.PositiveIntegerField()
+    case_ids = models.JSONField(default=list, help_text="the cases, sorted ids")
+    source = models.CharField(max_length=16, help_text="val: the val split; seeded: a seeded pick of train cases")
+    seed = models.IntegerField(null=True, blank=True, help_text="the pick's seed (source seeded)")
+    added = models.JSONField(default=list, blank=True, help_text="case ids new in this version")
+    removed = models.JSONField(default=list, blank=True, help_text="case ids dropped in this version")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "version"]
+        constraints = [models.UniqueConstraint(fields=["project", "version"], name="validation_set_unique_version")]
+
+
+class CaseOpen(models.Model):
+    """When a member first opened a case in the editor (the start of "seconds to accept")."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="opens")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["case", "user"], name="case_open_unique_user")]
+
+
+def default_promotion_floor() -> float:
+    """``LVIT_PROMOTION_MIN_DICE`` (0.3): the validation Dice an automatically promoted model must reach."""
+    return float(getattr(settings, "LVIT_PROMOTION_MIN_DICE", 0.3))
+
+
 class PromotionPolicy(models.TextChoices):
     AUTO_IF_BETTER = "auto_if_better"
     MANUAL = "manual"
@@ -267,6 +310,9 @@ class TrainingPolicy(models.Model):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="training_policy")
     promotion = models.CharField(max_length=16, choices=PromotionPolicy.choices, default=PromotionPolicy.AUTO_IF_BETTER)
     min_improvement = models.FloatField(default=0.0, help_text="val Dice gain a candidate needs for auto-promotion")
+    min_dice = models.FloatField(
+        default=default_promotion_floor, help_text="validation Dice an automatically promoted model must reach"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

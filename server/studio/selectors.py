@@ -27,6 +27,7 @@ from server.studio.models import (
     SegStoreStatus,
     Split,
     TrainingPolicy,
+    ValidationSet,
 )
 
 CASE_ORDERINGS = {
@@ -219,6 +220,69 @@ def accepted_cases(*, project: Project, split: str) -> list[tuple[Case, MaskVers
     )
     masks = MaskVersion.objects.in_bulk([c.accepted_id for c in cases])
     return [(c, masks[c.accepted_id]) for c in cases]
+
+
+def accepted_pairs(*, project: Project, case_ids: list[int]) -> list[tuple[Case, MaskVersion]]:
+    """The given cases (any split) that are labeled, with their latest accepted mask, in id order."""
+    latest = MaskVersion.objects.filter(case=OuterRef("pk"), kind=MaskKind.ACCEPTED).order_by("-version")
+    cases = (
+        Case.objects.filter(project=project, pk__in=case_ids, state=CaseState.LABELED)
+        .annotate(accepted_id=Subquery(latest.values("pk")[:1]))
+        .filter(accepted_id__isnull=False)
+        .select_related("report")
+        .order_by("pk")
+    )
+    masks = MaskVersion.objects.in_bulk([c.accepted_id for c in cases])
+    return [(c, masks[c.accepted_id]) for c in cases]
+
+
+def effort_cases(*, project: Project) -> list[dict[str, Any]]:
+    """Per accepted case (its latest accepted version that was accepted in the editor): the effort record
+    (``MaskVersion.stats.effort``: proposal version and model version, Dice and added/removed pixels between
+    that proposal and the accepted mask, seconds from first open to accept)."""
+    latest = MaskVersion.objects.filter(case=OuterRef("case_id"), kind=MaskKind.ACCEPTED).order_by("-version")
+    rows = (
+        MaskVersion.objects.filter(case__project=project, kind=MaskKind.ACCEPTED, stats__has_key="effort")
+        .filter(pk=Subquery(latest.values("pk")[:1]))
+        .select_related("case")
+        .order_by("case_id")
+    )
+    return [
+        {"case": m.case_id, "case_name": m.case.name, "mask": m.pk, "version": m.version, **m.stats["effort"]}
+        for m in rows
+    ]
+
+
+def effort_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean proposal-vs-accepted Dice, fraction accepted unchanged, median seconds to accept (and counts)."""
+    with_proposal = [r for r in rows if r.get("proposal_version") is not None]
+    seconds = sorted(r["seconds_to_accept"] for r in rows if r.get("seconds_to_accept") is not None)
+    return {
+        "n_accepted": len(rows),
+        "n_from_proposal": len(with_proposal),
+        "mean_dice": round(float(np.mean([r["dice"] for r in with_proposal])), 4) if with_proposal else None,
+        "fraction_unchanged": round(sum(bool(r["unchanged"]) for r in with_proposal) / len(with_proposal), 4)
+        if with_proposal
+        else None,
+        "mean_added": round(float(np.mean([r["added"] for r in with_proposal])), 1) if with_proposal else None,
+        "mean_removed": round(float(np.mean([r["removed"] for r in with_proposal])), 1) if with_proposal else None,
+        "n_timed": len(seconds),
+        "median_seconds_to_accept": round(float(np.median(seconds)), 1) if seconds else None,
+    }
+
+
+def effort_by_model_version(*, project: Project) -> dict[int | None, dict[str, Any]]:
+    """:func:`effort_summary` per model version whose proposal the annotators started from (``None``: cases
+    accepted without a model's proposal)."""
+    groups: dict[int | None, list[dict[str, Any]]] = {}
+    for row in effort_cases(project=project):
+        groups.setdefault(row.get("model_version"), []).append(row)
+    return {mv: effort_summary(rows) for mv, rows in groups.items()}
+
+
+def validation_set_current(*, project_id: int) -> ValidationSet | None:
+    """The newest version of the project's fixed validation set (``None`` before the first round)."""
+    return ValidationSet.objects.filter(project_id=project_id).order_by("-version").first()
 
 
 def unlabeled_cases(*, project: Project, splits: tuple[str, ...] = (Split.TRAIN, Split.VAL)) -> list[Case]:

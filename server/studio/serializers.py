@@ -259,8 +259,33 @@ class ImportIn(serializers.Serializer):
     archive = serializers.FileField(help_text="zip in the LViT layout (Train_Folder/img, labelcol, *_text.csv|xlsx)")
 
 
+def model_settings(mv: ModelVersion) -> dict:
+    """What a version was trained with: image size, mode, init, epochs asked and run, text length, seed and the
+    validation-set version (older versions: what their config holds)."""
+    config, metrics = mv.config or {}, mv.metrics or {}
+    settings, model, params = config.get("settings") or {}, config.get("model") or {}, config.get("params") or {}
+    vs = metrics.get("validation_set") or {}
+    return {
+        "img_size": settings.get("img_size", model.get("img_size")),
+        "mode": settings.get("mode", params.get("mode", metrics.get("mode"))),
+        "init": settings.get("init", metrics.get("init")),
+        "epochs": settings.get("epochs", params.get("epochs")),
+        "epochs_run": settings.get("epochs_run", metrics.get("epochs_run")),
+        "text_len": settings.get("text_len", model.get("text_len")),
+        "seed": settings.get("seed", params.get("seed")),
+        "validation_set_version": settings.get("validation_set_version", vs.get("version")),
+    }
+
+
 class ModelOut(serializers.ModelSerializer):
     parent = serializers.IntegerField(source="parent.number", default=None, allow_null=True)
+    settings = serializers.SerializerMethodField(help_text="what the version was trained with")
+    validation_set = serializers.JSONField(
+        source="metrics.validation_set", default=None, help_text="{id, version, n, source, seed} it was scored on"
+    )
+
+    def get_settings(self, mv: ModelVersion) -> dict:
+        return model_settings(mv)
 
     class Meta:
         model = ModelVersion
@@ -275,6 +300,9 @@ class ModelOut(serializers.ModelSerializer):
             "training_job",
             "created_at",
             "activated_at",
+            "settings",
+            "validation_set",
+            "promotion",
         ]
 
 
@@ -324,11 +352,15 @@ class TrainingParamsIn(serializers.Serializer):
 class TrainingPolicyIn(serializers.Serializer):
     promotion = serializers.ChoiceField(choices=PromotionPolicy.choices)
     min_improvement = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    min_dice = serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False, help_text="validation Dice floor for automatic promotion"
+    )
 
 
 class TrainingPolicyOut(serializers.Serializer):
     promotion = serializers.CharField()
     min_improvement = serializers.FloatField()
+    min_dice = serializers.FloatField()
 
 
 class TrainingReadinessOut(serializers.Serializer):
@@ -337,6 +369,11 @@ class TrainingReadinessOut(serializers.Serializer):
     needed = serializers.IntegerField()
     missing = serializers.IntegerField()
     has_active_model = serializers.BooleanField()
+
+
+class CaseOpenOut(serializers.Serializer):
+    case = serializers.IntegerField()
+    opened_at = serializers.DateTimeField(help_text="the caller's first open of the case")
 
 
 class AuditOut(serializers.ModelSerializer):

@@ -32,6 +32,7 @@ urlpatterns = [
     path("cases/<int:case_id>/masks/", apis.CaseMaskListApi.as_view(), name="studio-case-masks"),
     path("cases/<int:case_id>/accept/", apis.CaseAcceptApi.as_view(), name="studio-case-accept"),
     path("cases/<int:case_id>/reject/", apis.CaseRejectApi.as_view(), name="studio-case-reject"),
+    path("cases/<int:case_id>/open/", apis.CaseOpenApi.as_view(), name="studio-case-open"),
     path("cases/<int:case_id>/release/", apis.CaseReleaseApi.as_view(), name="studio-case-release"),
     path("masks/<int:mask_id>/png/", apis.MaskPngApi.as_view(), name="studio-mask-png"),
     path("masks/<int:mask_id>/probabilities/", apis.MaskProbabilitiesApi.as_view(), name="studio-mask-probabilities"),

@@ -37,6 +37,7 @@ from server.studio.services.training import (
     training_candidate_store,
     training_params_validate,
 )
+from server.studio.services.validation import validation_set_for_round, validation_set_summary
 from server.workers.runtime import LoadedModel, local_checkpoint, runtime, text_length
 
 logger = logging.getLogger(__name__)
@@ -288,15 +289,6 @@ def _samples(ws: _Workspace, pairs: Sequence[tuple[Case, Any]] | None = None, ca
     return out
 
 
-def _holdout(pairs: list[tuple[Case, Any]]) -> tuple[list, list]:
-    """Without validation cases, hold out every 5th accepted training case (at least one) for validation."""
-    if len(pairs) < 2:
-        return pairs, pairs
-    val = pairs[::5]
-    keep = [p for i, p in enumerate(pairs) if i % 5]
-    return keep, val
-
-
 class _TrainingProgress:
     """``Trainer.on_progress`` -> :func:`job_progress` (step events throttled to one write per second)."""
 
@@ -382,20 +374,37 @@ def _finite(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def _evaluate_checkpoint(checkpoint: Path, val: list, embedder: Any) -> dict[str, Any]:
-    """Dice/IoU of a checkpoint on labeled samples, at the checkpoint's own input size."""
+def _evaluate_checkpoint(checkpoint: Path, samples: list, embedder: Any) -> dict[str, Any]:
+    """Dice/IoU of a checkpoint on labeled samples, at the checkpoint's own input size; with what an empty mask
+    scores on the same samples (``empty_baseline_dice``), how many have a lesion (``n_lesion``) and on how many of
+    those the prediction is empty (``n_empty_on_lesion``)."""
     import torch
+    from torch.utils.data import DataLoader
 
     from ml.data import LViTDataset
+    from ml.metrics import MetricAccumulator
     from ml.predict import load_model
-    from ml.train import evaluate
 
     device = torch.device(settings.ML_DEVICE)
     model, cfg, _ = load_model(checkpoint, map_location=device)
     text = embedder if cfg.uses_text else None
-    dataset = LViTDataset(val, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text)
-    summary = evaluate(model, cfg, dataset, device, batch_size=INFERENCE_BATCH)
-    return {k: (_finite(v) if isinstance(v, float) else v) for k, v in summary.to_dict().items()}
+    dataset = LViTDataset(samples, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text)
+    acc, empty = MetricAccumulator(), MetricAccumulator()
+    n_lesion = n_missed = 0
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=INFERENCE_BATCH, shuffle=False):
+            images = batch["image"].to(device)
+            logits = model(images, batch["text"].to(device)) if cfg.uses_text else model(images)
+            prob = torch.sigmoid(logits.float()).cpu()
+            acc.update(prob, batch["mask"], list(batch["name"]))
+            empty.update(torch.zeros_like(prob), batch["mask"])
+            lesion = (batch["mask"] >= 0.5).flatten(1).any(1)
+            found = (prob >= 0.5).flatten(1).any(1)
+            n_lesion += int(lesion.sum())
+            n_missed += int((lesion & ~found).sum())
+    out = {k: (_finite(v) if isinstance(v, float) else v) for k, v in acc.compute().to_dict().items()}
+    out.update(empty_baseline_dice=_finite(empty.compute().dice), n_lesion=n_lesion, n_empty_on_lesion=n_missed)
+    return out
 
 
 def train(job: Job) -> dict[str, Any]:
@@ -410,12 +419,16 @@ def train(job: Job) -> dict[str, Any]:
     params = training_params_validate(job.params)
     project = job.project
     parent = selectors.model_version_active(project_id=project.pk) if params["init"] == "finetune" else None
-    train_pairs = selectors.accepted_cases(project=project, split=Split.TRAIN)
-    val_pairs = selectors.accepted_cases(project=project, split=Split.VAL)
-    val_source = "val"
-    if not val_pairs:
-        train_pairs, val_pairs = _holdout(train_pairs)
-        val_source = "holdout" if len(train_pairs) > 1 else "train"
+    # The fixed validation set (frozen by the first round, a new version when reviewers added val cases): its
+    # cases are never trained on; test cases are never trained on and are scored for every version.
+    vset = validation_set_for_round(project=project, seed=int(params.get("seed", 0)))
+    held = set(vset.case_ids) if vset is not None else set()
+    train_pairs = [p for p in selectors.accepted_cases(project=project, split=Split.TRAIN) if p[0].pk not in held]
+    if vset is not None:
+        val_pairs, val_source = selectors.accepted_pairs(project=project, case_ids=vset.case_ids), vset.source
+    else:
+        val_pairs, val_source = train_pairs, "train"  # one accepted case: nothing to hold out
+    test_pairs = selectors.accepted_cases(project=project, split=Split.TEST)
     if not train_pairs:
         raise ServiceError("no accepted training cases", code="not_enough_labels")
     semi = params.get("mode") == "semi_supervised"
@@ -427,6 +440,7 @@ def train(job: Job) -> dict[str, Any]:
         ws = _Workspace(tmp_path / "data")
         train_samples = _samples(ws, train_pairs)
         val_samples = _samples(ws, val_pairs)
+        test_samples = _samples(ws, test_pairs)
         unlabeled_samples = _samples(ws, cases=unlabeled)
 
         if parent is not None:
@@ -477,18 +491,33 @@ def train(job: Job) -> dict[str, Any]:
         _progress(job, phase="evaluate")
         best = Path(fit.best_checkpoint)
         metrics = _evaluate_checkpoint(best, val_samples, embedder)
+        test = _evaluate_checkpoint(best, test_samples, embedder) if test_samples else None
         active = selectors.model_version_active(project_id=project.pk)
         baseline = _evaluate_checkpoint(local_checkpoint(active), val_samples, embedder) if active else None
         _progress(job, phase="store")
+        last = fit.history[-1] if fit.history else None
+        vsummary = validation_set_summary(vset)
         metrics = {
             "val": metrics,
             "val_dice": metrics["dice"],
             "val_iou": metrics["iou"],
             "val_source": val_source,
+            "validation_set": vsummary,
             "n_val": len(val_samples),
+            "n_val_lesion": metrics["n_lesion"],
+            "n_val_empty_on_lesion": metrics["n_empty_on_lesion"],
+            "empty_baseline_dice": metrics["empty_baseline_dice"],
+            "test": test,
+            "test_dice": test["dice"] if test else None,
+            "n_test": len(test_samples),
             "n_labeled": len(train_samples),
             "n_unlabeled": len(unlabeled_samples),
             "best_epoch": fit.best_epoch + 1,
+            "val_dice_best": next(
+                (_finite(h["val"]["dice"]) for h in fit.history if h["epoch"] == fit.best_epoch), None
+            ),
+            "val_dice_last": _finite(last["val"]["dice"]) if last else None,
+            "last_epoch": last["epoch"] + 1 if last else None,
             "epochs_run": fit.epochs_run,
             "mode": params.get("mode"),
             "init": "finetune" if parent is not None else "scratch",
@@ -498,8 +527,24 @@ def train(job: Job) -> dict[str, Any]:
                 for h in fit.history
             ],
         }
-        config = {"model": model_cfg.to_dict(), "train": {**cfg.to_dict(), "out_dir": None}, "params": params}
-        mv = training_candidate_store(job=job, checkpoint=best, config=config, metrics=metrics, parent=parent)
+        config = {
+            "model": model_cfg.to_dict(),
+            "train": {**cfg.to_dict(), "out_dir": None},
+            "params": params,
+            "settings": {
+                "img_size": model_cfg.img_size,
+                "mode": params.get("mode"),
+                "init": "finetune" if parent is not None else "scratch",
+                "epochs": epochs,
+                "epochs_run": fit.epochs_run,
+                "text_len": model_cfg.text_len,
+                "seed": cfg.seed,
+                "validation_set_version": vset.version if vset is not None else None,
+            },
+        }
+        mv = training_candidate_store(
+            job=job, checkpoint=best, config=config, metrics=metrics, parent=parent, validation_set=vset
+        )
 
     decision = training_candidate_promote(
         candidate=mv,
@@ -510,7 +555,10 @@ def train(job: Job) -> dict[str, Any]:
     return {
         "model_version": mv.pk,
         "number": mv.number,
-        "metrics": {k: metrics[k] for k in ("val_dice", "val_iou", "val_source", "n_val", "best_epoch")},
+        "metrics": {
+            k: metrics[k]
+            for k in ("val_dice", "val_iou", "val_source", "validation_set", "n_val", "best_epoch", "test_dice")
+        },
         "baseline_dice": baseline["dice"] if baseline else None,
         "promoted": decision["promoted"],
         "promotion": decision["promotion"],
@@ -535,7 +583,8 @@ def _stored_epi(cases: Sequence[Case], size: int, cfg: Any) -> Any:
 
 
 def evaluate(job: Job) -> dict[str, Any]:
-    """Dice/IoU of a version (``params.model_version``, default the active one) on the validation split."""
+    """Dice/IoU of a version (``params.model_version``, default the active one) on the project's fixed validation
+    set (its newest version; the ``val`` split before the first round), or on ``params.split`` when given."""
     mv_id = job.params.get("model_version")
     mv = (
         ModelVersion.objects.get(pk=mv_id, project=job.project)
@@ -544,11 +593,22 @@ def evaluate(job: Job) -> dict[str, Any]:
     )
     if mv is None:
         raise ServiceError("the project has no active model to evaluate", code="no_model")
-    pairs = selectors.accepted_cases(project=job.project, split=job.params.get("split", Split.VAL))
+    split = job.params.get("split")
+    vset = selectors.validation_set_current(project_id=job.project_id) if not split else None
+    if vset is not None:
+        pairs = selectors.accepted_pairs(project=job.project, case_ids=vset.case_ids)
+    else:
+        split = split or Split.VAL
+        pairs = selectors.accepted_cases(project=job.project, split=split)
     if not pairs:
         raise ServiceError("no accepted cases in the validation split", code="no_validation_cases")
     _progress(job, phase="evaluate", total=len(pairs))
     with tempfile.TemporaryDirectory(prefix=f"lvit-job-{job.pk}-") as tmp:
         ws = _Workspace(Path(tmp))
         metrics = _evaluate_checkpoint(local_checkpoint(mv), _samples(ws, pairs), runtime.embedder(text_length(mv)))
-    return {"model_version": mv.pk, "split": job.params.get("split", Split.VAL), "metrics": metrics}
+    return {
+        "model_version": mv.pk,
+        "split": split,
+        "validation_set": validation_set_summary(vset),
+        "metrics": metrics,
+    }

@@ -56,6 +56,7 @@ ENDPOINTS = [
     ("post", "/api/cases/{case}/accept/"),
     ("post", "/api/cases/{case}/reject/"),
     ("post", "/api/cases/{case}/release/"),
+    ("post", "/api/cases/{case}/open/"),
     ("get", "/api/masks/{mask}/png/"),
     ("get", "/api/masks/{mask}/probabilities/"),
     ("post", "/api/models/{model}/activate/"),

@@ -56,7 +56,9 @@ def test_metrics_json_and_csv(people, owner_client):
     ]
     csv_text = owner_client.get(f"/api/projects/{people.project.pk}/metrics/?format=csv").content.decode()
     lines = csv_text.strip().splitlines()
-    assert lines[0] == "model_version,id,name,status,parent,created_at,epochs,val.dice,val.iou"
+    settings = "epochs,epochs_run,img_size,init,mode,seed,text_len,validation_set_version"
+    head = "model_version,id,name,status,parent,created_at,promoted,promotion_reason,"
+    assert lines[0] == head + ",".join(f"settings.{k}" for k in settings.split(",")) + ",epochs,val.dice,val.iou"
     assert lines[1].endswith(",,0.5,0.4") and lines[2].endswith(",3,0.7,")
     assert owner_client.get(f"/api/projects/{people.project.pk}/metrics/?format=xml").status_code == 400
 

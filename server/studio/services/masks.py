@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from server.core.errors import Conflict, ServiceError
 from server.studio import imaging, reports
 from server.studio.events import project_event
-from server.studio.models import Case, CaseState, MaskKind, MaskVersion, ModelVersion, PseudoLabel
+from server.studio.models import Case, CaseOpen, CaseState, MaskKind, MaskVersion, ModelVersion, PseudoLabel
 from server.studio.services.common import audit, delete_files_on_commit, written_files
 from server.studio.services.pacs_jobs import pacs_store_on_accept
 
@@ -69,6 +70,48 @@ def change_stats(*, mask: np.ndarray, reference: np.ndarray | None, reference_ve
     return stats
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def effort_record(*, case: Case, user: Any, mask: np.ndarray, reference: MaskVersion | None, ref: Any) -> dict:
+    """What an acceptance cost the annotator, stored on the accepted version (``stats.effort``): the proposal they
+    started from (version, kind, model version), its Dice with the accepted mask, the pixels added and removed,
+    whether it was accepted unchanged, and the seconds from the user's first open of the case to this accept."""
+    opened = CaseOpen.objects.filter(case=case, user=user).values_list("opened_at", flat=True).first()
+    out: dict[str, Any] = {
+        "proposal_version": None,
+        "opened_at": opened.isoformat() if opened else None,
+        "seconds_to_accept": round((timezone.now() - opened).total_seconds(), 3) if opened else None,
+    }
+    if reference is not None and ref is not None:
+        added, removed = int((mask & ~ref).sum()), int((ref & ~mask).sum())
+        out.update(
+            proposal_version=reference.version,
+            proposal_kind=reference.kind,
+            model_version=reference.model_version_id,
+            dice=round(_dice(mask, ref), 6),
+            added=added,
+            removed=removed,
+            unchanged=added == 0 and removed == 0,
+        )
+    return out
+
+
+def case_open_record(*, case: Case, user: Any) -> CaseOpen:
+    """The first time ``user`` opened ``case`` in the editor (later calls return the same row)."""
+    found = CaseOpen.objects.filter(case=case, user=user).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            return CaseOpen.objects.create(case=case, user=user)
+    except IntegrityError:  # two tabs at once: the other one recorded it
+        return CaseOpen.objects.get(case=case, user=user)
+
+
 def _as_mask_png(case: Case, *, png_bytes: bytes | None, array: np.ndarray | None) -> tuple[bytes, np.ndarray]:
     if (png_bytes is None) == (array is None):
         raise ServiceError("give the mask as PNG bytes or as an array, not both")
@@ -106,13 +149,13 @@ def _create(
     uncertainty: float | None = None,
     janitor: Any,
     extra_stats: dict | None = None,
+    effort: bool = False,
 ) -> MaskVersion:
     reference = None if kind in (MaskKind.PROPOSAL, MaskKind.PSEUDO) else _reference_proposal(case, parent)
-    stats = change_stats(
-        mask=mask,
-        reference=load_mask(reference) if reference is not None else None,
-        reference_version=reference.version if reference is not None else None,
-    )
+    ref = load_mask(reference) if reference is not None else None
+    stats = change_stats(mask=mask, reference=ref, reference_version=reference.version if reference else None)
+    if effort:
+        stats["effort"] = effort_record(case=case, user=author, mask=mask, reference=reference, ref=ref)
     report = case.report
     mv = MaskVersion(
         case=case,
@@ -260,6 +303,7 @@ def mask_save(
                 author=user,
                 janitor=janitor,
                 extra_stats={"accepted_without_report": True} if no_report else None,
+                effort=accept,
             )
             case.head_mask = mv
             case.state = CaseState.LABELED if accept else CaseState.IN_REVIEW

@@ -22,7 +22,7 @@ from server.core.errors import Conflict, ServiceError
 from server.core.models import Role
 from server.jobs.models import Job
 from server.studio.events import project_event
-from server.studio.models import ModelStatus, ModelVersion, Project
+from server.studio.models import ModelStatus, ModelVersion, Project, ValidationSet
 from server.studio.services.common import audit
 from server.studio.services.proposals import promotion_jobs_create
 from server.studio.storage import sha256_file
@@ -38,6 +38,7 @@ def model_version_create(
     parent: ModelVersion | None = None,
     training_job: Job | None = None,
     name: str = "",
+    validation_set: ValidationSet | None = None,
 ) -> ModelVersion:
     """Store a finished checkpoint (a local file, streamed, or bytes), then create the version row (a candidate).
 
@@ -66,6 +67,7 @@ def model_version_create(
         parent=parent,
         training_job=training_job,
         status=ModelStatus.CANDIDATE,
+        validation_set=validation_set,
     )
     if isinstance(checkpoint, bytes | bytearray):
         mv.checkpoint.save("model.pt", ContentFile(bytes(checkpoint)), save=False)
@@ -98,9 +100,14 @@ def model_version_activate(*, model_version: ModelVersion, user: Any = None) -> 
     )
     ModelVersion.objects.filter(project=project, status=ModelStatus.ACTIVE).update(status=ModelStatus.RETIRED)
     mv.status, mv.activated_at = ModelStatus.ACTIVE, timezone.now()
+    if user is not None:  # by hand: kept next to the round's own decision
+        mv.promotion = {
+            **(mv.promotion or {}),
+            "by_hand": {"user": user.get_username(), "at": mv.activated_at.isoformat()},
+        }
     try:
         with transaction.atomic():
-            mv.save(update_fields=["status", "activated_at"])
+            mv.save(update_fields=["status", "activated_at", "promotion"])
     except IntegrityError:
         raise Conflict("another model was activated at the same time; retry", code="concurrent_activation") from None
     audit(project=project, actor=user, action="model.activated", target=mv, number=mv.number, previous=previous)

@@ -22,6 +22,7 @@ export const paths = {
   reject: (caseId) => `/api/cases/${caseId}/reject/`,
   propose: (caseId) => `/cases/${caseId}/propose/`, // annotator_ui view (no REST equivalent yet)
   release: (caseId) => `/api/cases/${caseId}/release/`,
+  caseOpen: (caseId) => `/api/cases/${caseId}/open/`, // first open: the start of "seconds to accept"
   pseudoPng: (caseId) => `/cases/${caseId}/pseudo.png`, // annotator_ui view
   next: (projectId) => `/api/projects/${projectId}/worklist/next/`,
   trainingJobs: (projectId) => `/api/projects/${projectId}/training-jobs/`,

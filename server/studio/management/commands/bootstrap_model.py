@@ -1,8 +1,9 @@
 """``python manage.py bootstrap_model --project <id>``: a first model for a project that has none.
 
 Runs a normal training Job (so it shows in the UI with live progress) on the project's accepted cases,
-promotes the result (policy ``auto_if_better``: the first model always wins) and thereby queues mask
-proposals and EPI pseudo-labels for the unlabeled cases. Idempotent: with an active model, or a training
+promotes the result when it passes the promotion guard (policy ``auto_if_better``: validation Dice at least
+the project's floor, above an empty mask's, lesions found; otherwise it stays a candidate and the reason is printed)
+and thereby queues mask proposals and EPI pseudo-labels for the unlabeled cases. Idempotent: with an active model, or a training
 round already queued or running, it does nothing new. Needs a running worker (``celery -A server worker
 -Q gpu,default``); with ``--wait`` it follows the job and the proposals until they finish.
 """
@@ -78,7 +79,10 @@ class Command(BaseCommand):
             time.sleep(2)
         if job.status != JobStatus.SUCCEEDED:
             raise CommandError(f"training job {job.pk} ended {job.status}: {job.message}")
-        self.stdout.write(f"model version {job.result.get('model_version')} promoted={job.result.get('promoted')}")
+        self.stdout.write(
+            f"model version {job.result.get('model_version')} promoted={job.result.get('promoted')}: "
+            f"{job.result.get('reason', '')}"
+        )
         follow = Job.objects.filter(project=job.project, kind=JobKind.BATCH_PROPOSAL, created_at__gte=job.created_at)
         while time.monotonic() < deadline and follow.exclude(status__in=FINISHED_STATUSES).exists():
             time.sleep(2)

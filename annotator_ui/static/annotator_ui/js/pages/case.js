@@ -585,6 +585,9 @@ function followProject(delay = 1000) {
 renderNav();
 followProject();
 proposal.loadReadiness();
+// The server keeps the first open per user (effort saved: seconds from first open to accept); a failure only
+// leaves that figure empty, so it never blocks the editor.
+api.post(paths.caseOpen(caseId), {}).catch(() => {});
 load().catch((err) => {
   setStatus("");
   showError(err);

@@ -1,10 +1,26 @@
-// Jobs & models page: start retraining (admins), live progress over /ws/jobs/{id}/ with per-epoch loss and
-// Dice curves, model versions with their metrics side by side, promote and roll back.
+// Jobs & models page: start retraining (admins) with image size, epochs and mode and the server's time estimate,
+// live progress over /ws/jobs/{id}/ (phases in words, per-epoch loss and Dice curves, best vs last validation
+// Dice), model versions with their settings, validation set, metrics, promotion decision and effort saved;
+// promote (with a confirmation showing the numbers) and roll back.
 
 import { api, badge, fmtDate, fmtNumber, h, pageConfig, toast } from "../dom.js";
 import { paths } from "../endpoints.js";
 import { watchJob } from "../job_watch.js";
 import { curves, extent, isFinished, linePath, progressFraction, summary } from "../jobs.js";
+import {
+  IMG_SIZES,
+  MODES,
+  confirmText,
+  diceLabels,
+  effortText,
+  estimateText,
+  formDefaults,
+  phaseText,
+  progressDice,
+  promotionText,
+  settingsText,
+  validationSetText,
+} from "../training.js";
 
 const config = pageConfig();
 const projectId = config.project.id;
@@ -13,38 +29,47 @@ const $ = (id) => document.getElementById(id);
 
 let watched = null; // {id, stop} of the training job shown
 
-// --- model versions -------------------------------------------------------------------------------
+// --- model versions -------------------------------------------------------------------------------------
 
-const PREFERRED_METRICS = ["dice", "val_dice", "iou", "val_iou", "hd95", "precision", "recall", "loss", "val_loss"];
+let readiness = null;
 
-function metricColumns(models) {
-  const keys = new Set();
-  for (const m of models) for (const [k, v] of Object.entries(m.metrics ?? {})) if (typeof v === "number") keys.add(k);
-  return [...keys].sort((a, b) => {
-    const ia = PREFERRED_METRICS.indexOf(a);
-    const ib = PREFERRED_METRICS.indexOf(b);
-    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
-  });
+async function loadEffort() {
+  try {
+    const body = await api.get(`${paths.metrics(projectId)}?format=json`);
+    return new Map((body.models ?? []).map((row) => [row.id, row.effort]));
+  } catch {
+    return new Map();
+  }
 }
 
+const COLUMNS = [
+  "Version",
+  "Status",
+  "Settings",
+  "Validation set",
+  "Val Dice (best epoch)",
+  "Last-epoch val Dice",
+  "Test Dice",
+  "Promotion",
+  "Effort saved",
+  "Created",
+];
+
 async function loadModels() {
-  const models = (await api.list(paths.models(projectId))).sort((a, b) => b.number - a.number);
-  const cols = metricColumns(models);
+  const [list, effort] = await Promise.all([api.list(paths.models(projectId)), loadEffort()]);
+  const models = list.sort((a, b) => b.number - a.number);
   const active = models.find((m) => m.status === "active");
   $("models-head").replaceChildren(
     h(
       "tr",
       {},
-      h("th", { scope: "col" }, "Version"),
-      h("th", { scope: "col" }, "Status"),
-      h("th", { scope: "col" }, "Created"),
-      cols.map((c) => h("th", { scope: "col", class: "num" }, c.replaceAll("_", " "))),
+      COLUMNS.map((c) => h("th", { scope: "col", class: c.includes("Dice") ? "num" : "" }, c)),
       isAdmin ? h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")) : null,
     ),
   );
   if (!models.length) {
     $("models-rows").replaceChildren(
-      h("tr", {}, h("td", { colspan: 4 + cols.length, class: "muted" }, "No model versions yet. Accept cases, then start retraining.")),
+      h("tr", {}, h("td", { colspan: COLUMNS.length + 1, class: "muted" }, "No model versions yet. Accept cases, then start retraining.")),
     );
     return;
   }
@@ -55,26 +80,32 @@ async function loadModels() {
         const older = active && m.number < active.number;
         action = h(
           "button",
-          { type: "button", "data-model": m.id, onclick: () => activate(m, older) },
+          { type: "button", "data-model": m.id, onclick: () => activate(m, active, older) },
           older ? "Roll back to this" : "Promote",
         );
       }
+      const [best, last] = [diceLabels(m.metrics).find((d) => d.key === "best"), diceLabels(m.metrics).find((d) => d.key === "last")];
       return h(
         "tr",
         { class: m.status === "active" ? "active-model" : "", "data-number": m.number },
         h("td", {}, h("strong", {}, `v${m.number}`), m.name && m.name !== `v${m.number}` ? ` ${m.name}` : ""),
         h("td", {}, badge(m.status)),
+        h("td", { class: "settings" }, settingsText(m)),
+        h("td", { class: "validation-set" }, validationSetText(m)),
+        h("td", { class: "num", title: best?.label ?? "" }, best ? `${fmtNumber(best.value)}${m.metrics?.best_epoch ? ` (ep ${m.metrics.best_epoch})` : ""}` : "–"),
+        h("td", { class: "num", title: last?.label ?? "" }, last ? fmtNumber(last.value) : "–"),
+        h("td", { class: "num" }, fmtNumber(m.metrics?.test_dice)),
+        h("td", { class: "promotion small" }, promotionText(m)),
+        h("td", { class: "effort small" }, effortText(effort.get(m.id))),
         h("td", {}, fmtDate(m.created_at)),
-        cols.map((c) => h("td", { class: "num" }, fmtNumber(m.metrics?.[c]))),
         isAdmin ? h("td", {}, action) : null,
       );
     }),
   );
 }
 
-async function activate(model, rollback) {
-  const verb = rollback ? "Roll back to" : "Promote";
-  if (!confirm(`${verb} model v${model.number}? New proposals will use it.`)) return;
+async function activate(model, active, rollback) {
+  if (!confirm(confirmText(model, active, { rollback }))) return;
   try {
     await api.post(paths.activate(model.id), {});
     toast(`Model v${model.number} is now active.`);
@@ -116,8 +147,10 @@ function renderJob(job) {
   $("job-bar").style.width = `${pct}%`;
   $("job-progress").setAttribute("aria-valuenow", String(pct));
   $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
-  const waiting = { pending: "Waiting for a GPU worker…", running: "Preparing the data…" }[job.status] ?? "";
-  $("job-summary").textContent = summary(job) || waiting;
+  $("job-phase").textContent = phaseText(job);
+  $("job-summary").textContent = summary(job);
+  const bestLast = diceLabels(progressDice(job));
+  $("job-dice").replaceChildren(...bestLast.flatMap((d) => [h("dt", {}, d.label), h("dd", { "data-dice": d.key }, fmtNumber(d.value))]));
   const start = $("train-start");
   if (start && !isFinished(job)) start.disabled = true;
   const row = document.querySelector(`#jobs-rows tr[data-job="${job.id}"]`);
@@ -139,8 +172,8 @@ function resultText(job) {
   if (job.status !== "succeeded" || r.number == null) return "";
   const dice = typeof r.metrics?.val_dice === "number" ? ` (val Dice ${r.metrics.val_dice.toFixed(3)})` : "";
   return r.promoted
-    ? `Model v${r.number}${dice} is now active: ${r.reason}.`
-    : `Model v${r.number}${dice} stored as a candidate: ${r.reason}. Promote it below if you want it.`;
+    ? `Model v${r.number}${dice} is now active (${r.reason}).`
+    : `Model v${r.number}${dice} stays a candidate (${r.reason}). An admin can promote it below.`;
 }
 
 /** A small line chart sized to its box: axes, line, dots, min/max and first/last epoch labels. */
@@ -211,10 +244,7 @@ $("train-form")?.addEventListener("submit", async (e) => {
   const button = $("train-start");
   button.disabled = true;
   try {
-    const job = await api.post(paths.trainingJobs(projectId), {
-      epochs: Number($("train-epochs").value),
-      mode: $("train-semi").checked ? "semi_supervised" : "labeled_only",
-    });
+    const job = await api.post(paths.trainingJobs(projectId), formValues());
     toast(`Training job #${job.id} started.`);
     watch(job);
     loadJobs();
@@ -235,10 +265,45 @@ $("job-cancel")?.addEventListener("click", async () => {
   }
 });
 
+function formValues() {
+  return {
+    img_size: Number($("train-img-size").value),
+    epochs: Number($("train-epochs").value),
+    mode: $("train-mode").value,
+  };
+}
+
+/** The form's choices (sizes, modes) and the server's defaults, once. */
+function fillForm(r) {
+  const sizeSelect = $("train-img-size");
+  if (!sizeSelect || sizeSelect.options.length) return;
+  const d = formDefaults(r);
+  const sizes = IMG_SIZES.includes(d.img_size) ? IMG_SIZES : [...IMG_SIZES, d.img_size].sort((a, b) => a - b);
+  sizeSelect.replaceChildren(...sizes.map((s) => h("option", { value: s }, `${s} px${s === d.img_size ? " (default)" : ""}`)));
+  sizeSelect.value = String(d.img_size);
+  $("train-mode").replaceChildren(...Object.entries(MODES).map(([v, label]) => h("option", { value: v }, label)));
+  $("train-mode").value = d.mode;
+  $("train-epochs").value = String(d.epochs);
+}
+
+/** The server's time estimate for the form's image size and epochs. */
+function renderEstimate() {
+  const out = $("train-estimate");
+  if (!out) return;
+  out.textContent = readiness?.estimate
+    ? estimateText(readiness.estimate, formValues())
+    : "No time estimate from the server for this project yet.";
+}
+
+for (const id of ["train-img-size", "train-epochs", "train-mode"]) $(id)?.addEventListener("input", renderEstimate);
+
 /** How many accepted cases there are, and how many the first model still needs. */
 async function loadReadiness() {
   try {
     const r = await api.get(paths.readiness(projectId));
+    readiness = r;
+    fillForm(r);
+    renderEstimate();
     const accepted = `${r.accepted} accepted training case${r.accepted === 1 ? "" : "s"}`;
     $("readiness").textContent = r.ready
       ? `${accepted}. Ready to train${r.has_active_model ? " (fine-tunes the active model)" : " the first model"}.`
@@ -246,6 +311,8 @@ async function loadReadiness() {
     const start = $("train-start");
     if (start) start.disabled = !r.ready || watched !== null; // one training round at a time
   } catch {
+    fillForm(null);
+    renderEstimate();
     $("readiness").textContent = "";
   }
 }
