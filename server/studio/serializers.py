@@ -116,6 +116,8 @@ class MaskOut(serializers.ModelSerializer):
             "model_version",
             "report_text",
             "foreground",
+            "is_empty",
+            "prob_max",
             "uncertainty",
             "stats",
             "created_at",
