@@ -4,7 +4,7 @@
 import { api, badge, fmtDate, fmtNumber, h, pageConfig, toast } from "../dom.js";
 import { paths } from "../endpoints.js";
 import { watchJob } from "../job_watch.js";
-import { curves, extent, isFinished, linePath, progressFraction, summary } from "../jobs.js";
+import { curves, extent, isFinished, linePath, progressFraction, summary, waitingText } from "../jobs.js";
 
 const config = pageConfig();
 const projectId = config.project.id;
@@ -116,8 +116,7 @@ function renderJob(job) {
   $("job-bar").style.width = `${pct}%`;
   $("job-progress").setAttribute("aria-valuenow", String(pct));
   $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
-  const waiting = { pending: "Waiting for a GPU worker…", running: "Preparing the data…" }[job.status] ?? "";
-  $("job-summary").textContent = summary(job) || waiting;
+  $("job-summary").textContent = summary(job) || waitingText(job);
   const start = $("train-start");
   if (start && !isFinished(job)) start.disabled = true;
   const row = document.querySelector(`#jobs-rows tr[data-job="${job.id}"]`);
