@@ -190,20 +190,21 @@ def worker_commands(python: str, env: dict[str, str]) -> list[tuple[str, list[st
     """The two worker pools: ``inference`` (+ ``default``: bookkeeping) and ``training``, one process each.
 
     On one machine they share the cores (and a GPU): unless ``LVIT_TORCH_THREADS`` is set, each gets half of the
-    cores, so a training round cannot starve a proposal; on a GPU the inference pool may use 25 % of its memory
+    cores and the training pool runs at CPU priority nice 10, so a training round cannot starve a proposal; on a GPU the inference pool may use 25 % of its memory
     and the training pool 70 % unless ``LVIT_CUDA_MEMORY_FRACTION`` is set (docs/deploy.md, "Two pools on one GPU").
     """
     cores = os.cpu_count() or 1
     pools = [
-        ("inference", "inference,default", max(1, cores // 2), "0.25"),
-        ("training", "training", max(1, cores - cores // 2), "0.7"),
+        ("inference", "inference,default", max(1, cores // 2), "0.25", "0"),
+        ("training", "training", max(1, cores - cores // 2), "0.7", "10"),
     ]
     out = []
-    for name, queues, threads, fraction in pools:
+    for name, queues, threads, fraction, nice in pools:
         worker_env = {
             **env,
             "LVIT_TORCH_THREADS": env.get("LVIT_TORCH_THREADS") or str(threads),
             "LVIT_CUDA_MEMORY_FRACTION": env.get("LVIT_CUDA_MEMORY_FRACTION") or fraction,
+            "LVIT_WORKER_NICE": env.get("LVIT_WORKER_NICE") or nice,
         }
         cmd = [
             python,

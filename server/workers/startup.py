@@ -3,7 +3,8 @@
 - **Budget** (one GPU or one CPU shared by both pools): ``LVIT_TORCH_THREADS`` caps the process's intra-op
   threads (``0``: PyTorch's default, every core) and ``LVIT_CUDA_MEMORY_FRACTION`` caps its share of the GPU's
   memory (``torch.cuda.set_per_process_memory_fraction``; empty: no cap). ``make run`` and ``deploy/`` set both
-  per pool (docs/deploy.md, "Two pools on one GPU").
+  per pool (docs/deploy.md, "Two pools on one GPU"). ``LVIT_WORKER_NICE`` (0-19) lowers the process's CPU priority:
+  ``make run`` gives the training pool 10, so on shared cores the kernel serves a proposal first.
 - **Warm-up** (``LVIT_WORKER_WARM_UP``, on by default; only in a process that consumes the ``inference`` queue):
   import torch and ``ml``, load the text model, load the active models of the ``LVIT_WARM_UP_PROJECTS`` (4)
   projects activated most recently and run one proposal-shaped forward (text + image) through each, so the first
@@ -17,6 +18,7 @@ Hooked to Celery's signals: ``worker_process_init`` in a prefork child (the proc
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -60,6 +62,9 @@ def apply_budget() -> dict[str, Any]:
     import torch
 
     done: dict[str, Any] = {}
+    nice = env_int("LVIT_WORKER_NICE", 0, minimum=0)
+    if nice:
+        done["nice"] = os.nice(min(nice, 19))
     threads = torch_threads()
     if threads:
         torch.set_num_threads(threads)
