@@ -46,9 +46,10 @@ def default_training_params(device: str | None = None) -> dict:
 
 # Seconds of a training round per image and epoch (forward + backward of every case the round touches, incl.
 # validation), when no finished round on that device and size has been measured yet: (reference size, seconds at
-# that size), scaled by (img_size / reference)^2. CPU: calibrated by bench/bench_latency_training.py on 2 cores
-# (docs/results.md); CUDA: an estimate, never measured in this repository.
-DEFAULT_SECONDS_PER_IMAGE_EPOCH: dict[str, tuple[int, float]] = {"cpu": (112, 0.5), "cuda": (224, 0.02)}
+# that size), scaled by (img_size / reference)^2. CPU: the calibration round of bench/bench_latency_training.py
+# (1.38 s at 112 px, one thread = make run's training pool on 2 cores, load average ~12: pessimistic on an idle
+# machine; docs/results.md). CUDA: an estimate (~2 orders of magnitude faster), never measured in this repository.
+DEFAULT_SECONDS_PER_IMAGE_EPOCH: dict[str, tuple[int, float]] = {"cpu": (112, 1.38), "cuda": (224, 0.05)}
 
 
 def default_seconds_per_image_epoch(device: str, img_size: int) -> float:
