@@ -9,6 +9,18 @@ same ``--cache-dir``: with an empty cache (first start after a new model version
 model already there (every later start).
 
     OMP_NUM_THREADS=1 python bench/bench_cold_start.py --threads 1 --engines torch:fp32 auto
+
+``--worker`` measures the real thing instead: a ``celery worker`` process of the inference pool (``-Q inference``,
+solo pool, ``LVIT_TORCH_THREADS=--threads``) against PostgreSQL and Redis, with one project whose active model is
+the checkpoint. Each start is timed from ``Popen``: until the worker logs `` ready.``, until its warm-up is done
+(``LVIT_WORKER_WARM_UP=1``), and until the proposal of an upload stored right after ``ready`` (the first user
+arriving at once) or right after the warm-up (a user arriving later) exists. Starts alternate between warm-up
+off and on, ``--repeats`` each, with the converted-model cache (``LVIT_SERVING_CACHE``) kept between starts as a
+worker's is; rows go to ``bench/results/cold_start_worker.jsonl``. Creates and drops the database
+``lvit_bench_cold``:
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/4 \\
+        python bench/bench_cold_start.py --worker --threads 1 --repeats 2
 """
 
 from __future__ import annotations
@@ -71,6 +83,148 @@ def make_checkpoint(img_size: int) -> Path:
     return path
 
 
+def warm_up_end(log_path: Path) -> float | None:
+    """When the worker's warm-up finished (``started`` + ``total_s`` of its "warm-up done" log line), else None."""
+    import re
+
+    found = re.search(
+        r"warm-up done: .*'started': ([0-9.]+).*'total_s': ([0-9.]+)", log_path.read_text(errors="replace")
+    )
+    return float(found.group(1)) + float(found.group(2)) if found else None
+
+
+def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
+    """``--worker``: time real inference-pool worker starts (see the module docstring)."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from _db import psql
+    from bench_workers import SENTENCE, _db_url, synthetic
+
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith("postgres"):
+        sys.exit("DATABASE_URL must name a PostgreSQL server (the worker process shares the database)")
+    scratch = "lvit_bench_cold"
+    psql(base, f"DROP DATABASE IF EXISTS {scratch}")
+    psql(base, f"CREATE DATABASE {scratch}")
+    tmp = Path(tempfile.mkdtemp(prefix="lvit-bench-cold-"))
+    os.environ.update(
+        DATABASE_URL=_db_url(base, scratch),
+        LVIT_MEDIA_ROOT=str(tmp / "media"),
+        LVIT_CHECKPOINT_CACHE_DIR=str(tmp / "checkpoints"),
+        DJANGO_SETTINGS_MODULE="server.settings",
+        LVIT_CELERY_EAGER="0",
+        ML_DEVICE=os.environ.get("ML_DEVICE", "cpu"),
+    )
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from ml.config import LViTConfig
+    from ml.predict import load_checkpoint
+    from server.celery import app
+    from server.studio.models import MaskKind, MaskVersion, ModelStatus, ModelVersion
+    from server.studio.services.cases import case_create
+    from server.studio.services.projects import project_create
+    from server.studio.services.registry import model_version_create
+
+    user = get_user_model().objects.create_user(username="bench", password="bench-123456789")
+    project = project_create(user=user, name="cold", template="free-text")
+    cfg = LViTConfig.from_dict(load_checkpoint(checkpoint, map_location="cpu")["config"])
+    mv = model_version_create(
+        project=project, checkpoint=checkpoint, config={"model": cfg.to_dict()}, metrics={}, parent=None,
+        training_job=None,
+    )  # fmt: skip
+    ModelVersion.objects.filter(pk=mv.pk).update(status=ModelStatus.ACTIVE)
+    app.control.purge()
+    rows, seed = [], 0
+    run = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    plan = [(0, "at ready")] + [(w, when) for _ in range(args.repeats) for w, when in
+                                ((0, "at ready"), (1, "at ready"), (1, "after warm-up"))]  # fmt: skip
+    try:
+        for i, (warm, when) in enumerate(plan):
+            env = {**os.environ, "LVIT_WORKER_WARM_UP": str(warm), "LVIT_TORCH_THREADS": str(args.threads or 0)}
+            if args.threads:
+                env["OMP_NUM_THREADS"] = str(args.threads)
+            log_path = tmp / f"worker-{i}.log"
+            cmd = [sys.executable, "-m", "celery", "-A", "server", "worker", "-Q", "inference", "--pool=solo",
+                   "-n", f"cold{i}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]  # fmt: skip
+            start = time.time()
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                ready = None
+                while ready is None:
+                    if " ready." in log_path.read_text(errors="replace"):
+                        ready = time.time()
+                    elif proc.poll() is not None or time.time() - start > 1800:
+                        raise RuntimeError(f"worker exited or hung:\n{log_path.read_text(errors='replace')[-3000:]}")
+                    else:
+                        time.sleep(0.05)
+                while when == "after warm-up" and warm_up_end(log_path) is None:
+                    if proc.poll() is not None or time.time() - start > 1800:
+                        raise RuntimeError(f"no warm-up:\n{log_path.read_text(errors='replace')[-3000:]}")
+                    time.sleep(0.05)
+                seed += 1
+                data, _ = synthetic(seed, 512)
+                sent = time.time()
+                # a sentence never seen before: the text feature cache cannot answer it, the text model must
+                case = case_create(
+                    project=project,
+                    user=user,
+                    data=data,
+                    filename=f"c{seed}.png",
+                    split="test",
+                    report_text=f"{SENTENCE} Start {i} of run {run}.",
+                )
+                while not MaskVersion.objects.filter(case=case, kind=MaskKind.PROPOSAL).exists():
+                    if proc.poll() is not None or time.time() - sent > 1800:
+                        raise RuntimeError(f"no proposal:\n{log_path.read_text(errors='replace')[-3000:]}")
+                    time.sleep(0.02)
+                done = time.time()
+                warm_end = warm_up_end(log_path) if warm else None
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+            row = {
+                "run": run,
+                "start": i,
+                "warm_up": bool(warm),
+                "upload": when,
+                "first_start": i == 0,
+                "ready_s": ready - start,
+                "warm_up_done_s": (warm_end - start) if warm_end else None,
+                "first_proposal_latency_s": done - sent,
+                "process_start_to_first_proposal_s": done - start,
+                "load_avg": os.getloadavg()[0],
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        psql(base, f"DROP DATABASE IF EXISTS {scratch}")
+    out = REPO / "bench" / "results" / "cold_start_worker.jsonl"
+    with out.open("a") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    print(f"\ncheckpoint {checkpoint.name}; threads {args.threads or 'default'}; load average "
+          f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")  # fmt: skip
+    print("| start | warm-up | upload sent | process start -> ready s | -> warm-up done s "
+          "| upload -> proposal s | process start -> first proposal s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        label = "first (converts the model)" if r["first_start"] else "later (converted model cached)"
+        warm_done = f"{r['warm_up_done_s']:.1f}" if r["warm_up_done_s"] else "-"
+        print(f"| {label} | {'on' if r['warm_up'] else 'off'} | {r['upload']} | {r['ready_s']:.1f} | {warm_done} "
+              f"| {r['first_proposal_latency_s']:.1f} | {r['process_start_to_first_proposal_s']:.1f} |")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -79,11 +233,15 @@ def main() -> None:
     p.add_argument("--engines", nargs="+", default=["torch:fp32", "auto"], help="backend:precision or auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="warm-cache starts per engine")
+    p.add_argument("--worker", action="store_true", help="time real inference-pool worker starts (see above)")
     args = p.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
     checkpoint = args.checkpoint or make_checkpoint(args.img_size)
+    if args.worker:
+        worker_starts(args, checkpoint)
+        return
     rows = []
     for engine in args.engines:
         cache = OUT / f"cache-{engine.replace(':', '-')}"

@@ -103,7 +103,7 @@ def main() -> int:
     from tests.support.celery_worker import WorkerProcess
 
     app.control.purge()
-    worker = WorkerProcess(os.environ.copy(), tmp, app="server", queues=("gpu", "default"))
+    worker = WorkerProcess(os.environ.copy(), tmp, app="server", queues=("inference", "training", "default"))
     try:
         worker.start(timeout=120)
         assert worker.log_path is not None

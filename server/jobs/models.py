@@ -29,6 +29,8 @@ class Job(models.Model):
     case = models.ForeignKey("studio.Case", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, help_text="what the job does, as its creator names it")
     task_name = models.CharField(max_length=64, help_text="the Celery task that runs the job")
+    queue = models.CharField(max_length=64, blank=True, help_text="the queue (worker pool) its task is routed to")
+    device = models.CharField(max_length=16, blank=True, help_text="device kind of the worker that claimed it")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
     progress = models.JSONField(default=dict, blank=True)
     message = models.TextField(blank=True)
@@ -47,4 +49,5 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["project", "kind", "status"], name="job_project_kind_status"),
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
+            models.Index(fields=["queue", "status"], name="job_queue_status"),
         ]

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from server.jobs.models import Job, JobStatus
+from server.jobs.presence import job_device, job_queue_position
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "heartbeat_at": _iso(job.heartbeat_at),
+        "queue": job.queue,
+        "queue_position": job_queue_position(job),
+        "device": job_device(job),
     }
 
 

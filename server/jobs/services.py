@@ -27,9 +27,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from server.celery import app as celery_app
+from server.celery import queue_for_task
 from server.core.errors import Conflict, ServiceError
 from server.jobs import conf
 from server.jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from server.jobs.presence import device_kind
 from server.jobs.progress import broadcast_job
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ def job_create(
     job = Job.objects.create(
         kind=kind,
         task_name=task_name,
+        queue=queue_for_task(task_name, celery_app),
         project=project,
         case=case,
         params=params,
@@ -120,13 +123,13 @@ def job_claim(*, job_id: int, task_id: str | None = None) -> Job | None:
     """``pending -> running`` for exactly one caller; ``None`` for everyone else (duplicate delivery, cancelled).
 
     ``task_id``: the delivering Celery task's id. A stale delivery of an earlier attempt (the reaper gave
-    the retry a new task id) does not match and exits.
+    the retry a new task id) does not match and exits. The claiming process records its device kind.
     """
     now = timezone.now()
     rows = Job.objects.filter(pk=job_id, status=JobStatus.PENDING)
     if task_id:
         rows = rows.filter(celery_task_id=task_id)
-    if not rows.update(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, message=""):
+    if not rows.update(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, message="", device=device_kind()):
         return None
     job = Job.objects.get(pk=job_id)
     broadcast_job(job)

@@ -191,6 +191,10 @@ class MaskVersion(models.Model):
     report = models.ForeignKey(Report, null=True, blank=True, on_delete=models.SET_NULL, related_name="masks")
     report_text = models.TextField(blank=True)
     foreground = models.PositiveIntegerField(default=0, help_text="number of mask pixels")
+    is_empty = models.BooleanField(default=False, help_text="no mask pixel: for a proposal, the model found no lesion")
+    prob_max = models.FloatField(
+        null=True, blank=True, help_text="highest probability in the model's map (proposals and pseudo-labels)"
+    )
     uncertainty = models.FloatField(null=True, blank=True)
     stats = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -308,13 +308,15 @@ def training_readiness(*, project: Project) -> dict[str, Any]:
     accepted = len(accepted_cases(project=project, split=Split.TRAIN))
     has_model = model_version_active(project_id=project.pk) is not None
     needed = conf.min_accepted_for_training() if not has_model else 1
-    return {
+    readiness = {
         "ready": accepted >= needed,
         "accepted": accepted,
         "needed": needed,
         "missing": max(0, needed - accepted),
         "has_active_model": has_model,
     }
+    readiness.update(training_outlook(project=project))
+    return readiness
 
 
 def training_policy_get(*, project_id: int) -> TrainingPolicy:
@@ -365,3 +367,71 @@ def pacs_cases_to_store(*, project: Project, case_ids: list[int] | None = None) 
     if case_ids is not None:
         qs = qs.filter(pk__in=case_ids)
     return qs.select_related("project").order_by("id")
+
+
+def projects_with_recent_models(*, limit: int) -> list[int]:
+    """Ids of the projects whose active model was activated most recently (a worker warms these up first)."""
+    rows = ModelVersion.objects.filter(status=ModelStatus.ACTIVE).order_by("-activated_at", "-pk")
+    return list(rows.values_list("project_id", flat=True)[:limit])
+
+
+def training_outlook(*, project: Project, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a round started now would run with and how long it would take (part of the training-readiness answer):
+    ``defaults`` (``img_size``, ``epochs``, ``device``: they follow the training pool's device) and ``estimate``.
+
+    ``estimate.seconds`` = seconds per image-epoch x ``images`` x ``epochs``, where ``images`` counts every case the
+    round touches each epoch (accepted train + val cases, and unlabeled train cases in semi-supervised mode). The
+    rate is the median of the last 5 finished rounds measured on the same device kind and input size
+    (``basis: "measured"``), else the stated default (``basis: "default"``, ``server/studio/conf.py``). A
+    fine-tuning round keeps the active model's input size.
+    """
+    device = conf.training_device()
+    defaults = conf.default_training_params(device)
+    params = {**defaults, **{k: v for k, v in (params or {}).items() if v is not None}}
+    active = model_version_active(project_id=project.pk)
+    img_size = int(params["img_size"])
+    if active is not None and params.get("init", "finetune") == "finetune":
+        img_size = int((active.config.get("model") or {}).get("img_size") or img_size)
+    epochs = int(params["epochs"])
+    images = len(accepted_cases(project=project, split=Split.TRAIN)) + len(
+        accepted_cases(project=project, split=Split.VAL)
+    )
+    if params.get("mode") == "semi_supervised":
+        images += len(unlabeled_cases(project=project, splits=(Split.TRAIN,)))
+    measured = training_throughput(device=device, img_size=img_size)
+    rate = measured if measured is not None else conf.default_seconds_per_image_epoch(device, img_size)
+    return {
+        "defaults": {"img_size": int(defaults["img_size"]), "epochs": int(defaults["epochs"]), "device": device},
+        "estimate": {
+            "seconds": round(rate * images * epochs, 1),
+            "seconds_per_image_epoch": round(rate, 4),
+            "device": device,
+            "img_size": img_size,
+            "images": images,
+            "epochs": epochs,
+            "basis": "measured" if measured is not None else "default",
+        },
+    }
+
+
+def training_throughput(*, device: str, img_size: int, last: int = 5) -> float | None:
+    """Median seconds per image-epoch of the last ``last`` finished training rounds on ``device`` at ``img_size``
+    (any project: it is a property of the hardware); ``None`` when none was measured."""
+    from server.jobs.models import Job, JobStatus
+    from server.studio.models import JobKind
+
+    rows = (
+        Job.objects.filter(
+            kind=JobKind.TRAINING,
+            status=JobStatus.SUCCEEDED,
+            result__throughput__device=device,
+            result__throughput__img_size=img_size,
+        )
+        .order_by("-finished_at")
+        .values_list("result", flat=True)[:last]
+    )
+    rates = sorted(float(r["throughput"]["seconds_per_image_epoch"]) for r in rows)
+    if not rates:
+        return None
+    mid = len(rates) // 2
+    return rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2

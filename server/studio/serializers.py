@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from server.core.models import Membership, Role
 from server.jobs.models import Job
+from server.jobs.presence import job_device, job_queue_position
 from server.studio import conf
 from server.studio.models import (
     AuditEvent,
@@ -115,6 +116,8 @@ class MaskOut(serializers.ModelSerializer):
             "model_version",
             "report_text",
             "foreground",
+            "is_empty",
+            "prob_max",
             "uncertainty",
             "stats",
             "created_at",
@@ -307,6 +310,21 @@ class ModelOut(serializers.ModelSerializer):
 
 
 class JobOut(serializers.ModelSerializer):
+    queue_position = serializers.SerializerMethodField(
+        help_text="pending: 1 + the pending jobs of its queue ahead of it; null otherwise"
+    )
+    device = serializers.SerializerMethodField(
+        help_text="device kind that ran it, or (pending) that the live workers of its queue have; null: none alive"
+    )
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_queue_position(self, obj: Job) -> int | None:
+        return job_queue_position(obj)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_device(self, obj: Job) -> str | None:
+        return job_device(obj)
+
     class Meta:
         model = Job
         fields = [
@@ -323,6 +341,9 @@ class JobOut(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "heartbeat_at",
+            "queue",
+            "queue_position",
+            "device",
         ]
 
 

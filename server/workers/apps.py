@@ -11,4 +11,4 @@ class WorkersConfig(AppConfig):
     def ready(self) -> None:
         # Register the Celery tasks in every process, the web process included: the job engine sends tasks by
         # name, and with CELERY_TASK_ALWAYS_EAGER a registered task runs in the sending process.
-        from server.workers import tasks  # noqa: F401
+        from server.workers import startup, tasks  # noqa: F401  (startup: the worker's budget and warm-up)

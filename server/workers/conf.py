@@ -18,3 +18,13 @@ def checkpoint_cache_dir() -> Path:
     path = Path(raw)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def serving_cache_dir() -> Path:
+    """Where converted inference models (OpenVINO IR, ONNX) are kept across worker restarts, keyed by weights
+    hash: ``LVIT_SERVING_CACHE``, else ``serving/`` in the checkpoint cache. Without it every worker start converts
+    the active model again (tens of seconds on CPU; docs/results.md, "Worker cold start")."""
+    raw = env_str("LVIT_SERVING_CACHE", "") or str(checkpoint_cache_dir() / "serving")
+    path = Path(raw)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -25,6 +25,7 @@ from PIL import Image
 
 from server.core.errors import ServiceError
 from server.jobs.models import Job
+from server.jobs.presence import device_kind
 from server.jobs.progress import job_progress
 from server.jobs.selectors import job_still_running
 from server.jobs.services import JobCancelled
@@ -481,7 +482,9 @@ def train(job: Job) -> dict[str, Any]:
         if parent_ckpt is not None:
             trainer.model.load_state_dict(parent_ckpt["model"])  # fine-tune from the active version
             del parent_ckpt
+        fit_started = time.perf_counter()
         fit = trainer.fit()
+        fit_seconds = time.perf_counter() - fit_started
         if fit.stopped == "cancelled" or tracker.stopped:
             raise JobCancelled(job.pk)
         if fit.best_checkpoint is None:
@@ -564,6 +567,26 @@ def train(job: Job) -> dict[str, Any]:
         "promotion": decision["promotion"],
         "reason": decision["reason"],
         "stopped": fit.stopped,
+        "throughput": _throughput(
+            fit_seconds,
+            fit.epochs_run,
+            len(train_samples) + len(val_samples) + len(unlabeled_samples),
+            model_cfg.img_size,
+        ),
+    }
+
+
+def _throughput(seconds: float, epochs: int, images: int, img_size: int) -> dict[str, Any]:
+    """The round's measured speed, which later rounds' estimates use (``selectors.training_throughput``): seconds
+    of ``Trainer.fit`` per image and epoch, over every case it touched each epoch (train, val, unlabeled)."""
+    per = seconds / max(1, epochs * images)
+    return {
+        "seconds_per_image_epoch": round(per, 4),
+        "seconds": round(seconds, 1),
+        "epochs": epochs,
+        "images": images,
+        "img_size": img_size,
+        "device": device_kind(),
     }
 
 

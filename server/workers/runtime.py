@@ -47,7 +47,9 @@ class LoadedModel:
 
         self.model_version_id = model_version.pk
         self.number = model_version.number
-        self.predictor = Predictor.from_checkpoint(checkpoint, device=settings.ML_DEVICE)
+        self.predictor = Predictor.from_checkpoint(
+            checkpoint, device=settings.ML_DEVICE, cache_dir=conf.serving_cache_dir()
+        )
         self.config = self.predictor.cfg
         self.embedder = embedder
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from server.jobs.runner import run_job
-from server.studio.services.lvit import lvit_import_run
-from server.studio.services.pacs import seg_store_job
 from server.workers import pipeline
 
 
@@ -46,10 +44,17 @@ def evaluate(self: Task, job_id: int) -> str:
 
 @shared_task(bind=True, name="default.pacs_store")
 def pacs_store(self: Task, job_id: int) -> str:
-    """Accepted masks to the PACS as DICOM SEG (on accept, or in bulk); network work, so the default queue."""
+    """Accepted masks to the PACS as DICOM SEG (on accept, or in bulk); network work, so the default queue.
+
+    highdicom and the PACS client are imported here, not at module load: they cost a worker ~2 s at start
+    (``python -X importtime``), and the inference pool never stores a SEG."""
+    from server.studio.services.pacs import seg_store_job
+
     return run_job(job_id=job_id, task_id=self.request.id, work=seg_store_job)
 
 
 @shared_task(bind=True, name="default.import_dataset")
 def import_dataset(self: Task, job_id: int) -> str:
+    from server.studio.services.lvit import lvit_import_run
+
     return run_job(job_id=job_id, task_id=self.request.id, work=lvit_import_run)

@@ -124,14 +124,16 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
             assert source in declared, f"{name} mounts undeclared volume {source}"
 
 
-def test_gpu_workers_get_one_nvidia_gpu_each_and_take_one_task_at_a_time(compose: dict[str, Any]) -> None:
-    gpu_workers = {n: s for n, s in compose["services"].items() if celery_queue(s) == "gpu"}
-    assert gpu_workers, "no worker consumes the gpu queue"
-    device_ids: list[str] = []
+def test_gpu_workers_pin_one_gpu_per_process_and_share_it_within_a_memory_budget(compose: dict[str, Any]) -> None:
+    """Each GPU runs one process of each pool (inference, training), one task at a time; the pools' memory caps
+    on one GPU add up to at most the whole GPU."""
+    gpu_workers = {n: s for n, s in compose["services"].items() if celery_queue(s) in ("inference", "training")}
+    assert {celery_queue(s) for s in gpu_workers.values()} == {"inference", "training"}, "both pools"
     hostnames: list[str] = []
+    budget: dict[tuple[str, str], float] = {}
     for name, service in gpu_workers.items():
         command = command_of(service)
-        assert "--concurrency=1" in command, f"{name}: one process per GPU"
+        assert "--concurrency=1" in command, f"{name}: one process per GPU and pool"
         assert "--prefetch-multiplier=1" in command, name
         hostnames += [p for p in command if p.startswith("--hostname=")]
         assert service["environment"]["ML_DEVICE"] == "cuda", name
@@ -141,10 +143,15 @@ def test_gpu_workers_get_one_nvidia_gpu_each_and_take_one_task_at_a_time(compose
         assert device["driver"] == "nvidia", name
         assert "gpu" in device["capabilities"], name
         assert len(device["device_ids"]) == 1, f"{name}: one GPU per worker process"
-        device_ids += device["device_ids"]
+        key = (device["device_ids"][0], celery_queue(service))
+        assert key not in budget, f"two {key[1]} workers share GPU {key[0]}"
+        fraction = str(service["environment"]["LVIT_CUDA_MEMORY_FRACTION"])
+        budget[key] = float(fraction.strip("${}").split(":-")[-1])
         assert service.get("shm_size"), f"{name}: DataLoader workers need a larger /dev/shm"
-        assert "gpu" in service["healthcheck"]["test"][-1] and "inspect ping" in service["healthcheck"]["test"][-1]
-    assert len(set(device_ids)) == len(device_ids), f"two workers share a GPU: {device_ids}"
+        test = service["healthcheck"]["test"][-1]
+        assert f"{celery_queue(service)}" in test and "inspect ping" in test, name
+    for gpu in {g for g, _ in budget}:
+        assert sum(v for (g, _), v in budget.items() if g == gpu) <= 1.0, f"GPU {gpu} is over-committed"
     assert len(set(hostnames)) == len(hostnames), f"worker node names collide: {hostnames}"
 
 
@@ -171,7 +178,7 @@ def test_main_compose_has_the_production_process_set() -> None:
     assert "ports" not in web, "web is reached only through the proxy"
 
     queues = {celery_queue(s) for s in services.values()} - {None}
-    assert queues == {"gpu", "default"}
+    assert queues == {"inference", "training", "default"}
     for name, service in services.items():
         if celery_queue(service) or name == "web":
             depends = service["depends_on"]
@@ -289,18 +296,20 @@ def test_docker_compose_config_accepts_the_files(name: str, tmp_path: Path) -> N
     assert set(resolved["services"]) == set(load_compose(name)["services"])
 
 
-def test_systemd_gpu_worker_unit_pins_one_gpu_per_instance() -> None:
+@pytest.mark.parametrize("pool", ["inference", "training"])
+def test_systemd_worker_units_pin_one_gpu_per_instance(pool: str) -> None:
     import configparser
 
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # keys are case-sensitive
-    text = (DEPLOY / "systemd" / "lvit-gpu-worker@.service").read_text().replace("\\\n", " ")
+    text = (DEPLOY / "systemd" / f"lvit-{pool}-worker@.service").read_text().replace("\\\n", " ")
     unit.read_string(text)
     service = unit["Service"]
     # configparser keeps only the last of repeated keys; read every Environment= line instead.
     environment = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("Environment=")]
     assert "CUDA_VISIBLE_DEVICES=%i" in environment and "ML_DEVICE=cuda" in environment
+    assert any(e.startswith("LVIT_CUDA_MEMORY_FRACTION=") for e in environment)
     command = service["ExecStart"].split()
-    for flag in ("--queues=gpu", "--concurrency=1", "--prefetch-multiplier=1", "--hostname=gpu%i@%%h"):
+    for flag in (f"--queues={pool}", "--concurrency=1", "--prefetch-multiplier=1", f"--hostname={pool}%i@%%h"):
         assert flag in command, flag
     assert service["User"] != "root"

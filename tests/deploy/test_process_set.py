@@ -2,7 +2,7 @@
 
 What runs, as in ``deploy/compose.yaml`` but without containers:
 
-- the ``migrate`` one-shot, then daphne (the web), a Celery worker on queue ``gpu`` and one on queue ``default``,
+- the ``migrate`` one-shot, then daphne (the web), a Celery worker per queue (``inference``, ``training``, ``default``),
   each with its own working directory and its own local state folder (``LVIT_VAR_DIR``);
 - real PostgreSQL (a scratch database, dropped afterwards) and real Redis (a dedicated database number);
 - files through Django's storage API to a real S3 endpoint (moto's server), so no two processes share a local path;
@@ -180,7 +180,7 @@ def wait_healthy(dep: Deployment, timeout: float) -> dict[str, Any]:
             )  # fmt: skip
             body = response.json()
             detail = body["checks"]["workers"]["detail"]
-            if response.status_code == 200 and "gpu0@" in detail and "default@" in detail:
+            if response.status_code == 200 and all(f"{n}@" in detail for n in ("inference0", "training0", "default")):
                 return body
         except (requests.RequestException, ValueError, KeyError):
             pass
@@ -205,7 +205,7 @@ def deployment(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
         {
             "DATABASE_URL": f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{db_name}",
             "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-            "ML_DEVICE": "cpu",  # the `gpu` queue's worker runs on CPU here; on a GPU host it is `cuda`
+            "ML_DEVICE": "cpu",  # the pools' workers run on CPU here; on a GPU host they are `cuda`
             "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
             "LVIT_JOB_HEARTBEAT_S": "2",
@@ -231,7 +231,7 @@ def deployment(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory
                 [PYTHON, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), "--proxy-headers",
                  "server.asgi:application"],
             )  # fmt: skip
-        for queue, node in (("gpu", "gpu0"), ("default", "default")):
+        for queue, node in (("inference", "inference0"), ("training", "training0"), ("default", "default")):
             dep.start(
                 f"worker-{queue}",
                 [PYTHON, "-m", "celery", "--app=server", "worker", f"--queues={queue}", f"--hostname={node}@%h",
@@ -326,7 +326,7 @@ def test_health_checks_pass_against_the_running_processes(deployment: Deployment
 
     # The workers' health check: each node answers `celery inspect ping` by its own name.
     host = socket.gethostname()
-    for node in ("gpu0", "default"):
+    for node in ("inference0", "training0", "default"):
         ping = subprocess.run(
             [PYTHON, "-m", "celery", "--app=server", "inspect", "ping", "--destination", f"{node}@{host}",
              "--timeout", "10"],
@@ -397,9 +397,10 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment,
     mask = Image.open(io.BytesIO(png.content))
     assert mask.size == size, "the proposal is at the scan's own resolution"
 
-    # The proposal ran on the gpu-queue worker; the default-queue worker never saw it.
+    # The proposal ran on the inference pool's worker; the training and default workers never saw it.
     # (the start-up banner lists every registered task; "Task <name>[<id>] received" is a delivery)
-    assert "Task gpu.propose_mask[" in dep.processes["worker-gpu"].tail(200_000)
+    assert "Task gpu.propose_mask[" in dep.processes["worker-inference"].tail(200_000)
+    assert "Task gpu.propose_mask[" not in dep.processes["worker-training"].tail(200_000)
     assert "Task gpu.propose_mask[" not in dep.processes["worker-default"].tail(200_000)
 
     accepted = client.post(dep.url(f"/api/cases/{case_id}/accept/", replica=1), json={}, timeout=30)
@@ -431,10 +432,10 @@ def test_upload_proposal_and_export_through_the_http_api(deployment: Deployment,
     web_rss = rss_mib(dep.processes["web"].proc.pid)
     print(f"web (daphne) resident memory after upload, proposal and export: {web_rss:.0f} MiB")
     assert web_rss < 1024
-    gpu_pid = dep.processes["worker-gpu"].proc.pid
+    gpu_pid = dep.processes["worker-inference"].proc.pid
     children = Path(f"/proc/{gpu_pid}/task/{gpu_pid}/children").read_text().split()
     worker_rss = rss_mib(gpu_pid) + sum(rss_mib(int(c)) for c in children)
-    print(f"gpu-queue worker (main + pool process, LViT-T loaded, on CPU): {worker_rss:.0f} MiB")
+    print(f"inference worker (main + pool process, LViT-T loaded, on CPU): {worker_rss:.0f} MiB")
 
     # Every file is in the bucket, none on a process's local disk.
     keys = bucket_keys(dep)
@@ -524,7 +525,7 @@ def test_nginx_proxy_terminates_tls_serves_static_and_balances_the_replicas(
 ) -> None:
     """deploy/nginx.conf itself (distribution nginx here, nginx:1.27 in the image) in front of the two replicas:
     TLS, static files, round robin, a browser sign-in (CSRF and secure cookies behind the proxy), and the project
-    websocket through the proxy receiving the event the gpu worker publishes through Redis."""
+    websocket through the proxy receiving the event the inference worker publishes through Redis."""
     import shutil
 
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -594,7 +595,7 @@ def test_nginx_proxy_terminates_tls_serves_static_and_balances_the_replicas(
         session_cookie = next(c for c in client.cookies if c.name == "sessionid")
         assert session_cookie.secure, "the session cookie must be Secure"
 
-        # The project websocket through the proxy (upgrade passed on), then a proposal made by the gpu worker
+        # The project websocket through the proxy (upgrade passed on), then a proposal made by the inference worker
         # arrives on it through the Redis channel layer, whichever replica holds the socket.
         project_id = create_project(dep, ops, "websocket check")
         socket_ = WebSocket.connect(

@@ -3,7 +3,7 @@
 The e2e stack is self-contained and lives for one test module: its own media folder, its own Redis database
 (broker and channel layer, so no other worker sharing the Redis server takes its tasks),
 ``daphne server.asgi:application`` on a free port and, for modules that ask for it, one Celery worker
-(``celery -A server worker -Q gpu,default --pool=solo``). Both processes use the pytest-django test database; tests are
+(``celery -A server worker -Q inference,training,default --pool=solo``). Both processes use the pytest-django test database; tests are
 ``transaction=True`` so everyone sees committed rows. Screenshots land in ``test-artifacts/e2e/<test>/``.
 """
 
@@ -168,7 +168,7 @@ def _control(stack: Stack) -> Any:
 
 @pytest.fixture(scope="module")
 def e2e_worker(stack: Stack) -> Iterator[WorkerProcess]:
-    """One Celery worker (queues gpu, default) on the e2e broker and media folder, for this module."""
+    """One Celery worker (all three queues) on the e2e broker and media folder, for this module."""
     control = _control(stack)
     control.control.purge()  # messages left by an interrupted run
     worker = WorkerProcess(stack.env, stack.base, node_name=lambda n: f"e2e-{os.getpid()}-{n}@%h")

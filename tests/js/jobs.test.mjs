@@ -62,3 +62,28 @@ describe("jobs", () => {
     assert.equal(linePath([[1, 5]], { width: 10, height: 10, pad: 0 }), "M5.0,5.0", "a single point sits mid-box");
   });
 });
+
+describe("waitingText", async () => {
+  const { waitingText } = await import("../../annotator_ui/static/annotator_ui/js/jobs.js");
+
+  it("names the queue position and the device of a pending job", () => {
+    const job = { status: "pending", queue: "training", queue_position: 2, device: "cpu" };
+    assert.equal(waitingText(job), "Queued: 2nd in the training queue, to run on a CPU worker…");
+    assert.equal(
+      waitingText({ ...job, queue_position: 1, device: "cuda" }),
+      "Queued: next in the training queue, to run on a GPU worker…",
+    );
+    assert.equal(waitingText({ ...job, queue_position: 13 }), "Queued: 13th in the training queue, to run on a CPU worker…");
+  });
+
+  it("says when no worker of the queue is running", () => {
+    const job = { status: "pending", queue: "lvit-test-1.inference", queue_position: 1, device: null };
+    assert.equal(waitingText(job), "Queued: next in the inference queue. No inference worker is running; start one to run this job.");
+  });
+
+  it("names the device once claimed and says nothing when finished", () => {
+    assert.equal(waitingText({ status: "running", device: "cuda" }), "Starting on the GPU: preparing the data…");
+    assert.equal(waitingText({ status: "running" }), "Preparing the data…");
+    assert.equal(waitingText({ status: "succeeded", device: "cpu" }), "");
+  });
+});

@@ -116,3 +116,13 @@ def test_pickles_for_dataloader_workers(embedder: TextEmbedder) -> None:
     assert clone._model is None  # the text model is not shipped to workers
     np.testing.assert_array_equal(clone.embed("Lower left lung."), want)  # served from the copied cache
     assert clone.model_calls == embedder.model_calls
+
+
+def test_warm_up_loads_the_model_and_leaves_the_caches_empty(tmp_path) -> None:
+    """A worker's warm-up: the text model is loaded and has run once; nothing is cached for the warm-up sentence."""
+    e = TextEmbedder(length=10, cache_dir=tmp_path)
+    e.warm_up("Warm-up sentence.")
+    assert e._model is not None and e.model_calls == 1
+    assert not list(tmp_path.rglob("*.npy")) and not e._memory
+    e.embed("Left lung.")  # the first real miss runs on the loaded model
+    assert e.model_calls == 2

@@ -166,3 +166,28 @@ def test_rgb_mask_any_channel_is_foreground(people, case):
     rgb[0:4, 0:4, 1] = 7
     mv = mask_save(case=case, user=people.owner, png_bytes=png_bytes(rgb), base_version=None)
     assert mv.foreground == 16
+
+
+def test_an_empty_proposal_is_a_state_with_its_probability_maximum(people, collab_client, case):
+    """A proposal records that it is empty and its highest probability; the case and mask APIs expose both."""
+    model = model_version_create(project=people.project, checkpoint=b"w")
+    soft = np.full((case.height, case.width), 0.12, dtype=np.float32)
+    soft[5, 7] = 0.41  # the model's best guess stays below the threshold: no mask pixel
+    empty = mask_create_proposal(case=case, model_version=model, array=soft > 0.5, probabilities=soft)
+    assert empty.is_empty is True and empty.prob_max == pytest.approx(0.41, abs=1 / 255)
+    detail = collab_client.get(f"/api/cases/{case.pk}/").json()
+    assert detail["head_mask"]["is_empty"] is True
+    assert detail["head_mask"]["prob_max"] == pytest.approx(0.41, abs=1 / 255)
+
+    found = proposal(case, people)  # 0.9 inside a box: a lesion
+    assert found.is_empty is False and found.prob_max == pytest.approx(0.9)
+    history = collab_client.get(f"/api/cases/{case.pk}/masks/").json()
+    assert [(m["version"], m["is_empty"]) for m in history] == [(1, True), (2, False)]
+    # a person's mask has no model map: emptiness from its pixels, no probability maximum
+    r = collab_client.post(
+        f"/api/cases/{case.pk}/masks/",
+        {"mask": f(mask_png(box=(0, 0, 0, 0))), "base_version": 2},
+        format="multipart",
+    )
+    assert r.status_code == 201, r.json()
+    assert r.json()["is_empty"] is True and r.json()["prob_max"] is None

@@ -30,7 +30,7 @@ class WorkerProcess:
         log_dir: Path,
         *,
         app: str = "server",
-        queues: Sequence[str] = ("gpu", "default"),
+        queues: Sequence[str] = ("inference", "training", "default"),
         node_name: Callable[[int], str] | None = None,
     ) -> None:
         self.env = env

@@ -1,10 +1,10 @@
 """The project's Celery app with this test run's own queue names and channel-layer prefix.
 
 Several test runs (helpers, CI clones) may share one Redis database at the same time; with the plain queue
-names ``gpu``/``default`` one run's worker would take another run's tasks (whose rows live in another test
-database). The worker subprocess is started with ``-A tests.workers.celery_isolated`` and
+names ``inference``/``training``/``default`` one run's worker would take another run's tasks (whose rows live in
+another test database). The worker subprocess is started with ``-A tests.workers.celery_isolated`` and
 ``LVIT_TEST_NAMESPACE``; the test process applies the same :func:`isolate` to its own app, so both sides,
-including the jobs the worker itself enqueues (follow-ups, retries), use ``<ns>.gpu`` and ``<ns>.default``.
+including the jobs the worker itself enqueues (follow-ups, retries), use ``<ns>.<queue>``.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ from typing import Any
 
 from kombu import Queue
 
-from server.celery import app
+from server.celery import DEFAULT, QUEUES, TASK_ROUTES, app
 
 
 def isolate(celery_app: Any, namespace: str) -> None:
-    """Route ``gpu.*``/``default.*`` tasks to ``<namespace>.gpu``/``<namespace>.default``."""
-    celery_app.conf.task_queues = (Queue(f"{namespace}.default"), Queue(f"{namespace}.gpu"))
-    celery_app.conf.task_default_queue = f"{namespace}.default"
+    """Route every task to ``<namespace>.<its queue>`` (``<ns>.inference``, ``<ns>.training``, ``<ns>.default``)."""
+    celery_app.conf.task_queues = tuple(Queue(f"{namespace}.{name}") for name in QUEUES)
+    celery_app.conf.task_default_queue = f"{namespace}.{DEFAULT}"
     celery_app.conf.task_routes = {
-        "gpu.*": {"queue": f"{namespace}.gpu"},
-        "default.*": {"queue": f"{namespace}.default"},
+        pattern: {"queue": f"{namespace}.{route['queue']}"} for pattern, route in TASK_ROUTES.items()
     }
 
 

@@ -1,6 +1,6 @@
 """A real Celery worker process against the pytest-django test database, real Redis and real PostgreSQL.
 
-The session fixture ``celery_worker`` starts ``celery -A server worker -Q gpu,default --pool=solo`` as a
+The session fixture ``celery_worker`` starts ``celery -A server worker -Q inference,training,default --pool=solo`` as a
 subprocess whose ``DATABASE_URL`` names the test database and whose media root is a temporary folder
 shared with this process (override_settings). Tests that use it are ``transaction=True`` so the worker
 sees committed rows, and wait until their jobs finish before returning (the flush between tests must not
@@ -51,12 +51,12 @@ def worker_media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def celery_worker(
     django_db_setup: None, django_db_blocker: Any, worker_media: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    """A worker on this run's own queues (``<ns>.gpu``, ``<ns>.default``) and channel prefix: parallel runs that
+    """A worker on all of this run's own queues (``<ns>.inference``, ``<ns>.training``, ``<ns>.default``) and channel prefix: parallel runs that
     share the Redis database never take each other's tasks or see each other's websocket messages."""
     from django.conf import settings
     from django.test import override_settings
 
-    from server.celery import app
+    from server.celery import QUEUES, app
     from tests.workers.celery_isolated import channel_layers, isolate
 
     db = settings.DATABASES["default"]
@@ -88,7 +88,7 @@ def celery_worker(
         env,
         base,
         app="tests.workers.celery_isolated",
-        queues=(f"{namespace}.gpu", f"{namespace}.default"),
+        queues=tuple(f"{namespace}.{queue}" for queue in QUEUES),
         node_name=lambda n: f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}",
     )
     try:
@@ -99,8 +99,8 @@ def celery_worker(
         layers.disable()
         app.conf.task_queues, app.conf.task_default_queue, app.conf.task_routes = saved
         with app.connection_for_write() as conn:  # the run's queues are not needed any more
-            for queue in (f"{namespace}.gpu", f"{namespace}.default"):
-                conn.default_channel.queue_delete(queue)
+            for queue in QUEUES:
+                conn.default_channel.queue_delete(f"{namespace}.{queue}")
 
 
 @pytest.fixture

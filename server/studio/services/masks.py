@@ -127,6 +127,17 @@ def _as_mask_png(case: Case, *, png_bytes: bytes | None, array: np.ndarray | Non
     return imaging.encode_mask(mask), mask
 
 
+def prob_max(probabilities: np.ndarray | None) -> float | None:
+    """The highest probability of a model's map (uint8 maps are p*255), rounded to 4 decimals; ``None`` without one."""
+    if probabilities is None:
+        return None
+    p = np.asarray(probabilities)
+    if p.size == 0:
+        return None
+    top = float(p.max()) / 255.0 if p.dtype == np.uint8 else float(np.nanmax(p.astype(np.float64)))
+    return round(min(1.0, max(0.0, top)), 4)
+
+
 def _soft_png(probabilities: np.ndarray, case: Case) -> bytes:
     p = np.asarray(probabilities)
     if p.shape != (case.height, case.width):
@@ -167,6 +178,8 @@ def _create(
         report=report,
         report_text=report_text if report_text is not None else (report.text if report else ""),
         foreground=int(mask.sum()),
+        is_empty=not bool(mask.any()),
+        prob_max=prob_max(probabilities),
         uncertainty=uncertainty,
         stats={**stats, **(extra_stats or {})},
     )

@@ -95,6 +95,33 @@ export function summary(job) {
   return parts.join(" · ");
 }
 
+const DEVICE_NAMES = Object.freeze({ cpu: "CPU", cuda: "GPU" });
+
+/**
+ * What a job that has not reported progress yet is waiting for, from the server's `queue`, `queue_position` and
+ * `device`: "Queued: 2nd in the training queue, to run on a CPU worker…", or that no worker of the queue is
+ * running; "Starting on a GPU…" once claimed.
+ * @param {{status: string, queue?: string, queue_position?: number|null, device?: string|null}} job
+ */
+export function waitingText(job) {
+  if (!job) return "";
+  const device = job.device ? (DEVICE_NAMES[job.device] ?? job.device) : null;
+  if (job.status === "running") return device ? `Starting on the ${device}: preparing the data…` : "Preparing the data…";
+  if (job.status !== "pending") return "";
+  const queue = (job.queue || "").split(".").pop();
+  const where = queue ? ` in the ${queue} queue` : "";
+  const pos = job.queue_position;
+  const place = typeof pos === "number" ? (pos <= 1 ? `next${where}` : `${ordinal(pos)}${where}`) : `waiting${where}`;
+  if (!device) return `Queued: ${place}. No ${queue || "matching"} worker is running; start one to run this job.`;
+  return `Queued: ${place}, to run on a ${device} worker…`;
+}
+
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] ?? "th";
+  return `${n}${suffix}`;
+}
+
 /** [min, max] of the values, widened when flat so a single point still plots. */
 export function extent(values, { includeZero = false } = {}) {
   let lo = Infinity;

@@ -77,8 +77,9 @@ function heatLUT() {
 
 /**
  * Whether a proposal found no lesion, and its highest probability when known. Uses the mask
- * version's `is_empty` / `prob_max` fields when the server sends them, else the stored foreground
- * pixel count (and `prob_max` from a loaded probability map, when given).
+ * version's `is_empty` (every version since studio migration 0010_pools) and `prob_max` (set when a
+ * model's proposal is stored; null for proposals stored before it), else the stored foreground pixel
+ * count and the maximum of the loaded probability map.
  * @param {{is_empty?: boolean, prob_max?: number, foreground?: number}} maskVersion
  * @param {{max: number}|null} stats  probabilityStats of its map, if loaded
  * @returns {{empty: boolean|null, probMax: number|null}}  empty null: unknown

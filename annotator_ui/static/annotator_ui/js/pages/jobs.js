@@ -6,7 +6,7 @@
 import { api, badge, fmtDate, fmtNumber, h, pageConfig, toast } from "../dom.js";
 import { paths } from "../endpoints.js";
 import { watchJob } from "../job_watch.js";
-import { curves, extent, isFinished, linePath, progressFraction, summary } from "../jobs.js";
+import { curves, extent, isFinished, linePath, progressFraction, summary, waitingText } from "../jobs.js";
 import {
   IMG_SIZES,
   MODES,
@@ -148,7 +148,7 @@ function renderJob(job) {
   $("job-progress").setAttribute("aria-valuenow", String(pct));
   $("job-progress").setAttribute("aria-valuetext", `${pct}%`);
   $("job-phase").textContent = phaseText(job);
-  $("job-summary").textContent = summary(job);
+  $("job-summary").textContent = summary(job) || waitingText(job);
   const bestLast = diceLabels(progressDice(job));
   $("job-dice").replaceChildren(...bestLast.flatMap((d) => [h("dt", {}, d.label), h("dd", { "data-dice": d.key }, fmtNumber(d.value))]));
   const start = $("train-start");
