@@ -125,14 +125,14 @@ def _report_rounds(base_url: str, token: str, case_ids: list[int]) -> None:
 def test_first_saves_race_on_postgresql(live_server) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from server.studio.services.cases import case_create
     from server.studio.services.projects import project_create
 
     assert connection.vendor == "postgresql"
     user = get_user_model().objects.create_user("racer", password="not used")
-    token = Token.objects.create(user=user).key
+    token = AuthToken.objects.create(user=user)[1]
     project = project_create(user=user, name="Race", template="lung-infection")
     gray = _png(np.random.default_rng(0).integers(0, 255, size=(HEIGHT, WIDTH), dtype=np.uint8))
     cases = [case_create(project=project, user=user, data=gray, filename=f"c{i}.png").pk for i in range(12)]
@@ -147,7 +147,7 @@ import json
 import numpy as np, io
 from PIL import Image
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from server.studio.services.cases import case_create
 from server.studio.services.projects import project_create
 user = get_user_model().objects.create_user("racer", password="not used")
@@ -155,7 +155,7 @@ project = project_create(user=user, name="Race", template="lung-infection")
 buf = io.BytesIO()
 Image.fromarray(np.random.default_rng(0).integers(0, 255, size=(30, 40), dtype=np.uint8)).save(buf, format="PNG")
 cases = [case_create(project=project, user=user, data=buf.getvalue(), filename=f"c{i}.png").pk for i in range(10)]
-print("SETUP" + json.dumps({"token": Token.objects.create(user=user).key, "cases": cases}))
+print("SETUP" + json.dumps({"token": AuthToken.objects.create(user=user)[1], "cases": cases}))
 """
 
 

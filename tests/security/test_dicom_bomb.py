@@ -80,13 +80,13 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.mark.django_db(transaction=True)
 def test_bomb_upload_through_a_live_server_is_a_400_with_nothing_stored(tmp_path: Path) -> None:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from server.studio.models import Case
     from server.studio.services.projects import project_create
 
     owner = get_user_model().objects.create_user("bomb-owner", password="not used here")
-    token = Token.objects.create(user=owner).key
+    token = AuthToken.objects.create(user=owner)[1]
     project = project_create(user=owner, name="Bombs", template="lung-infection")
     db = connection.settings_dict
     assert db["ENGINE"].endswith("postgresql"), "this replay serves the PostgreSQL test database"
