@@ -8,8 +8,9 @@ more than ``LVIT_DICOM_MAX_ELEMENTS`` data elements, with :class:`DicomTooComple
 
 The scanner reads the framing pydicom reads: Part 10 files (preamble + ``DICM``, or the file meta group at byte 0),
 explicit or implicit VR, little or big endian, the deflated syntax (inflated with a size bound), defined- and
-undefined-length sequences and items, encapsulated pixel data. Where the framing is malformed it stops and leaves
-the diagnosis to pydicom, which then fails on the same bytes before it can nest deeper than what was scanned.
+undefined-length sequences and items, encapsulated pixel data. A truncated file is scanned as far as it goes
+(pydicom then says what is missing); framing the scan cannot follow unambiguously (an item outside a sequence, an
+undefined length in the file meta) is refused as ``corrupt_image`` rather than skipped.
 """
 
 from __future__ import annotations
@@ -32,8 +33,20 @@ _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 
 
-class DicomTooComplex(ServiceError):
+class DicomRefused(ServiceError):
+    """The pre-scan refuses the file (a subclass says why)."""
+
+    code = "corrupt_image"
+
+
+class DicomTooComplex(DicomRefused):
     code = "dicom_too_complex"
+
+
+class DicomMalformed(DicomRefused):
+    """Framing the scan cannot follow unambiguously (so pydicom might read it differently): refused, not skipped."""
+
+    code = "corrupt_image"
 
 
 def limits() -> tuple[int, int]:
@@ -86,7 +99,9 @@ def _scan(data: bytes, start: int, *, little: bool, implicit: bool, max_depth: i
             pos += 8
             if tag == _ITEM:
                 if not stack or stack[-1][0] != "seq":
-                    return count  # an item outside a sequence: malformed, pydicom will say so
+                    raise DicomMalformed(
+                        f"the DICOM file is corrupt: a sequence item outside a sequence at byte {pos - 8}"
+                    )
                 if stack[-1][2]:  # a pixel data fragment: bytes, not a data set
                     pos += 0 if length == _UNDEFINED else length
                     continue
@@ -137,7 +152,8 @@ def _scan(data: bytes, start: int, *, little: bool, implicit: bool, max_depth: i
 
 def dicom_check(data: bytes, *, max_bytes: int | None = None) -> int:
     """Refuse (:class:`DicomTooComplex`) a DICOM file too deeply nested or with too many elements, before any
-    recursive reader sees it; returns the number of elements scanned. Malformed framing is left to pydicom."""
+    recursive reader sees it, or (:class:`DicomMalformed`) one whose framing is ambiguous; returns the number of
+    elements scanned."""
     max_depth, max_elements = limits()
     if len(data) >= 132 and data[128:132] == b"DICM":
         pos = 132
@@ -160,7 +176,7 @@ def dicom_check(data: bytes, *, max_bytes: int | None = None) -> int:
             (length,) = struct.unpack_from("<H", data, pos + 6)
             pos += 8
         if length == _UNDEFINED:
-            return count  # malformed meta
+            raise DicomMalformed("the DICOM file is corrupt: an undefined length in its file meta information")
         if elem == 0x0010:
             syntax = data[pos : pos + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos += length

@@ -174,7 +174,7 @@ def deidentify(ds: Any) -> list[str]:
 def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
     try:  # before pydicom, whose reader and writer recurse once per sequence level
         dicom_guard.dicom_check(data, max_bytes=max_bytes())
-    except dicom_guard.DicomTooComplex as exc:
+    except dicom_guard.DicomRefused as exc:
         raise ImageError(exc.detail, code=exc.code) from None
     import pydicom
     from pydicom.errors import InvalidDicomError

@@ -23,6 +23,7 @@ from tests.security.support_reliability import (
     http,
     max_rss_mb,
     multipart,
+    nested_sequence,
     server_env,
     zip_of,
 )
@@ -154,3 +155,17 @@ def test_pacs_retrieval_is_scanned_before_pydicom_parses_it(orthanc, pacs_settin
         assert not [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
     finally:
         orthanc.delete_study(study_uid)
+
+
+def test_framing_the_scan_cannot_follow_is_refused_not_skipped() -> None:
+    """A stray item before a deep nest: stopping the scan there would let pydicom read the nest unchecked."""
+    import struct
+
+    flat = flat_dicom()
+    at = flat.index(b"\xe0\x7f\x10\x00")  # Pixel Data
+    stray = struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+    crafted = flat[:at] + stray + nested_sequence(300) + flat[at:]
+    with pytest.raises(imaging.ImageError) as refused:
+        imaging.decode_upload(crafted, filename="stray.dcm")
+    assert refused.value.code in ("corrupt_image", "dicom_too_complex")
+    assert "sequence item outside a sequence" in refused.value.detail
