@@ -93,12 +93,16 @@ def test_readiness_and_policy_endpoints(settings) -> None:
     from django.test import Client
 
     settings.LVIT_MIN_ACCEPTED_FOR_TRAINING = 3
+    settings.ML_DEVICE = "cpu"  # the device kind when no training worker announced one (test workers: CPU)
     users = make_users()
     project = make_project(users)
     client = Client()
     client.force_login(users["annotator"])
     body = client.get(f"/api/projects/{project.pk}/training-readiness/").json()
+    defaults, estimate = body.pop("defaults"), body.pop("estimate")
     assert body == {"ready": False, "accepted": 0, "needed": 3, "missing": 3, "has_active_model": False}
+    assert defaults == {"img_size": 112, "epochs": 3, "device": "cpu"}
+    assert (estimate["images"], estimate["seconds"], estimate["img_size"]) == (0, 0.0, 112)
     assert client.get(f"/api/projects/{project.pk}/training-policy/").json()["promotion"] == "auto_if_better"
     put = {"promotion": "manual", "min_improvement": 0.01}
     assert (

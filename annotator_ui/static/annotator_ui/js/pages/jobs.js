@@ -128,7 +128,7 @@ async function loadJobs() {
             h("td", {}, `#${j.id}`),
             h("td", {}, j.kind.replaceAll("_", " ")),
             h("td", {}, badge(j.status)),
-            h("td", {}, summary(j) || j.message || ""),
+            h("td", {}, summary(j) || j.message || waitingText(j)),
             h("td", {}, fmtDate(j.created_at)),
           ),
         )
@@ -156,7 +156,7 @@ function renderJob(job) {
   const row = document.querySelector(`#jobs-rows tr[data-job="${job.id}"]`);
   if (row) {
     row.cells[2].replaceChildren(badge(job.status));
-    row.cells[3].textContent = summary(job) || job.message || "";
+    row.cells[3].textContent = summary(job) || job.message || waitingText(job);
   }
   $("job-message").textContent = job.message || resultText(job);
   const cancel = $("job-cancel");
