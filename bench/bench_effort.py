@@ -42,6 +42,7 @@ def _db_url(base: str, name: str) -> str:
 def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     import numpy as np
     from django.contrib.auth import get_user_model
+    from django.core.management import call_command
 
     from server.core.models import Membership, Role
     from server.studio import imaging, selectors
@@ -51,8 +52,6 @@ def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     from server.studio.services.masks import case_open_record, mask_save
     from server.studio.services.registry import model_version_activate
     from server.studio.services.training import training_job_create
-
-    from django.core.management import call_command
 
     User = get_user_model()
     admin = User.objects.create_user(username=f"bench-{seed}", password=None)

@@ -58,7 +58,10 @@ def test_training_form_and_models_table(page, web_server, worker, artifacts) -> 
     assert job.params["mode"] == "labeled_only"
     assert page.locator("#job-phase").inner_text() == "Finished."
     dice = page.locator("#job-dice").inner_text()
-    assert "Best validation Dice (epoch 1, the checkpoint kept)" in dice and "Last epoch's validation Dice (epoch 1)" in dice
+    assert (
+        "Best validation Dice (epoch 1, the checkpoint kept)" in dice
+        and "Last epoch's validation Dice (epoch 1)" in dice
+    )
     page.get_by_text(re.compile(r"stays a candidate \(not promoted: .*floor 0\.990\)")).wait_for()
 
     row = page.locator('#models-rows tr[data-number="1"]')

@@ -23,6 +23,25 @@ describe("audit log in words", () => {
     );
   });
 
+  it("says what the training loop decided", () => {
+    assert.equal(
+      describeAudit({ actor: null, action: "model.kept_candidate", data: { number: 2, reason: "not promoted: x" } }),
+      "model v2 stayed a candidate (not promoted: x)",
+    );
+    assert.equal(
+      describeAudit({ actor: "ana", action: "training.policy", data: { promotion: "auto_if_better", min_dice: 0.4 } }),
+      "ana set the promotion policy to auto_if_better, Dice floor 0.4",
+    );
+    assert.equal(
+      describeAudit({ actor: null, action: "validation_set.versioned", data: { version: 2, added: [5, 6], removed: [] } }),
+      "validation set version 2: 2 cases added, 0 removed",
+    );
+    assert.equal(
+      describeAudit({ actor: null, action: "validation_set.frozen", data: { cases: 4 } }),
+      "the validation set was frozen with 4 cases (version 1)",
+    );
+  });
+
   it("falls back to the action for unknown events", () => {
     assert.equal(describeAudit({ actor: "a", action: "x.y", target_type: "Case", target_id: "4" }), "a: x.y Case 4");
   });

@@ -218,6 +218,7 @@ def training_candidate_promote(
             actor=None,
             action="model.kept_candidate",
             target=candidate,
+            number=candidate.number,
             reason=decision["reason"],
         )
     return decision

@@ -18,6 +18,14 @@ const SENTENCES = {
   "dataset.exported": (e, d) => `${who(e)} exported the dataset as ${d.format ?? "?"}`,
   "model.activated": (e, d) => `${who(e)} activated model v${d.number ?? e.target_id}`,
   "model.retired": (e, d) => `${who(e)} retired model v${d.number ?? e.target_id}`,
+  "model.kept_candidate": (e, d) => `model v${d.number ?? e.target_id} stayed a candidate (${d.reason ?? "no reason recorded"})`,
+  "training.policy": (e, d) =>
+    `${who(e)} set the promotion policy to ${d.promotion ?? "?"}${d.min_dice != null ? `, Dice floor ${d.min_dice}` : ""}${
+      d.min_improvement != null ? `, margin ${d.min_improvement}` : ""
+    }`,
+  "validation_set.frozen": (e, d) => `the validation set was frozen with ${d.cases ?? "?"} cases (version 1)`,
+  "validation_set.versioned": (e, d) =>
+    `validation set version ${d.version ?? "?"}: ${(d.added ?? []).length} cases added, ${(d.removed ?? []).length} removed`,
   "job.cancelled": (e, d) => `${who(e)} cancelled ${d.kind ?? "a"} job ${e.target_id}`,
 };
 
