@@ -27,8 +27,8 @@ def _project_ready_to_train():
     import io
 
     from django.contrib.auth import get_user_model
-    from PIL import Image
     from knox.models import AuthToken
+    from PIL import Image
 
     from server.studio.services.cases import case_create
     from server.studio.services.masks import mask_save
