@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ml.config import LViTConfig
-from ml.data import LViTDataset, Sample, load_lv_templates, load_mask, scan_split, split_labeled
+from ml.data import AUGMENT_MODES, LViTDataset, Sample, load_lv_templates, load_mask, scan_split, split_labeled
 from ml.epi import EPIStore
 from ml.losses import DiceBCELoss, LVLoss
 from ml.metrics import MetricAccumulator, MetricSummary
@@ -73,6 +73,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network for training (compiles at the first step)
     num_workers: int = 0
     augment: bool = True
+    # "consistent": mirrors swap left/right (upper/lower) in the sentence, no 90-degree rotations (ml.laterality);
+    # "reference": the authors' rot90 + flip with the sentence unchanged (paper reproduction)
+    augment_mode: str = "consistent"
     # semi-supervised (active only when unlabeled samples are given)
     prototype_epochs: int = 10  # labeled-only epochs before pseudo-labels are used
     use_epi: bool = True  # False: the pseudo-label is the current prediction alone (beta = 0)
@@ -98,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and eta_min >= 0, got lr={self.lr}, eta_min={self.eta_min}")
         if not 0.0 <= self.epi_beta < 1.0:
             raise ValueError(f"epi_beta must be in [0, 1), got {self.epi_beta}")
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got {self.augment_mode!r}")
         if self.pseudo_label not in ("soft", "hard"):
             raise ValueError(f"pseudo_label must be 'soft' or 'hard', got {self.pseudo_label!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -250,15 +255,14 @@ class Trainer:
 
         # data
         ds_args = {"image_size": model_cfg.img_size, "in_channels": model_cfg.in_channels, "text": self.embedder}
-        self.train_set = LViTDataset(train, augment=cfg.augment, seed=cfg.seed, **ds_args)
+        aug = {"augment": cfg.augment, "augment_mode": cfg.augment_mode}
+        self.train_set = LViTDataset(train, seed=cfg.seed, **aug, **ds_args)
         self.val_set = LViTDataset(val, augment=False, **ds_args)
         self.semi = bool(unlabeled)
         self.epi = (
             epi_store if epi_store is not None else EPIStore(beta=cfg.epi_beta if cfg.use_epi else 0.0, seed=cfg.seed)
         )
-        self.unlabeled_set = LViTDataset(
-            unlabeled, augment=cfg.augment, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **ds_args
-        )
+        self.unlabeled_set = LViTDataset(unlabeled, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **aug, **ds_args)
         self.unlabeled_plain = LViTDataset(unlabeled, augment=False, **ds_args)  # for pseudo-label passes
         self.unlabeled_plain._cache = self.unlabeled_set._cache  # same images, decoded once
         if cfg.num_workers > 0:  # workers are forked per epoch: decode once here so they inherit the images

@@ -193,3 +193,40 @@ def test_report_tables_read_like_the_trainer_reads_them(shared_data, tmp_path) -
         assert err.value.code == "invalid_text_file"
     bom = "\ufeffImage,Description\nmask_a.png,x\n,skipped\nb.png\n".encode()
     assert reports.report_table_rows(bom, "csv", where="t") == read_text_rows(bom, "csv", where="t")
+
+
+def _lung_field_sets():
+    zones = [["upper"], ["middle"], ["lower"], ["upper", "middle"], ["middle", "lower"], ["upper", "middle", "lower"]]
+    zones.append(["all"])
+    yield {"laterality": "none"}
+    for areas in ("one", "two", "multiple"):
+        for z in zones:
+            yield {"laterality": "unilateral", "areas": areas, "left_zones": z}
+            yield {"laterality": "unilateral", "areas": areas, "right_zones": z}
+            for z2 in zones:
+                yield {"laterality": "bilateral", "areas": areas, "left_zones": z, "right_zones": z2}
+
+
+def _mirrored_fields(fields, *, flip_rows, flip_cols):
+    swap = {"upper": "lower", "lower": "upper"}
+    out = dict(fields)
+    if flip_cols:
+        out["left_zones"], out["right_zones"] = fields.get("right_zones"), fields.get("left_zones")
+    for side in ("left_zones", "right_zones"):
+        if flip_rows and out.get(side):
+            out[side] = [swap.get(z, z) for z in out[side]]
+    return {k: v for k, v in out.items() if v}
+
+
+@pytest.mark.parametrize(("flip_rows", "flip_cols"), [(False, True), (True, False), (True, True)])
+def test_mirroring_a_canonical_sentence_gives_the_mirrored_reports_canonical_sentence(flip_rows, flip_cols):
+    """ml.laterality (what augmentation does to the text) agrees with the template on every lung report."""
+    from ml.laterality import mirror_sentence
+
+    n = 0
+    for fields in _lung_field_sets():
+        _, sentence = render(LUNG, fields)
+        _, expected = render(LUNG, _mirrored_fields(fields, flip_rows=flip_rows, flip_cols=flip_cols))
+        assert mirror_sentence(sentence, flip_rows=flip_rows, flip_cols=flip_cols) == expected, fields
+        n += 1
+    assert n > 150
