@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ml.config import LViTConfig
 from ml.data import AUGMENT_MODES, LViTDataset, Sample, load_lv_templates, load_mask, scan_split, split_labeled
 from ml.epi import EPIStore
-from ml.losses import DiceBCELoss, LVLoss
+from ml.laterality import is_negative
+from ml.losses import EMPTY, DiceBCELoss, LVLoss, lv_bank_select, lv_cosine_loss
 from ml.metrics import MetricAccumulator, MetricSummary
 from ml.models import build_model
 from ml.serving import cpu_features
@@ -420,8 +421,8 @@ class Trainer:
             unsup = self.sup_loss.components(logits[n:], pseudo)
             unsup_loss = unsup["loss"]
             out |= {"unsup_dice": unsup["dice"].item(), "unsup_bce": unsup["bce"].item()}
-            if self.lv_loss is not None:
-                lv = self.lv_loss(logits[n:], pool_words(unlabeled["text"]).to(self.device))
+            if self.lv_loss is not None:  # targets chosen per case, transformed with the image (_build_lv_loss)
+                lv = lv_cosine_loss(logits[n:], unlabeled["lv_target"].to(self.device, non_blocking=True))
                 unsup_loss = unsup_loss + self.cfg.lv_alpha * lv
                 out["lv"] = lv.item()
             loss = loss + self.cfg.unsup_weight * unsup_loss
@@ -480,6 +481,12 @@ class Trainer:
         return net(images)
 
     def _build_lv_loss(self, labeled: Sequence[Sample]) -> LVLoss | None:
+        """The LV bank (text features and masks at the model's size) and, per unlabeled case, its target.
+
+        Each case's entry is chosen once, from its un-augmented, whole sentence (:func:`ml.losses.lv_bank_select`;
+        a negative report gets the empty mask); the dataset then transforms that mask with the same geometry as
+        the image (``lv_target`` in each unlabeled item), so the target always matches the augmented logits.
+        """
         cfg, size = self.cfg, self.model_cfg.img_size
         if cfg.lv_bank == "none":
             return None
@@ -501,8 +508,18 @@ class Trainer:
                 ]
             )
         assert self.embedder is not None
-        text = torch.from_numpy(pool_words(self.embedder.embed_many(sentences)))  # (N, D)
-        return LVLoss(text, torch.from_numpy(masks.astype(np.float32))).to(self.device)
+        self._lv_sentences = list(sentences)
+        bank_text = torch.from_numpy(_sentence_features(self.embedder, sentences))  # (N, D), whole sentences
+        bank_negative = torch.tensor([is_negative(t) for t in sentences])
+        cases = self.unlabeled_plain.samples
+        index = lv_bank_select(
+            torch.from_numpy(_sentence_features(self.embedder, [c.sentence for c in cases])),
+            torch.tensor([is_negative(c.sentence) for c in cases]),
+            bank_text,
+            bank_negative,
+        )
+        self.unlabeled_set.lv_targets = _BankTargets(masks, {c.name: int(i) for c, i in zip(cases, index, strict=True)})
+        return LVLoss(bank_text, torch.from_numpy(masks.astype(np.float32))).to(self.device)
 
     @property
     def _unlabeled_index(self) -> dict[str, int]:
@@ -638,6 +655,30 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
+
+
+class _BankTargets:
+    """name -> the LV target mask (S, S) bool of an unlabeled case (the empty mask for :data:`EMPTY`); picklable
+    for DataLoader workers."""
+
+    def __init__(self, masks: np.ndarray, index: dict[str, int]) -> None:
+        self.masks = masks
+        self.index = index
+        self.empty = np.zeros(masks.shape[1:], dtype=bool)
+
+    def __call__(self, name: str) -> np.ndarray | None:
+        i = self.index.get(name)
+        if i is None:
+            return None
+        return self.empty if i == EMPTY else self.masks[i]
+
+
+def _sentence_features(embedder: Any, sentences: Sequence[str]) -> np.ndarray:
+    """Whole-sentence pooled features ``(N, D)``; an embedder without ``sentence_features`` pools its word features."""
+    whole = getattr(embedder, "sentence_features", None)
+    if callable(whole):
+        return np.asarray(whole(list(sentences)), dtype=np.float32)
+    return np.asarray(pool_words(embedder.embed_many(list(sentences))), dtype=np.float32)
 
 
 @torch.no_grad()
