@@ -21,8 +21,6 @@ of loader workers.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,13 +33,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ml.laterality import mirror_sentence
+from ml.tables import DataError, read_text_rows
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_PREFIX = "mask_"
-
-
-class DataError(ValueError):
-    """A dataset folder does not match the LViT layout (the message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -60,41 +55,6 @@ class Sample:
 
 
 # --------------------------------------------------------------------------- folder scanning
-
-
-def read_text_rows(data: bytes, fmt: str, *, where: str = "text table") -> list[tuple[str, str]]:
-    """``[(Image, Description)]`` rows of an LViT text table (``xlsx``: first sheet; ``csv``: UTF-8), in file order.
-
-    Rows without an Image value are skipped; a missing Description reads as ``""``. Raises :class:`DataError`
-    naming ``where`` for an unreadable or empty file and for a header without the Image and Description columns.
-    """
-    if fmt not in ("xlsx", "csv"):
-        raise DataError(f"unsupported text table {where} (want .xlsx or .csv)")
-    try:
-        if fmt == "xlsx":
-            import openpyxl
-
-            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-            try:
-                rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
-            finally:
-                wb.close()
-        else:
-            rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
-    except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
-        raise DataError(f"cannot read {where}: {exc}") from None
-    if not rows:
-        raise DataError(f"empty text table: {where}")
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
-    if "Image" not in header or "Description" not in header:
-        raise DataError(f"{where}: header must have columns Image and Description, got {header}")
-    ki, di = header.index("Image"), header.index("Description")
-    out = []
-    for row in rows[1:]:
-        if row is None or len(row) <= max(ki, di) or row[ki] is None or not str(row[ki]).strip():
-            continue
-        out.append((str(row[ki]).strip(), "" if row[di] is None else str(row[di])))
-    return out
 
 
 def read_text_table(path: str | os.PathLike[str]) -> dict[str, str]:
