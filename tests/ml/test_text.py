@@ -126,3 +126,20 @@ def test_warm_up_loads_the_model_and_leaves_the_caches_empty(tmp_path) -> None:
     assert not list(tmp_path.rglob("*.npy")) and not e._memory
     e.embed("Left lung.")  # the first real miss runs on the loaded model
     assert e.model_calls == 2
+
+
+def test_count_words_is_what_the_text_path_counts(shared_data, embedder: TextEmbedder) -> None:
+    """count_words(s) slots hold every word of s: it agrees with the embedder's word pooling on every real report."""
+    from ml.data import read_text_table
+    from ml.text import count_words, text_length_for
+
+    sentences = set()
+    for table in shared_data.glob("*/*_Folder/*_text.*"):
+        sentences |= set(read_text_table(table).values())
+    sentences |= {"Esophageal tumour in the upper thoracic esophagus, about 120 mm long.", "x_y (3.5%) -- ok?"}
+    longest = text_length_for(sentences)
+    assert longest == 20  # "Bilateral ..., upper middle lower left lung and upper middle lower right lung."
+    wide = TextEmbedder(length=longest + 4)
+    for s in sentences:
+        assert _real_words(wide.embed(s)) == count_words(s), s
+    assert text_length_for([], minimum=10) == 10
