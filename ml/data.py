@@ -300,6 +300,9 @@ class LViTDataset(Dataset):
             object that has ``embed_many``, all sentences are embedded once up front (one batched pass).
         pseudo_labels: name -> (S, S) float map or None (e.g. ``EPIStore.get``).
         cache: keep decoded, resized images/masks in memory (uint8).
+        zones: add ``zones`` (ZONE_CHANNELS, S, S) float32, the report's lung-zone prior
+            (:func:`ml.zones.zone_prior` of the sentence and the un-augmented image), put through the same
+            augmentation geometry as the image, so prior and anatomy stay aligned under every transform.
     """
 
     def __init__(
@@ -313,6 +316,7 @@ class LViTDataset(Dataset):
         text: TextSource | None = None,
         pseudo_labels: Callable[[str], np.ndarray | None] | None = None,
         cache: bool = True,
+        zones: bool = False,
     ) -> None:
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
@@ -327,6 +331,7 @@ class LViTDataset(Dataset):
         self.text = text
         self.pseudo_labels = pseudo_labels
         self.cache = cache
+        self.zones = zones
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         embed_many = getattr(text, "embed_many", None)
         if callable(embed_many) and self.samples:
@@ -372,10 +377,19 @@ class LViTDataset(Dataset):
             if pseudo.shape != (self.image_size, self.image_size):
                 raise ValueError(f"pseudo-label for {s.name} has shape {pseudo.shape}, want {self.image_size}²")
             soft = [pseudo]
+        n_zone = 0
+        if self.zones:
+            from ml.zones import zone_prior
+
+            prior = zone_prior(s.sentence, image[..., 0] if image.shape[-1] == 1 else image)  # (Z, S, S)
+            soft = soft + list(prior)
+            n_zone = len(prior)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, masks, soft = augment(image, masks, soft, rng)
         size = self.image_size
+        zone_maps = soft[len(soft) - n_zone :] if n_zone else []
+        soft = soft[: len(soft) - n_zone]
         item: dict[str, Any] = {
             "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0),  # (C, S, S)
             "mask": torch.from_numpy((masks[0] > 0).astype(np.float32))[None]
@@ -390,4 +404,6 @@ class LViTDataset(Dataset):
         if self.pseudo_labels is not None:
             item["pseudo"] = torch.from_numpy(soft[0])[None] if soft else torch.zeros(1, size, size)  # (1, S, S)
             item["has_pseudo"] = bool(soft)
+        if self.zones:
+            item["zones"] = torch.from_numpy(np.clip(np.stack(zone_maps), 0.0, 1.0).astype(np.float32))  # (Z, S, S)
         return item
