@@ -82,6 +82,15 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
+def _git(*args: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def run_key(run: dict[str, Any], budget: str) -> str:
     return f"{run['group']}|{run['model']}|{run['variant']}|{run['seed']}|{budget}"
 
@@ -180,6 +189,9 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
         history=history,
         eval_split="Test" if test is not None else "Val",
         limit=args.limit,
+        commit=_git("rev-parse", "--short", "HEAD"),
+        dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "ml")),
+        t0=cfg.t0,
         host=platform.node(),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
