@@ -44,6 +44,8 @@ class LViTConfig:
             raise ValueError(f"variant must be one of {tuple(VARIANT_DEPTH)}, got {self.variant!r}")
         if not isinstance(self.with_text, bool):
             raise ValueError(f"with_text must be a bool, got {self.with_text!r}")
+        if self.arch == "lvit_zones" and not self.with_text:
+            raise ValueError("lvit_zones keeps LViT's text path: with_text must be True")
         for name in ("text_dim", "text_len", "img_size", "n_classes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -393,7 +393,7 @@ def _evaluate_checkpoint(checkpoint: Path, val: list, embedder: Any) -> dict[str
     device = torch.device(settings.ML_DEVICE)
     model, cfg, _ = load_model(checkpoint, map_location=device)
     text = embedder if cfg.uses_text else None
-    dataset = LViTDataset(val, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text)
+    dataset = LViTDataset(val, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text, zones=cfg.uses_zones)
     summary = evaluate(model, cfg, dataset, device, batch_size=INFERENCE_BATCH)
     return {k: (_finite(v) if isinstance(v, float) else v) for k, v in summary.to_dict().items()}
 
