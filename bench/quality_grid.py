@@ -49,14 +49,18 @@ from ml.text import TextEmbedder  # noqa: E402
 from ml.train import TrainConfig, Trainer, evaluate  # noqa: E402
 
 
-def app_text_len() -> int:
-    """The app's text length (the lung template's longest sentence), from ml when it provides it."""
-    try:
-        from ml.text import app_text_length  # type: ignore[attr-defined]
+# The lung template's longest sentence (every zone named on both sides); the app's text length covers it.
+LONGEST_REPORT = (
+    "Bilateral pulmonary infection, multiple infected areas, upper middle lower left lung and upper middle lower "
+    "right lung."
+)
 
-        return int(app_text_length())
-    except (ImportError, AttributeError, TypeError):
-        return 24
+
+def app_text_len() -> int:
+    """Words of the template's longest sentence, punctuation marks counted as words (as the text path counts)."""
+    import re
+
+    return len(re.findall(r"[^\W_]+|[^\w\s]|_", LONGEST_REPORT))
 
 
 MODELS: dict[str, dict[str, Any]] = {

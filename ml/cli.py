@@ -95,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         num_workers=args.workers,
         augment=not args.no_augment,
+        augment_mode=args.augment_mode,
         prototype_epochs=args.prototype_epochs,
         use_epi=not args.no_epi,
         epi_beta=args.epi_beta,
@@ -350,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-fused-optimizer", action="store_true", help="Adam looping over tensors")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument(
+        "--augment-mode",
+        choices=["consistent", "reference"],
+        default="consistent",
+        help="consistent: mirrors swap left/right (upper/lower) in the report, no 90-degree rotations; "
+        "reference: the authors' rot90 + flip, text unchanged (paper reproduction)",
+    )
     t.add_argument("--labeled-fraction", type=float, default=1.0, help="< 1 switches on semi-supervised training")
     t.add_argument("--prototype-epochs", type=int, default=10, help="labeled-only epochs before pseudo-labels")
     t.add_argument("--no-epi", action="store_true", help="pseudo-label = current prediction (beta = 0)")

@@ -1,4 +1,4 @@
-"""Reader for the LViT dataset layout and a torch Dataset with the reference augmentation.
+"""Reader for the LViT dataset layout and a torch Dataset with text-consistent (or the reference) augmentation.
 
 Layout (see the shared data README)::
 
@@ -11,16 +11,16 @@ Test images are ``.tif``) or ``mask_<image stem>.png`` (the COVID sets). Images 
 unlabeled samples (allowed only when asked for).
 
 Preprocessing follows the reference: images scaled to [0, 1] without mean/std normalisation, resized to
-224 (bilinear; the mask nearest, then ``> 0``). Augmentation: with p = 0.5 a random ``rot90(k)`` and a
-flip; otherwise with p = 0.5 a rotation by a random integer angle in [-20, 20] degrees (bilinear for the
-image, nearest for the mask, zero fill). Randomness comes from ``(seed, epoch, index)``, so a run is
-reproducible whatever the number of loader workers.
+224 (bilinear; the mask nearest, then ``> 0``). Augmentation (:func:`draw_augmentation`): with p = 0.5 a
+discrete symmetry, otherwise with p = 0.5 a rotation by a random integer angle in [-20, 20] degrees (bilinear for
+the image, nearest for the mask, zero fill). The discrete part is the reference's ``rot90(k)`` + flip in
+``"reference"`` mode, and only axis-keeping flips with the sentence mirrored to match (:mod:`ml.laterality`) in
+``"consistent"`` mode. Randomness comes from ``(seed, epoch, index)``, so a run is reproducible whatever the number
+of loader workers.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,12 +32,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ml.laterality import mirror_sentence
+from ml.tables import DataError, read_text_rows
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_PREFIX = "mask_"
-
-
-class DataError(ValueError):
-    """A dataset folder does not match the LViT layout (the message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -56,41 +55,6 @@ class Sample:
 
 
 # --------------------------------------------------------------------------- folder scanning
-
-
-def read_text_rows(data: bytes, fmt: str, *, where: str = "text table") -> list[tuple[str, str]]:
-    """``[(Image, Description)]`` rows of an LViT text table (``xlsx``: first sheet; ``csv``: UTF-8), in file order.
-
-    Rows without an Image value are skipped; a missing Description reads as ``""``. Raises :class:`DataError`
-    naming ``where`` for an unreadable or empty file and for a header without the Image and Description columns.
-    """
-    if fmt not in ("xlsx", "csv"):
-        raise DataError(f"unsupported text table {where} (want .xlsx or .csv)")
-    try:
-        if fmt == "xlsx":
-            import openpyxl
-
-            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-            try:
-                rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
-            finally:
-                wb.close()
-        else:
-            rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
-    except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
-        raise DataError(f"cannot read {where}: {exc}") from None
-    if not rows:
-        raise DataError(f"empty text table: {where}")
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
-    if "Image" not in header or "Description" not in header:
-        raise DataError(f"{where}: header must have columns Image and Description, got {header}")
-    ki, di = header.index("Image"), header.index("Description")
-    out = []
-    for row in rows[1:]:
-        if row is None or len(row) <= max(ki, di) or row[ki] is None or not str(row[ki]).strip():
-            continue
-        out.append((str(row[ki]).strip(), "" if row[di] is None else str(row[di])))
-    return out
 
 
 def read_text_table(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -254,27 +218,93 @@ def _rotate(arr: np.ndarray, angle: float, resample: Image.Resampling) -> np.nda
     return np.array(im.rotate(angle, resample=resample, fillcolor=0))  # a writable copy
 
 
+AUGMENT_MODES = ("consistent", "reference")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One drawn augmentation: ``np.rot90(a, k)`` then ``np.flip`` over ``flips`` (axes 0 = rows, 1 = columns), then
+    a rotation by ``angle`` degrees (PIL's sense, about the centre, zero fill).
+
+    Apply the same object to every per-pixel array of a sample (image, masks, soft maps, extra channels such as a
+    zone prior) and to its sentence; :meth:`apply` / :meth:`apply_text` are the only entry points.
+    """
+
+    k: int = 0
+    flips: tuple[int, ...] = ()
+    angle: float = 0.0
+
+    @property
+    def swaps_axes(self) -> bool:
+        """A 90/270° rotation or a transpose: rows become columns (left/right would become top/bottom)."""
+        return self.k % 2 == 1
+
+    @property
+    def flip_rows(self) -> bool:
+        """Net vertical mirror (for ``swaps_axes`` False): upper <-> lower."""
+        return (self.k % 4 == 2) != (0 in self.flips)
+
+    @property
+    def flip_cols(self) -> bool:
+        """Net horizontal mirror (for ``swaps_axes`` False): the patient's sides exchange, left <-> right."""
+        return (self.k % 4 == 2) != (1 in self.flips)
+
+    def apply(self, arr: np.ndarray, *, nearest: bool = False) -> np.ndarray:
+        """(H, W) or (H, W, C) array -> the transformed array (a new, contiguous one). ``nearest`` for label maps
+        (the rotation resamples nearest), otherwise bilinear."""
+        out = np.rot90(arr, self.k, axes=(0, 1)) if self.k % 4 else arr
+        for axis in self.flips:
+            out = np.flip(out, axis=axis)
+        out = np.ascontiguousarray(out)
+        if self.angle:
+            out = _rotate(out, self.angle, Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR)
+        return out
+
+    def apply_text(self, sentence: str) -> str:
+        """The sentence that describes the transformed image (:mod:`ml.laterality`). An axis swap has none."""
+        if self.swaps_axes:
+            raise ValueError("a 90/270-degree rotation or transpose has no consistent report sentence")
+        return mirror_sentence(sentence, flip_rows=self.flip_rows, flip_cols=self.flip_cols)
+
+
+def draw_augmentation(rng: np.random.Generator, mode: str = "reference") -> Augmentation:
+    """Draw one augmentation.
+
+    ``"reference"`` (the authors' code, the paper's numbers): with p = 0.5 ``rot90(k)`` for a random k and a flip
+    of a random axis (all 8 symmetries of the square, including the 4 that exchange the axes); otherwise with
+    p = 0.5 a rotation by a random integer angle in [-20, 20]. Meant for image-only use; with text, half the draws
+    mirror the image while the sentence keeps its sides.
+
+    ``"consistent"`` (the app's and the default for text models): the same structure, but the discrete part keeps
+    the axes: each of row flip and column flip with p = 0.5 (identity, horizontal, vertical, 180°, each 1/4 of
+    that branch); the sentence follows with :meth:`Augmentation.apply_text`. 90/270° rotations and transposes are
+    never drawn, because no report sentence describes a lung lying on its side.
+    """
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augmentation mode must be one of {AUGMENT_MODES}, got {mode!r}")
+    if rng.random() > 0.5:
+        if mode == "reference":
+            k = int(rng.integers(0, 4))
+            return Augmentation(k=k, flips=(int(rng.integers(0, 2)),))
+        flip_rows, flip_cols = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        return Augmentation(flips=tuple(a for a, on in ((0, flip_rows), (1, flip_cols)) if on))
+    if rng.random() > 0.5:
+        return Augmentation(angle=float(rng.integers(-20, 21)))
+    return Augmentation()
+
+
 def augment(
-    image: np.ndarray, masks: Sequence[np.ndarray], soft: Sequence[np.ndarray], rng: np.random.Generator
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    soft: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    mode: str = "reference",
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """The reference augmentation, applied identically to an image (H, W, C) uint8, binary masks (H, W)
-    uint8 (nearest) and soft maps (H, W) float32 (bilinear)."""
-    if rng.random() > 0.5:
-        k = int(rng.integers(0, 4))
-        axis = int(rng.integers(0, 2))
-
-        def geo(a: np.ndarray) -> np.ndarray:
-            return np.ascontiguousarray(np.flip(np.rot90(a, k, axes=(0, 1)), axis=axis))
-
-        return geo(image), [geo(m) for m in masks], [geo(s) for s in soft]
-    if rng.random() > 0.5:
-        angle = float(rng.integers(-20, 21))
-        return (
-            _rotate(image, angle, Image.Resampling.BILINEAR),
-            [_rotate(m, angle, Image.Resampling.NEAREST) for m in masks],
-            [_rotate(s, angle, Image.Resampling.BILINEAR) for s in soft],
-        )
-    return image, list(masks), list(soft)
+    """Draw one augmentation (:func:`draw_augmentation`) and apply it identically to an image (H, W, C) uint8,
+    label maps (H, W) (nearest) and soft maps / extra channels (H, W) or (H, W, C) float32 (bilinear)."""
+    aug = draw_augmentation(rng, mode)
+    return aug.apply(image), [aug.apply(m, nearest=True) for m in masks], [aug.apply(s) for s in soft]
 
 
 # --------------------------------------------------------------------------- dataset
@@ -286,23 +316,32 @@ class LViTDataset(Dataset):
     """Samples -> dicts for training and evaluation.
 
     Each item: ``image`` (C, S, S) float32 in [0, 1]; ``mask`` (1, S, S) float32 in {0, 1} (zeros when
-    unlabeled); ``labeled`` bool; ``name``; ``sentence``; ``text`` (L, D) float32 when a text source is
-    given; ``pseudo`` (1, S, S) float32 and ``has_pseudo`` when a pseudo-label source is given (augmented
-    together with the image).
+    unlabeled); ``labeled`` bool; ``name``; ``sentence`` (as augmented: mirrored with the image in
+    ``"consistent"`` mode); ``text`` (L, D) float32 of that sentence when a text source is given; ``pseudo``
+    (1, S, S) float32 and ``has_pseudo`` when a pseudo-label source is given; ``lv_target`` (1, S, S) float32 and
+    ``has_lv`` when an LV-target source is given; ``extra`` (K, S, S) float32 when an extra-channel source is
+    given. Every per-pixel array gets the image's geometry (one :class:`Augmentation` per item).
 
     Args:
         samples: from :func:`scan_split` / :func:`split_labeled` (or built by the server).
         image_size: S (224 for LViT).
         in_channels: 1 (gray) or 3 (RGB).
-        augment: apply the reference augmentation.
+        augment: apply the augmentation (:func:`draw_augmentation`).
+        augment_mode: ``"consistent"`` (the sentence follows mirrors; no axis swaps) or ``"reference"``.
         seed: augmentation seed; per item the generator is seeded with ``(seed, epoch, index)``.
         text: a callable sentence -> (L, D) (e.g. a :class:`ml.text.TextEmbedder`) or a mapping; with an
             object that has ``embed_many``, all sentences are embedded once up front (one batched pass).
         pseudo_labels: name -> (S, S) float map or None (e.g. ``EPIStore.get``).
+        lv_targets: name -> (S, S) binary LV-loss target (the bank entry chosen for the case's un-augmented
+            sentence, empty for a negative report) or None; transformed like the mask.
+        extra: (index, sample) -> (S, S, K) float32 per-pixel channels in the un-augmented frame (e.g. a zone
+            prior); transformed like the image.
         cache: keep decoded, resized images/masks in memory (uint8).
         zones: add ``zones`` (ZONE_CHANNELS, S, S) float32, the report's lung-zone prior
-            (:func:`ml.zones.zone_prior` of the sentence and the un-augmented image), put through the same
-            augmentation geometry as the image, so prior and anatomy stay aligned under every transform.
+            (:func:`ml.zones.zone_prior` of the un-augmented sentence and image) put through the same augmentation
+            geometry as the image, so prior and anatomy stay aligned under every transform (a mirror moves the
+            prior exactly as rendering the swapped sentence on the mirrored image would; rotations keep it on the
+            rotated lungs, which re-rendering from an axis-aligned box would not).
     """
 
     def __init__(
@@ -312,9 +351,12 @@ class LViTDataset(Dataset):
         image_size: int = 224,
         in_channels: int = 3,
         augment: bool = False,
+        augment_mode: str = "consistent",
         seed: int = 0,
         text: TextSource | None = None,
         pseudo_labels: Callable[[str], np.ndarray | None] | None = None,
+        lv_targets: Callable[[str], np.ndarray | None] | None = None,
+        extra: Callable[[int, Sample], np.ndarray] | None = None,
         cache: bool = True,
         zones: bool = False,
     ) -> None:
@@ -325,17 +367,27 @@ class LViTDataset(Dataset):
         self.samples = list(samples)
         self.image_size = image_size
         self.in_channels = in_channels
+        if augment_mode not in AUGMENT_MODES:
+            raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got {augment_mode!r}")
         self.augment = augment
+        self.augment_mode = augment_mode
         self.seed = seed
         self.epoch = 0
         self.text = text
         self.pseudo_labels = pseudo_labels
-        self.cache = cache
+        self.lv_targets = lv_targets
+        self.extra = extra
         self.zones = zones
+        self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         embed_many = getattr(text, "embed_many", None)
         if callable(embed_many) and self.samples:
-            embed_many(sorted({s.sentence for s in self.samples}))  # fill the embedder's cache in one pass
+            sentences = {s.sentence for s in self.samples}
+            if augment and augment_mode == "consistent":  # the mirrored sentences too
+                sentences |= {
+                    mirror_sentence(t, flip_rows=r, flip_cols=c) for t in sentences for r in (0, 1) for c in (0, 1)
+                }
+            embed_many(sorted(sentences))  # fill the embedder's cache in one pass
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the augmentation for a new epoch (call before iterating; workers copy it on start)."""
@@ -368,42 +420,67 @@ class LViTDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
+        size = self.image_size
         image, mask = self._load(index)
-        masks = [mask] if mask is not None else []
-        soft: list[np.ndarray] = []
+        masks = [mask] if mask is not None else []  # label maps: nearest
+        soft: list[np.ndarray] = []  # float maps: bilinear
         pseudo = self.pseudo_labels(s.name) if self.pseudo_labels is not None else None
         if pseudo is not None:
             pseudo = np.asarray(pseudo, dtype=np.float32)
-            if pseudo.shape != (self.image_size, self.image_size):
-                raise ValueError(f"pseudo-label for {s.name} has shape {pseudo.shape}, want {self.image_size}²")
-            soft = [pseudo]
-        n_zone = 0
-        if self.zones:
+            if pseudo.shape != (size, size):
+                raise ValueError(f"pseudo-label for {s.name} has shape {pseudo.shape}, want {size}²")
+            soft.append(pseudo)
+        lv = self.lv_targets(s.name) if self.lv_targets is not None else None
+        if lv is not None:
+            lv = (np.asarray(lv) > 0).astype(np.uint8)
+            if lv.shape != (size, size):
+                raise ValueError(f"LV target for {s.name} has shape {lv.shape}, want {size}²")
+            masks.append(lv)
+        extra = np.asarray(self.extra(index, s), dtype=np.float32) if self.extra is not None else None
+        if extra is not None:
+            if extra.ndim == 2:
+                extra = extra[..., None]
+            if extra.shape[:2] != (size, size):
+                raise ValueError(f"extra channels for {s.name} have shape {extra.shape}, want ({size}, {size}, K)")
+        zone_maps = None
+        if self.zones:  # (S, S, Z) in the un-augmented frame
             from ml.zones import zone_prior
 
-            prior = zone_prior(s.sentence, image[..., 0] if image.shape[-1] == 1 else image)  # (Z, S, S)
-            soft = soft + list(prior)
-            n_zone = len(prior)
+            zone_maps = zone_prior(s.sentence, image[..., 0] if image.shape[-1] == 1 else image).transpose(1, 2, 0)
+        sentence = s.sentence
         if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, masks, soft = augment(image, masks, soft, rng)
-        size = self.image_size
-        zone_maps = soft[len(soft) - n_zone :] if n_zone else []
-        soft = soft[: len(soft) - n_zone]
+            aug = draw_augmentation(np.random.default_rng([self.seed, self.epoch, index]), self.augment_mode)
+            image = aug.apply(image)
+            masks = [aug.apply(m, nearest=True) for m in masks]
+            soft = [aug.apply(m) for m in soft]
+            extra = aug.apply(extra) if extra is not None else None
+            zone_maps = aug.apply(zone_maps) if zone_maps is not None else None
+            if self.augment_mode == "consistent":
+                sentence = aug.apply_text(sentence)
+        label = masks.pop(0) if mask is not None else None
         item: dict[str, Any] = {
             "image": torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0),  # (C, S, S)
-            "mask": torch.from_numpy((masks[0] > 0).astype(np.float32))[None]
-            if masks
+            "mask": torch.from_numpy((label > 0).astype(np.float32))[None]
+            if label is not None
             else torch.zeros(1, size, size),  # (1, S, S)
             "labeled": s.labeled,
             "name": s.name,
-            "sentence": s.sentence,
+            "sentence": sentence,
         }
         if self.text is not None:
-            item["text"] = torch.from_numpy(self.text_features(s.sentence))  # (L, D)
+            item["text"] = torch.from_numpy(self.text_features(sentence))  # (L, D)
         if self.pseudo_labels is not None:
-            item["pseudo"] = torch.from_numpy(soft[0])[None] if soft else torch.zeros(1, size, size)  # (1, S, S)
-            item["has_pseudo"] = bool(soft)
-        if self.zones:
-            item["zones"] = torch.from_numpy(np.clip(np.stack(zone_maps), 0.0, 1.0).astype(np.float32))  # (Z, S, S)
+            item["pseudo"] = torch.from_numpy(soft[0])[None] if pseudo is not None else torch.zeros(1, size, size)
+            item["has_pseudo"] = pseudo is not None
+        if self.lv_targets is not None:
+            item["lv_target"] = (
+                torch.from_numpy((masks[0] > 0).astype(np.float32))[None]
+                if lv is not None
+                else torch.zeros(1, size, size)
+            )
+            item["has_lv"] = lv is not None
+        if extra is not None:
+            item["extra"] = torch.from_numpy(extra.transpose(2, 0, 1).copy())  # (K, S, S)
+        if zone_maps is not None:
+            item["zones"] = torch.from_numpy(np.clip(zone_maps, 0.0, 1.0).transpose(2, 0, 1).astype(np.float32))
         return item

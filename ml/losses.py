@@ -7,6 +7,8 @@ All supervised losses take **logits** (pre-sigmoid) and a target of the same sha
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,6 +85,46 @@ class DiceBCELoss(nn.Module):
         return self.components(logits, target)["loss"]
 
 
+EMPTY = -1  # bank index of "no entry": the empty mask (a negative report's LV target)
+
+
+def lv_cosine_loss(logits: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """The LV loss against given targets (paper Eqs. 17-18), per image, averaged over the batch.
+
+    Contract: ``logits`` (B, 1, H, W) pre-sigmoid; ``target`` same shape, values in [0, 1], already in the
+    prediction's geometry (the trainer's dataset transforms each case's bank mask with the image).
+    Per image: ``1 - cos(flatten(p), flatten(t))`` with ``p = sigmoid(logits)``. For an **empty** target (a negative
+    report: nothing to segment) the cosine is undefined, so the loss is the predicted foreground fraction
+    ``mean(p)``: 0 for an empty prediction, a gradient towards it otherwise.
+    """
+    _check_pair(logits, target, "lv_cosine_loss")
+    prob = torch.sigmoid(logits.float()).flatten(1)  # (B, N)
+    t = target.float().flatten(1)  # (B, N)
+    empty = t.sum(1) <= 0  # (B,)
+    cos = F.cosine_similarity(prob, t, dim=1, eps=eps)  # (B,)
+    return torch.where(empty, prob.mean(1), 1.0 - cos).mean()
+
+
+def lv_bank_select(
+    query: Tensor, query_negative: Tensor, bank: Tensor, bank_negative: Tensor | None = None, eps: float = 1e-8
+) -> Tensor:
+    """Bank entry per case (paper Eq. 16), with negatives handled by rule: ``(B,)`` long, :data:`EMPTY` for a case
+    whose report is negative (:func:`ml.laterality.is_negative`), otherwise the positive bank entry whose pooled
+    text features are most cosine-similar to the case's. ``query`` (B, D) and ``bank`` (N, D) are pooled over the
+    **whole** sentence (not the model's first L words). A case with no positive entry to pick gets :data:`EMPTY`.
+    """
+    if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
+        raise ValueError(f"query (B, D) and bank (N, D) must agree on D, got {tuple(query.shape)}, {tuple(bank.shape)}")
+    sim = F.normalize(query.float(), dim=1, eps=eps) @ F.normalize(bank.float(), dim=1, eps=eps).T  # (B, N)
+    if bank_negative is not None:
+        sim = sim.masked_fill(bank_negative.bool()[None, :], -math.inf)
+    idx = sim.argmax(dim=1) if bank.shape[0] else torch.zeros(query.shape[0], dtype=torch.long)
+    none_left = (
+        ~torch.isfinite(sim.max(dim=1).values) if bank.shape[0] else torch.ones(query.shape[0], dtype=torch.bool)
+    )
+    return torch.where(query_negative.bool() | none_left, torch.full_like(idx, EMPTY), idx)
+
+
 class LVLoss(nn.Module):
     """Language-Vision loss (paper Eqs. 16-18) against a contrastive bank of (text, mask) pairs.
 
@@ -92,7 +134,8 @@ class LVLoss(nn.Module):
     prediction size. Differentiable w.r.t. the prediction; the bank is fixed (buffers).
 
     Contract: ``forward(logits (B, 1, H, W) pre-sigmoid, text (B, D) pooled text features)`` -> scalar mean
-    over the batch. An all-zero bank mask gives cosine 0 (loss 1, no gradient).
+    over the batch. An empty target (an all-zero bank mask, or a negative report) scores the predicted foreground
+    fraction instead of the undefined cosine (:func:`lv_cosine_loss`).
 
     Args:
         bank_text: (N, D) pooled text features of the bank entries.
@@ -134,16 +177,25 @@ class LVLoss(nn.Module):
             self._resized[key] = F.interpolate(self.bank_masks[:, None], size=size, mode="nearest")[:, 0]
         return self._resized[key]
 
-    def forward(self, logits: Tensor, text: Tensor) -> Tensor:
+    def targets(self, index: Tensor, size: tuple[int, int]) -> Tensor:
+        """Bank masks for ``index`` (B,) at ``size``: (B, H, W); :data:`EMPTY` gives the empty mask."""
+        masks = self.masks_at(size)
+        out = masks[index.clamp(min=0)]
+        return out * (index >= 0).to(out.dtype)[:, None, None]
+
+    def forward(self, logits: Tensor, text: Tensor, negative: Tensor | None = None) -> Tensor:
+        """Select by ``text`` (B, D) (``negative`` (B,) bool: those cases get the empty mask), then
+        :func:`lv_cosine_loss`. The trainer selects once per case from the whole sentence and transforms the mask
+        with the augmentation instead (:meth:`ml.train.Trainer._lv_targets`)."""
         if logits.ndim != 4 or logits.shape[1] != 1:
             raise ValueError(f"logits must be (B, 1, H, W), got {tuple(logits.shape)}")
         if text.shape[0] != logits.shape[0]:
             raise ValueError(f"batch sizes differ: logits {logits.shape[0]}, text {text.shape[0]}")
         idx = self.select(text)  # (B,)
-        target = self.masks_at((logits.shape[2], logits.shape[3]))[idx].flatten(1)  # (B, H*W)
-        prob = torch.sigmoid(logits.float()).flatten(1)  # (B, H*W)
-        cos = F.cosine_similarity(prob, target, dim=1, eps=self.eps)  # (B,)
-        return (1.0 - cos).mean()
+        if negative is not None:
+            idx = torch.where(negative.to(idx.device).bool(), torch.full_like(idx, EMPTY), idx)
+        target = self.targets(idx, (logits.shape[2], logits.shape[3]))[:, None]  # (B, 1, H, W)
+        return lv_cosine_loss(logits, target, self.eps)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         self._resized = {}  # device/dtype moves invalidate the resized cache

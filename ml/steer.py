@@ -3,7 +3,7 @@
 For each image the model runs three times, with the same image and:
 
 - ``true``: the report as written;
-- ``swapped``: the report with the patient's left and right exchanged (:func:`ml.zones.swap_sentence`), text
+- ``swapped``: the report with the patient's left and right exchanged (:func:`ml.laterality.swap_sides`), text
   features and zone prior alike;
 - ``empty``: the empty sentence (all-zero word features, no zone prior).
 
@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader
 
 from ml.config import LViTConfig
 from ml.data import LViTDataset, Sample
+from ml.laterality import swap_sides
 from ml.metrics import dice_iou_per_image
-from ml.zones import lung_box, named_side, parse_cells, side_fraction, swap_sentence
+from ml.zones import lung_box, named_side, parse_cells, side_fraction
 
 CONDITIONS = ("true", "swapped", "empty")
 
@@ -37,7 +38,7 @@ def _sentence(condition: str, sentence: str) -> str:
     if condition == "true":
         return sentence
     if condition == "swapped":
-        return swap_sentence(sentence)
+        return swap_sides(sentence)
     if condition == "empty":
         return ""
     raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")

@@ -142,6 +142,7 @@ class TextEmbedder:
         self._model: Any = None
         self._tokenizer: Any = None
         self._dim: int | None = None
+        self._pooled: dict[str, np.ndarray] = {}  # sentence -> whole-sentence mean (sentence_features)
 
     # ------------------------------------------------------------------ public API
 
@@ -189,6 +190,23 @@ class TextEmbedder:
                     self._store(key, stored)
                     for i in missing[key]:
                         out[i] = stored
+        return out
+
+    def sentence_features(self, sentences: Sequence[str]) -> np.ndarray:
+        """Sentences -> ``(N, D)`` float32: the mean of **all** word vectors, whatever ``L`` is.
+
+        What the LV loss compares sentences by (bank selection): with the model's ``L`` words a bilateral report's
+        right-lung half would be cut. Kept in memory per sentence (a few per dataset), never on disk.
+        """
+        sentences = [normalize_sentence(s) for s in sentences]
+        todo = sorted({s for s in sentences if s not in self._pooled})
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            for text, feat in zip(chunk, self._compute(chunk, whole=True), strict=True):
+                self._pooled[text] = feat
+        out = np.zeros((len(sentences), self.dim), dtype=np.float32)
+        for i, s in enumerate(sentences):
+            out[i] = self._pooled[s]
         return out
 
     def clear_memory_cache(self) -> None:
@@ -269,8 +287,9 @@ class TextEmbedder:
         self._tokenizer, self._model = tokenizer, model
         self._dim = int(model.config.hidden_size)
 
-    def _compute(self, texts: list[str]) -> list[np.ndarray]:
-        """Run the text model on normalized sentences -> list of ``(L, D)`` float32 word features."""
+    def _compute(self, texts: list[str], *, whole: bool = False) -> list[np.ndarray]:
+        """Run the text model on normalized sentences -> list of ``(L, D)`` float32 word features (``whole``:
+        ``(D,)``, the mean over every word of the sentence)."""
         import torch
 
         with self._lock:
@@ -281,7 +300,19 @@ class TextEmbedder:
             with torch.no_grad():
                 hidden = self._model(**inputs).last_hidden_state.float().cpu().numpy()  # (N, T, D)
             self.model_calls += 1
+        if whole:
+            return [self._pool_whole(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
         return [self._pool(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
+
+    @staticmethod
+    def _pool_whole(hidden: np.ndarray, word_ids: Iterable[int | None]) -> np.ndarray:
+        """Average WordPiece vectors per word, then average all words (no cut at L)."""
+        ids = list(word_ids)
+        words = sorted({w for w in ids if w is not None})
+        if not words:
+            return np.zeros(hidden.shape[-1], dtype=np.float32)
+        per_word = [hidden[[t for t, w in enumerate(ids) if w == word]].mean(0) for word in words]
+        return np.mean(per_word, axis=0).astype(np.float32)
 
     def _pool(self, hidden: np.ndarray, word_ids: Iterable[int | None]) -> np.ndarray:
         """Average WordPiece vectors per word; keep the first L words; zero-pad."""

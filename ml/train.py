@@ -35,9 +35,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ml.config import LViTConfig
-from ml.data import LViTDataset, Sample, load_lv_templates, load_mask, scan_split, split_labeled
+from ml.data import AUGMENT_MODES, LViTDataset, Sample, load_lv_templates, load_mask, scan_split, split_labeled
 from ml.epi import EPIStore
-from ml.losses import DiceBCELoss, LVLoss
+from ml.laterality import is_negative
+from ml.losses import EMPTY, DiceBCELoss, LVLoss, lv_bank_select, lv_cosine_loss
 from ml.metrics import MetricAccumulator, MetricSummary
 from ml.models import build_model
 from ml.serving import cpu_features
@@ -73,6 +74,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network for training (compiles at the first step)
     num_workers: int = 0
     augment: bool = True
+    # "consistent": mirrors swap left/right (upper/lower) in the sentence, no 90-degree rotations (ml.laterality);
+    # "reference": the authors' rot90 + flip with the sentence unchanged (paper reproduction)
+    augment_mode: str = "consistent"
     # semi-supervised (active only when unlabeled samples are given)
     prototype_epochs: int = 10  # labeled-only epochs before pseudo-labels are used
     use_epi: bool = True  # False: the pseudo-label is the current prediction alone (beta = 0)
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0 and eta_min >= 0, got lr={self.lr}, eta_min={self.eta_min}")
         if not 0.0 <= self.epi_beta < 1.0:
             raise ValueError(f"epi_beta must be in [0, 1), got {self.epi_beta}")
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got {self.augment_mode!r}")
         if self.pseudo_label not in ("soft", "hard"):
             raise ValueError(f"pseudo_label must be 'soft' or 'hard', got {self.pseudo_label!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -255,15 +261,14 @@ class Trainer:
             "text": self.embedder,
             "zones": model_cfg.uses_zones,
         }
-        self.train_set = LViTDataset(train, augment=cfg.augment, seed=cfg.seed, **ds_args)
+        aug = {"augment": cfg.augment, "augment_mode": cfg.augment_mode}
+        self.train_set = LViTDataset(train, seed=cfg.seed, **aug, **ds_args)
         self.val_set = LViTDataset(val, augment=False, **ds_args)
         self.semi = bool(unlabeled)
         self.epi = (
             epi_store if epi_store is not None else EPIStore(beta=cfg.epi_beta if cfg.use_epi else 0.0, seed=cfg.seed)
         )
-        self.unlabeled_set = LViTDataset(
-            unlabeled, augment=cfg.augment, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **ds_args
-        )
+        self.unlabeled_set = LViTDataset(unlabeled, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **aug, **ds_args)
         self.unlabeled_plain = LViTDataset(unlabeled, augment=False, **ds_args)  # for pseudo-label passes
         self.unlabeled_plain._cache = self.unlabeled_set._cache  # same images, decoded once
         if cfg.num_workers > 0:  # workers are forked per epoch: decode once here so they inherit the images
@@ -424,8 +429,8 @@ class Trainer:
             unsup = self.sup_loss.components(logits[n:], pseudo)
             unsup_loss = unsup["loss"]
             out |= {"unsup_dice": unsup["dice"].item(), "unsup_bce": unsup["bce"].item()}
-            if self.lv_loss is not None:
-                lv = self.lv_loss(logits[n:], pool_words(unlabeled["text"]).to(self.device))
+            if self.lv_loss is not None:  # targets chosen per case, transformed with the image (_build_lv_loss)
+                lv = lv_cosine_loss(logits[n:], unlabeled["lv_target"].to(self.device, non_blocking=True))
                 unsup_loss = unsup_loss + self.cfg.lv_alpha * lv
                 out["lv"] = lv.item()
             loss = loss + self.cfg.unsup_weight * unsup_loss
@@ -484,6 +489,12 @@ class Trainer:
         return forward_model(net, self.model_cfg, images, text, zones)
 
     def _build_lv_loss(self, labeled: Sequence[Sample]) -> LVLoss | None:
+        """The LV bank (text features and masks at the model's size) and, per unlabeled case, its target.
+
+        Each case's entry is chosen once, from its un-augmented, whole sentence (:func:`ml.losses.lv_bank_select`;
+        a negative report gets the empty mask); the dataset then transforms that mask with the same geometry as
+        the image (``lv_target`` in each unlabeled item), so the target always matches the augmented logits.
+        """
         cfg, size = self.cfg, self.model_cfg.img_size
         if cfg.lv_bank == "none":
             return None
@@ -505,8 +516,18 @@ class Trainer:
                 ]
             )
         assert self.embedder is not None
-        text = torch.from_numpy(pool_words(self.embedder.embed_many(sentences)))  # (N, D)
-        return LVLoss(text, torch.from_numpy(masks.astype(np.float32))).to(self.device)
+        self._lv_sentences = list(sentences)
+        bank_text = torch.from_numpy(_sentence_features(self.embedder, sentences))  # (N, D), whole sentences
+        bank_negative = torch.tensor([is_negative(t) for t in sentences])
+        cases = self.unlabeled_plain.samples
+        index = lv_bank_select(
+            torch.from_numpy(_sentence_features(self.embedder, [c.sentence for c in cases])),
+            torch.tensor([is_negative(c.sentence) for c in cases]),
+            bank_text,
+            bank_negative,
+        )
+        self.unlabeled_set.lv_targets = _BankTargets(masks, {c.name: int(i) for c, i in zip(cases, index, strict=True)})
+        return LVLoss(bank_text, torch.from_numpy(masks.astype(np.float32))).to(self.device)
 
     @property
     def _unlabeled_index(self) -> dict[str, int]:
@@ -642,6 +663,30 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
+
+
+class _BankTargets:
+    """name -> the LV target mask (S, S) bool of an unlabeled case (the empty mask for :data:`EMPTY`); picklable
+    for DataLoader workers."""
+
+    def __init__(self, masks: np.ndarray, index: dict[str, int]) -> None:
+        self.masks = masks
+        self.index = index
+        self.empty = np.zeros(masks.shape[1:], dtype=bool)
+
+    def __call__(self, name: str) -> np.ndarray | None:
+        i = self.index.get(name)
+        if i is None:
+            return None
+        return self.empty if i == EMPTY else self.masks[i]
+
+
+def _sentence_features(embedder: Any, sentences: Sequence[str]) -> np.ndarray:
+    """Whole-sentence pooled features ``(N, D)``; an embedder without ``sentence_features`` pools its word features."""
+    whole = getattr(embedder, "sentence_features", None)
+    if callable(whole):
+        return np.asarray(whole(list(sentences)), dtype=np.float32)
+    return np.asarray(pool_words(embedder.embed_many(list(sentences))), dtype=np.float32)
 
 
 def forward_model(

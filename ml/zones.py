@@ -95,30 +95,6 @@ def swap_cells(cells: Iterable[Cell]) -> set[Cell]:
     return {(other[side], zone) for side, zone in cells}
 
 
-_SIDE_WORD = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
-
-
-_ZONE_LIST = r"(?:all|upper|middle|lower)(?: (?:upper|middle|lower))*"
-_RIGHT_FIRST = re.compile(rf"^(.*?, )({_ZONE_LIST}) right lung and ({_ZONE_LIST}) left lung(\.?)$")
-
-
-def _other_side(m: re.Match) -> str:
-    word = m.group(1)
-    other = "right" if word.lower() == "left" else "left"
-    return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
-
-
-def swap_sentence(sentence: str) -> str:
-    """The report with the patient's sides exchanged: every ``left`` <-> ``right`` (case kept); for the lung
-    template's bilateral form the two clauses are put back in its order (left lung first), so the result is the
-    canonical sentence of the mirrored case. Used to measure whether a model follows the text (``ml.steer``)."""
-    swapped = _SIDE_WORD.sub(_other_side, sentence)
-    m = _RIGHT_FIRST.match(swapped)
-    if m:
-        swapped = f"{m.group(1)}{m.group(3)} left lung and {m.group(2)} right lung{m.group(4)}"
-    return swapped
-
-
 # --------------------------------------------------------------------------- boxes
 
 
@@ -281,6 +257,5 @@ __all__ = [
     "render_prior",
     "side_fraction",
     "swap_cells",
-    "swap_sentence",
     "zone_prior",
 ]

@@ -145,18 +145,29 @@ def default_redis_url() -> str:
 
 
 def ml_device(raw: str) -> str:
-    """``auto`` picks ``cuda`` when a GPU is visible, else ``cpu``; ``cuda:N`` and ``cpu`` are taken as given."""
+    """``auto`` picks ``cuda`` when a GPU is visible, else ``cpu``; ``cuda:N`` and ``cpu`` are taken as given.
+
+    "Visible" is read without importing torch (settings load in every web process, and torch costs seconds there):
+    torch is installed, the NVIDIA driver lists a GPU, and ``CUDA_VISIBLE_DEVICES`` does not hide them all.
+    """
     value = raw.strip().lower()
     if value == "auto":
-        try:
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            return "cpu"
+        return "cuda" if _gpu_visible() else "cpu"
     if value == "cpu" or value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
     raise ConfigError(f"ML_DEVICE={raw!r} is not a device; use auto, cpu, cuda or cuda:N")
+
+
+def _gpu_visible() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
 
 
 def secret_key(var: Path) -> str:

@@ -16,15 +16,13 @@ same fields (``render(parse(s)) == s`` for canonical sentences).
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import openpyxl
 
+from ml.tables import DataError, read_text_rows
 from ml.zones import ZONE_NAMES as ZONE_NAMES  # re-exported: callers import the geometry from here too
 from ml.zones import body_box as body_box
 from ml.zones import expected_cells, observed_cells
@@ -285,40 +283,12 @@ def report_from_input(template: Template, *, fields: dict | None, text: str | No
 
 def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:
     """``[(Image, Description)]`` rows of a reports table (LViT's ``*_text.csv|xlsx``, or a table of reports sent
-    with an upload) in file order, or 400 ``invalid_text_file`` naming the file.
-
-    The same reading as ``ml.data.read_text_rows`` (``tests/server/test_reports.py`` holds the two to the same rows
-    on the real datasets), written here because importing ``ml`` loads torch, seconds the web process would spend
-    on the first upload with a reports file: xlsx is the first sheet, csv is UTF-8 (a BOM is fine); rows without
-    an Image are skipped, a missing Description reads as ``""``.
-    """
-    if fmt not in ("xlsx", "csv"):
-        raise ServiceError(f"unsupported text table {where} (want .xlsx or .csv)", code="invalid_text_file")
+    with an upload) in file order (``ml.tables.read_text_rows``, the trainer's reader), or 400 ``invalid_text_file``
+    naming the file."""
     try:
-        if fmt == "xlsx":
-            wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-            try:
-                rows = [tuple(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
-            finally:
-                wb.close()
-        else:
-            rows = [tuple(r) for r in csv.reader(io.StringIO(data.decode("utf-8-sig")))]
-    except Exception as exc:  # openpyxl/zipfile/csv/codecs raise many types on bad files
-        raise ServiceError(f"cannot read {where}: {exc}", code="invalid_text_file") from None
-    if not rows:
-        raise ServiceError(f"empty text table: {where}", code="invalid_text_file")
-    header = [str(c).strip() if c is not None else "" for c in rows[0]]
-    if "Image" not in header or "Description" not in header:
-        raise ServiceError(
-            f"{where}: header must have columns Image and Description, got {header}", code="invalid_text_file"
-        )
-    ki, di = header.index("Image"), header.index("Description")
-    out = []
-    for row in rows[1:]:
-        if row is None or len(row) <= max(ki, di) or row[ki] is None or not str(row[ki]).strip():
-            continue
-        out.append((str(row[ki]).strip(), "" if row[di] is None else str(row[di])))
-    return out
+        return read_text_rows(data, fmt, where=where)
+    except DataError as exc:
+        raise ServiceError(str(exc), code="invalid_text_file") from None
 
 
 def _stem(name: str) -> str:

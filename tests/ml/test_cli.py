@@ -121,3 +121,21 @@ def test_ml_never_imports_django() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_ml_package_is_lazy() -> None:
+    """``import ml.<torch-free module>`` loads no torch (PEP 562 ``ml.__getattr__``); ``ml.<name>`` still works."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys, ml, ml.tables, ml.laterality, ml.config, ml.text; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert ml.LViTConfig is ml.config.LViTConfig and 'LViT' in dir(ml); "
+        "import ml.models; assert ml.LViT is ml.models.LViT; "
+        "assert 'torch' in sys.modules"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

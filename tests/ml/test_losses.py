@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from ml.losses import DiceBCELoss, LVLoss, soft_dice_loss, weighted_bce_loss
+from ml.losses import (
+    EMPTY,
+    DiceBCELoss,
+    LVLoss,
+    lv_bank_select,
+    lv_cosine_loss,
+    soft_dice_loss,
+    weighted_bce_loss,
+)
 
 
 def _img(values: list[float]) -> torch.Tensor:
@@ -124,3 +132,42 @@ def test_lv_loss_contract_raises() -> None:
         LVLoss(torch.zeros(2, 4), torch.zeros(3, 5, 5))  # bank sizes disagree
     with pytest.raises(ValueError):
         LVLoss(torch.zeros(0, 4), torch.zeros(0, 5, 5))
+
+
+def test_lv_loss_of_a_negative_report_is_the_predicted_foreground() -> None:
+    """A negative report's target is the empty mask; its loss pushes the prediction to empty (not 1 - cos(p, 0))."""
+    empty = torch.zeros(2, 1, 4, 4)
+    logits = torch.tensor([-50.0, 0.0])[:, None, None, None].expand(2, 1, 4, 4).clone().requires_grad_(True)
+    per_image = [lv_cosine_loss(logits[i : i + 1], empty[i : i + 1]).item() for i in range(2)]
+    assert per_image == [pytest.approx(0.0, abs=1e-6), pytest.approx(0.5)]
+    lv_cosine_loss(logits, empty).backward()
+    assert logits.grad[1].sum() > 0  # lowering the logits lowers the loss
+    lv = _bank()
+    pred = torch.tensor([[[[50.0, -50.0], [50.0, -50.0]]]])
+    assert lv(pred, torch.tensor([[1.0, 0.0]]), negative=torch.tensor([True])).item() == pytest.approx(0.5)
+
+
+def test_bank_selection_sends_negatives_to_the_empty_mask() -> None:
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    query = torch.tensor([[0.9, 0.1], [0.7, 0.7], [0.2, 0.8]])
+    idx = lv_bank_select(query, torch.tensor([False, True, False]), bank, torch.tensor([False, False, True]))
+    assert idx.tolist() == [0, EMPTY, 1]  # the negative case: EMPTY; the negative bank entry is never picked
+    lv = _bank()
+    assert lv.targets(torch.tensor([EMPTY, 1]), (2, 2)).sum((1, 2)).tolist() == [0.0, 2.0]
+
+
+def test_bank_selection_uses_the_whole_sentence(shared_data) -> None:
+    """Bank selection compares whole sentences: the pooled features equal those of an embedder long enough for every
+    word, whatever the model's L; with L = 10 the right-lung half of a bilateral report was cut from the comparison."""
+    from ml.data import load_lv_templates
+    from ml.text import TextEmbedder, pool_words
+
+    sentences = [s for s, _ in load_lv_templates(shared_data / "lv_loss")]
+    short, long = TextEmbedder(length=10), TextEmbedder(length=40)
+    whole = torch.from_numpy(short.sentence_features(sentences))
+    torch.testing.assert_close(whole, torch.from_numpy(pool_words(long.embed_many(sentences))), atol=1e-5, rtol=1e-5)
+    cut = torch.from_numpy(pool_words(short.embed_many(sentences)))
+    bilateral = [i for i, s in enumerate(sentences) if s.startswith("Bilateral")]
+    assert (whole[bilateral] - cut[bilateral]).norm(dim=1).min() > 0.05  # the words after "all left" count now
+    no = torch.zeros(len(sentences), dtype=torch.bool)
+    assert lv_bank_select(whole, no, whole).tolist() == list(range(len(sentences)))

@@ -224,3 +224,39 @@ def test_an_existing_epi_store_is_continued(cxr: dict, tmp_path: Path, embedder:
     for s in cxr["unlabeled"]:
         assert store.count(s.name) == 4
         assert store.get(s.name).min() >= 0.5  # 0.5 * 1.0 + 0.5 * prediction
+
+
+def test_lv_targets_follow_the_augmentation_and_negatives_get_the_empty_mask(
+    shared_data: Path, tmp_path: Path, embedder: TextEmbedder
+) -> None:
+    """Each unlabeled case's LV target is its bank entry (chosen from the whole, un-augmented sentence) moved with
+    exactly the image's geometry; a negative report's target is empty (it used to pick the bilateral template)."""
+    import numpy as np
+
+    from ml.data import draw_augmentation
+    from ml.laterality import is_negative
+
+    train = scan_split(shared_data / "covid_cxr", "Train")
+    negative = [s for s in train if is_negative(s.sentence)][:1]
+    unilateral = [s for s in train if s.sentence.startswith("Unilateral")][:2]
+    cfg = TrainConfig(out_dir=str(tmp_path), epochs=1, prototype_epochs=1, lv_bank=str(shared_data / "lv_loss"))
+    trainer = Trainer(cfg, _small(), train[:2], train[:1], negative + unilateral, text_embedder=embedder)
+    ds, targets, bank = trainer.unlabeled_set, trainer.unlabeled_set.lv_targets, trainer.lv_loss.bank_masks.numpy()
+    assert not targets(negative[0].name).any()
+    moved = 0
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i, sample in enumerate(ds.samples):
+            item = ds[i]
+            aug = draw_augmentation(np.random.default_rng([ds.seed, epoch, i]), ds.augment_mode)
+            expected = aug.apply(targets(sample.name).astype(np.uint8), nearest=True)
+            np.testing.assert_array_equal(item["lv_target"][0].numpy(), expected.astype(np.float32))
+            moved += not np.array_equal(expected > 0, targets(sample.name))
+    assert moved > 0
+    for s in unilateral:  # the chosen template names the same side as the report
+        chosen = next(j for j in range(len(bank)) if np.array_equal(bank[j] > 0, targets(s.name)))
+        side = "left" if " left lung" in s.sentence else "right"
+        assert f" {side} lung" in trainer._lv_sentences[chosen]
+    trainer.update_pseudo_labels(0)
+    losses = trainer.train_step(next(iter(trainer.train_loader)), next(iter(trainer.unlabeled_loader)))
+    assert math.isfinite(losses["lv"])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ml.laterality import swap_sides
 from ml.zones import (
     ZONE_CHANNELS,
     box_iou,
@@ -21,7 +22,6 @@ from ml.zones import (
     render_prior,
     side_fraction,
     swap_cells,
-    swap_sentence,
     zone_prior,
 )
 
@@ -34,9 +34,9 @@ def test_parser_reads_the_template_forms() -> None:
     assert parse_cells(UNI_LEFT) == {("left", "upper"), ("left", "middle"), ("left", "lower")}
     assert parse_cells("Unilateral pulmonary infection, one infected area, lower right lung.") == {("right", "lower")}
     assert parse_cells(BILATERAL) == {("left", "middle"), ("left", "lower"), ("right", "upper")}
-    assert parse_cells("  bilateral  pulmonary infection, multiple infected areas, all left lung and all right lung") == {
-        (s, z) for s in ("left", "right") for z in ("upper", "middle", "lower")
-    }
+    assert parse_cells(
+        "  bilateral  pulmonary infection, multiple infected areas, all left lung and all right lung"
+    ) == {(s, z) for s in ("left", "right") for z in ("upper", "middle", "lower")}
     assert parse_cells("No pulmonary infection.") == set()  # negative: parsed, nothing claimed
 
 
@@ -55,13 +55,13 @@ def test_every_covid_cxr_sentence_parses(shared_data: Path) -> None:
                 assert parse_cells(row["Description"]) is not None, row["Description"]
 
 
-def test_swap_sentence_mirrors_the_claim_and_keeps_the_canonical_order() -> None:
-    assert swap_sentence(UNI_LEFT) == "Unilateral pulmonary infection, one infected area, all right lung."
-    swapped = swap_sentence(BILATERAL)
+def test_swap_sides_mirrors_the_claim_and_keeps_the_canonical_order() -> None:
+    assert swap_sides(UNI_LEFT) == "Unilateral pulmonary infection, one infected area, all right lung."
+    swapped = swap_sides(BILATERAL)
     assert swapped == "Bilateral pulmonary infection, two infected areas, upper left lung and middle lower right lung."
     assert parse_cells(swapped) == swap_cells(parse_cells(BILATERAL))
-    assert swap_sentence("The nuclei density in the Left is high.") == "The nuclei density in the Right is high."
-    assert swap_sentence("No pulmonary infection.") == "No pulmonary infection."
+    assert swap_sides("The nuclei density in the Left is high.") == "The nuclei density in the Right is high."
+    assert swap_sides("No pulmonary infection.") == "No pulmonary infection."
 
 
 def test_prior_puts_the_patients_left_on_the_images_right() -> None:
@@ -70,7 +70,7 @@ def test_prior_puts_the_patients_left_on_the_images_right() -> None:
     assert prior.shape == (ZONE_CHANNELS, 60, 80) and prior.dtype == np.float32
     zones = prior[0]
     assert zones[2:-2, 43:-2].min() > 0.9 and zones[:, :37].max() < 0.05  # patient's left = the image's right half
-    assert 0.0 <= prior.min() and prior.max() <= 1.0
+    assert prior.min() >= 0.0 and prior.max() <= 1.0
     lower_right = render_prior({("right", "lower")}, (60, 80), box, softness=0.01)[0]
     assert lower_right[43:-2, 2:37].min() > 0.9
     assert lower_right[:37].max() < 0.05 and lower_right[:, 43:].max() < 0.05
@@ -99,7 +99,7 @@ def test_prior_is_mirror_consistent() -> None:
     image[4:60, 7:93] = rng.integers(60, 255, size=(56, 86))  # an off-centre body
     for sentence in (UNI_LEFT, BILATERAL, "No pulmonary infection."):
         prior = zone_prior(sentence, image)
-        mirrored = zone_prior(swap_sentence(sentence), image[:, ::-1])
+        mirrored = zone_prior(swap_sides(sentence), image[:, ::-1])
         np.testing.assert_allclose(mirrored, prior[:, :, ::-1], atol=1e-5)
 
 

@@ -14,11 +14,12 @@ from torch import nn
 
 from ml.config import LViTConfig
 from ml.data import LViTDataset, Sample
+from ml.laterality import swap_sides
 from ml.models import LViTZones, build_model
 from ml.predict import Predictor
 from ml.steer import sensitivity_rows, text_sensitivity
 from ml.train import TrainConfig, Trainer
-from ml.zones import ZONE_CHANNELS, swap_sentence, zone_prior
+from ml.zones import ZONE_CHANNELS, zone_prior
 
 LEFT = "Unilateral pulmonary infection, one infected area, all left lung."
 RIGHT_LOWER = "Unilateral pulmonary infection, one infected area, lower right lung."
@@ -149,7 +150,7 @@ def test_predictor_renders_the_prior_from_the_sentence() -> None:
     with pytest.raises(ValueError, match="report sentence"):
         predictor.predict([image], text[None])
     a = predictor.predict_one(image, text, LEFT).probability
-    b = predictor.predict_one(image, text, swap_sentence(LEFT)).probability
+    b = predictor.predict_one(image, text, swap_sides(LEFT)).probability
     assert a.shape == (40, 40) and not np.allclose(a, b)
 
 

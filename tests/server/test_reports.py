@@ -174,22 +174,70 @@ def test_report_rows_match_images_by_name_stem_or_mask_name() -> None:
     ]
 
 
-def test_report_tables_read_like_the_trainer_reads_them(shared_data, tmp_path) -> None:
-    """The web process reads reports tables without ml (torch); both readers give the same rows and refuse the same
-    files."""
-    from ml.data import DataError, read_text_rows
+def test_report_tables_read_like_the_trainer_reads_them(shared_data) -> None:
+    """One reader (ml.tables) for the studio and the trainer: the studio's rows of every real table are the rows the
+    trainer keys its samples by, bad files are a 400 invalid_text_file naming the file."""
+    from ml.data import read_text_table
 
     tables = [*sorted(shared_data.glob("*/*_Folder/*_text.*")), shared_data / "lv_loss" / "LV_loss.xlsx"]
     assert {p.suffix for p in tables} == {".csv", ".xlsx"}
     for path in tables:
-        fmt = path.suffix.lstrip(".")
-        data = path.read_bytes()
-        assert reports.report_table_rows(data, fmt, where=path.name) == read_text_rows(data, fmt, where=path.name)
+        rows = reports.report_table_rows(path.read_bytes(), path.suffix.lstrip("."), where=path.name)
+        assert len(rows) >= 6 and {k: v.strip() for k, v in rows} == read_text_table(path)
     for data, fmt in ((b"", "csv"), (b"Name,Text\na,b\n", "csv"), (b"not a workbook", "xlsx"), (b"\xff\xfe", "csv")):
-        with pytest.raises(DataError):
-            read_text_rows(data, fmt, where="t")
         with pytest.raises(ServiceError) as err:
-            reports.report_table_rows(data, fmt, where="t")
-        assert err.value.code == "invalid_text_file"
+            reports.report_table_rows(data, fmt, where="t.csv")
+        assert err.value.code == "invalid_text_file" and "t.csv" in str(err.value.detail)
     bom = "\ufeffImage,Description\nmask_a.png,x\n,skipped\nb.png\n".encode()
-    assert reports.report_table_rows(bom, "csv", where="t") == read_text_rows(bom, "csv", where="t")
+    assert reports.report_table_rows(bom, "csv", where="t") == [
+        ("mask_a.png", "x")
+    ]  # a short row has no Description cell: skipped
+
+
+def test_reading_reports_never_imports_torch() -> None:
+    """The web process imports the studio's reports (tables, templates) without loading torch (seconds per worker)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = "import sys, server.studio.reports; assert 'torch' not in sys.modules, 'torch was imported'"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _lung_field_sets():
+    zones = [["upper"], ["middle"], ["lower"], ["upper", "middle"], ["middle", "lower"], ["upper", "middle", "lower"]]
+    zones.append(["all"])
+    yield {"laterality": "none"}
+    for areas in ("one", "two", "multiple"):
+        for z in zones:
+            yield {"laterality": "unilateral", "areas": areas, "left_zones": z}
+            yield {"laterality": "unilateral", "areas": areas, "right_zones": z}
+            for z2 in zones:
+                yield {"laterality": "bilateral", "areas": areas, "left_zones": z, "right_zones": z2}
+
+
+def _mirrored_fields(fields, *, flip_rows, flip_cols):
+    swap = {"upper": "lower", "lower": "upper"}
+    out = dict(fields)
+    if flip_cols:
+        out["left_zones"], out["right_zones"] = fields.get("right_zones"), fields.get("left_zones")
+    for side in ("left_zones", "right_zones"):
+        if flip_rows and out.get(side):
+            out[side] = [swap.get(z, z) for z in out[side]]
+    return {k: v for k, v in out.items() if v}
+
+
+@pytest.mark.parametrize(("flip_rows", "flip_cols"), [(False, True), (True, False), (True, True)])
+def test_mirroring_a_canonical_sentence_gives_the_mirrored_reports_canonical_sentence(flip_rows, flip_cols):
+    """ml.laterality (what augmentation does to the text) agrees with the template on every lung report."""
+    from ml.laterality import mirror_sentence
+
+    n = 0
+    for fields in _lung_field_sets():
+        _, sentence = render(LUNG, fields)
+        _, expected = render(LUNG, _mirrored_fields(fields, flip_rows=flip_rows, flip_cols=flip_cols))
+        assert mirror_sentence(sentence, flip_rows=flip_rows, flip_cols=flip_cols) == expected, fields
+        n += 1
+    assert n > 150
