@@ -48,7 +48,6 @@ from ml.steer import text_sensitivity  # noqa: E402
 from ml.text import TextEmbedder  # noqa: E402
 from ml.train import TrainConfig, Trainer, evaluate  # noqa: E402
 
-
 # The lung template's longest sentence (every zone named on both sides); the app's text length covers it.
 LONGEST_REPORT = (
     "Bilateral pulmonary infection, multiple infected areas, upper middle lower left lung and upper middle lower "
@@ -203,7 +202,19 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
     started = time.perf_counter()
     sens = text_sensitivity(trainer.model, model_cfg, eval_samples, embedder, trainer.device, args.batch_size)
     sens.pop("per_image")
-    row["final"] = {"dice": sens["dice"]["true"], **{k: v for k, v in sens.items()}}
+    row["final"] = dict(sens)
+    # The evaluation split has few unilateral reports (covid_cxr Val: 2 of 12), so the steering test is repeated on
+    # the training images (seen in training with their true reports: a model that follows the text still has to
+    # move its mask when the report is mirrored). Labeled as such in the tables.
+    train_eval = [s for s in train if s.labeled]
+    if group != "cxr-semi":
+        seen = text_sensitivity(trainer.model, model_cfg, train_eval, embedder, trainer.device, args.batch_size)
+        seen.pop("per_image")
+        row["final_train"] = seen
+    if args.save_models:
+        from ml.predict import save_checkpoint
+
+        save_checkpoint(out_dir / "final.pt", trainer.model, model_cfg, seed=seed, budget=args.budget)
     if test is not None and best_state:
         final_state = copy.deepcopy(trainer.model.state_dict())
         trainer.model.load_state_dict(best_state["model"])
@@ -233,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
     p.add_argument("--budget", default="cpu112", help="a label for this budget; part of every run's key")
+    p.add_argument("--save-models", action="store_true", help="keep each run's final model (<run-dir>/runs/*/final.pt)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
