@@ -82,6 +82,9 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                 runs += [{"group": group, "model": args.semi_model, "variant": v, "seed": seed} for v in SEMI_VARIANTS]
             else:
                 raise SystemExit(f"unknown group {group}")
+    if args.shard:  # "k/n": every n-th run starting at k, for n processes sharing one GPU
+        k, n = (int(v) for v in args.shard.split("/"))
+        runs = runs[k::n]
     return runs
 
 
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
     p.add_argument("--budget", default="cpu112", help="a label for this budget; part of every run's key")
+    p.add_argument("--shard", default="", help="k/n: run only every n-th run of the plan, starting at k")
     p.add_argument("--save-models", action="store_true", help="keep each run's final model (<run-dir>/runs/*/final.pt)")
     args = p.parse_args(argv)
     if args.threads:
