@@ -42,6 +42,10 @@ from server.workers.runtime import LoadedModel, local_checkpoint, runtime, text_
 logger = logging.getLogger(__name__)
 
 INFERENCE_BATCH = 8
+# Network of a project's first (scratch) training round: LViT-T plus the report's lung-zone prior, the variant whose
+# masks follow the report (docs/results.md, "Text steering"). Fine-tuning keeps the parent's config, so existing
+# models and checkpoints go on as they were trained.
+DEFAULT_ARCH = "lvit_zones"
 EPI_BETA = 0.99
 
 
@@ -435,7 +439,9 @@ def train(job: Job) -> dict[str, Any]:
         else:
             parent_ckpt = None
             embedder = runtime.embedder()
-            model_cfg = LViTConfig(img_size=int(params["img_size"]), text_dim=embedder.dim, text_len=embedder.length)
+            model_cfg = LViTConfig(
+                arch=DEFAULT_ARCH, img_size=int(params["img_size"]), text_dim=embedder.dim, text_len=embedder.length
+            )
         embedder = runtime.embedder(model_cfg.text_len)
         epochs = int(params["epochs"])
         cfg = TrainConfig(
