@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ml.config import PAPER_TEXT_LEN
+
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A GitHub-markdown table of ``rows`` (floats with 4 decimals, ints with thousands separators)."""
@@ -56,13 +58,46 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-text", action="store_true", help="the paper's W variants (LViT-TW, ...): no text path")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--in-channels", type=int, choices=[1, 3], default=3, help="1 = gray, 3 = RGB")
+    p.add_argument(
+        "--mlp-gelu-after-fc2",
+        action="store_true",
+        help="reference-exact MLP: GELU after the output projection too, as the authors' code (default off)",
+    )
+
+
+def _text_len(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    return n
+
+
+def model_config(args: argparse.Namespace, *, text_dim: int, text_len: int) -> Any:
+    """The :class:`ml.config.LViTConfig` the model arguments (``_add_model_args``) describe: the one place the CLI
+    builds it."""
+    from ml.config import LViTConfig
+
+    return LViTConfig(
+        arch=args.arch,
+        variant=args.variant,
+        with_text=not args.no_text,
+        text_dim=text_dim,
+        text_len=text_len,
+        img_size=args.img_size,
+        in_channels=args.in_channels,
+        mlp_gelu_after_fc2=args.mlp_gelu_after_fc2,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ml.config import LViTConfig
-    from ml.text import TextEmbedder
+    from ml.text import TextEmbedder, text_length_for
     from ml.train import TrainConfig, Trainer, folder_samples
 
     labeled, unlabeled, val = folder_samples(
@@ -70,16 +105,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.limit:
         labeled, unlabeled, val = labeled[: args.limit], unlabeled[: args.limit], val[: args.limit]
-    text = TextEmbedder(args.text_model, length=args.text_len, cache_dir=args.text_cache)
-    model_cfg = LViTConfig(
-        arch=args.arch,
-        variant=args.variant,
-        with_text=not args.no_text,
-        text_dim=text.dim,
-        text_len=args.text_len,
-        img_size=args.img_size,
-        in_channels=args.in_channels,
-    )
+    text_len = args.text_len
+    if text_len == "auto":  # every word of the longest report the run sees (the paper cuts at 10: --text-len 10)
+        text_len = text_length_for(s.sentence for s in [*labeled, *unlabeled, *val])
+    text = TextEmbedder(args.text_model, length=text_len, cache_dir=args.text_cache)
+    model_cfg = model_config(args, text_dim=text.dim, text_len=text_len)
     cfg = TrainConfig(
         out_dir=args.out,
         epochs=args.epochs,
@@ -273,19 +303,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from ml.config import LViTConfig
     from ml.models import build_model
     from ml.models.counting import count_macs, count_parameters
 
-    cfg = LViTConfig(
-        arch=args.arch,
-        variant=args.variant,
-        with_text=not args.no_text,
-        text_dim=args.text_dim,
-        text_len=args.text_len,
-        img_size=args.img_size,
-        in_channels=args.in_channels,
-    )
+    cfg = model_config(args, text_dim=args.text_dim, text_len=args.text_len)
     model = build_model(cfg)
     row: dict[str, Any] = {
         "model": cfg.model_name,
@@ -332,7 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-split", default="Train")
     t.add_argument("--val-split", default="Val")
     _add_model_args(t)
-    t.add_argument("--text-len", type=int, default=10)
+    t.add_argument(
+        "--text-len",
+        type=_text_len,
+        default="auto",
+        help="words of the report the text path sees; auto (default): the longest sentence of the data; "
+        f"{PAPER_TEXT_LEN}: the paper's L",
+    )
     t.add_argument("--epochs", type=int, default=200)
     t.add_argument("--batch-size", type=int, default=2)
     t.add_argument("--lr", type=float, default=1e-3, help="1e-3 (MoNuSeg) / 3e-4 (QaTa-like chest X-ray)")
@@ -361,7 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labeled-fraction", type=float, default=1.0, help="< 1 switches on semi-supervised training")
     t.add_argument("--prototype-epochs", type=int, default=10, help="labeled-only epochs before pseudo-labels")
     t.add_argument("--no-epi", action="store_true", help="pseudo-label = current prediction (beta = 0)")
-    t.add_argument("--epi-beta", type=float, default=0.99)
+    t.add_argument(
+        "--epi-beta",
+        type=lambda v: None if v == "auto" else float(v),
+        default=None,
+        help="EPI momentum; auto (default): the β rule, the prototype keeps 5%% of the weight after the run's "
+        "updates (ml.epi.beta_for_updates); 0.99: the paper's setting",
+    )
     t.add_argument("--pseudo-label", choices=["soft", "hard"], default="soft")
     t.add_argument("--lv-alpha", type=float, default=0.1, help="LV loss weight (0 disables)")
     t.add_argument("--lv-bank", default="labeled", help="'labeled', 'none' or an LV template folder")
@@ -404,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("count", help="parameter count (and MACs) of a configuration")
     _add_model_args(c)
     c.add_argument("--text-dim", type=int, default=384, help="384 (bundled MiniLM) or 768 (BERT-base, paper)")
-    c.add_argument("--text-len", type=int, default=10)
+    c.add_argument("--text-len", type=int, default=PAPER_TEXT_LEN, help="words the text path sees (paper: 10)")
     c.add_argument("--macs", action="store_true", help="also count multiply-adds (one forward pass)")
     c.set_defaults(func=cmd_count)
 

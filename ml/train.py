@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ml.config import LViTConfig
 from ml.data import AUGMENT_MODES, LViTDataset, Sample, load_lv_templates, load_mask, scan_split, split_labeled
-from ml.epi import EPIStore
+from ml.epi import EPIStore, beta_for_updates
 from ml.laterality import is_negative
 from ml.losses import EMPTY, DiceBCELoss, LVLoss, lv_bank_select, lv_cosine_loss
 from ml.metrics import MetricAccumulator, MetricSummary
@@ -80,7 +80,10 @@ class TrainConfig:
     # semi-supervised (active only when unlabeled samples are given)
     prototype_epochs: int = 10  # labeled-only epochs before pseudo-labels are used
     use_epi: bool = True  # False: the pseudo-label is the current prediction alone (beta = 0)
-    epi_beta: float = 0.99
+    # None: the β rule, ml.epi.beta_for_updates (the starting map keeps epi_residual of the weight by the end of the
+    # run's EMA updates); 0.99 is the paper's setting
+    epi_beta: float | None = None
+    epi_residual: float = 0.05
     pseudo_label: str = "soft"  # "soft": the EPI probabilities; "hard": thresholded at 0.5
     unsup_weight: float = 1.0
     lv_alpha: float = 0.1
@@ -100,8 +103,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.eta_min < 0:
             raise ValueError(f"lr must be > 0 and eta_min >= 0, got lr={self.lr}, eta_min={self.eta_min}")
-        if not 0.0 <= self.epi_beta < 1.0:
-            raise ValueError(f"epi_beta must be in [0, 1), got {self.epi_beta}")
+        if self.epi_beta is not None and not 0.0 <= self.epi_beta < 1.0:
+            raise ValueError(f"epi_beta must be in [0, 1) or None (the β rule), got {self.epi_beta}")
+        if not 0.0 < self.epi_residual < 1.0:
+            raise ValueError(f"epi_residual must be in (0, 1), got {self.epi_residual}")
         if self.augment_mode not in AUGMENT_MODES:
             raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got {self.augment_mode!r}")
         if self.pseudo_label not in ("soft", "hard"):
@@ -113,6 +118,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def resolved_epi_beta(self, *, continuing: bool) -> float:
+        """The β this run uses: ``epi_beta`` when set; else the β rule for the EMA updates the run will make. One
+        update per semi-supervised epoch (``epochs - prototype_epochs``); when the run starts from no maps
+        (``continuing`` False) the first of them only stores P_0. Without EPI (``use_epi`` False): 0."""
+        if not self.use_epi:
+            return 0.0
+        if self.epi_beta is not None:
+            return self.epi_beta
+        updates = max(0, self.epochs - self.prototype_epochs) - (0 if continuing else 1)
+        return beta_for_updates(updates, self.epi_residual)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -265,9 +281,9 @@ class Trainer:
         self.train_set = LViTDataset(train, seed=cfg.seed, **aug, **ds_args)
         self.val_set = LViTDataset(val, augment=False, **ds_args)
         self.semi = bool(unlabeled)
-        self.epi = (
-            epi_store if epi_store is not None else EPIStore(beta=cfg.epi_beta if cfg.use_epi else 0.0, seed=cfg.seed)
-        )
+        self.epi_beta = cfg.resolved_epi_beta(continuing=epi_store is not None and len(epi_store) > 0)
+        self.epi = epi_store if epi_store is not None else EPIStore(beta=self.epi_beta, seed=cfg.seed)
+        self.epi.beta = self.epi_beta
         self.unlabeled_set = LViTDataset(unlabeled, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **aug, **ds_args)
         self.unlabeled_plain = LViTDataset(unlabeled, augment=False, **ds_args)  # for pseudo-label passes
         self.unlabeled_plain._cache = self.unlabeled_set._cache  # same images, decoded once
@@ -314,7 +330,10 @@ class Trainer:
         cfg = self.cfg
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._write_json("train_config.json", {"train": cfg.to_dict(), "model": self.model_cfg.to_dict()})
+            self._write_json(
+                "train_config.json",
+                {"train": cfg.to_dict(), "model": self.model_cfg.to_dict(), "epi_beta": self.epi.beta},
+            )
         self._emit(
             "start",
             epochs=cfg.epochs,
@@ -325,6 +344,7 @@ class Trainer:
             n_val=len(self.val_set),
             device=str(self.device),
             world_size=self.world_size,
+            epi_beta=self.epi.beta if self.semi else None,
         )
         stopped, completed = "completed", 0
         for epoch in range(self.start_epoch, cfg.epochs):

@@ -171,7 +171,10 @@ class Mlp(nn.Module):
     """Linear -> GELU -> dropout -> Linear -> dropout, hidden = 4 * dim.
 
     The reference applies a second GELU after the output projection; the spec (and standard ViT) does not.
+    ``gelu_after_fc2 = True`` (``LViTConfig.mlp_gelu_after_fc2``) does it as the reference does.
     """
+
+    gelu_after_fc2 = False
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.1) -> None:
         super().__init__()
@@ -184,7 +187,8 @@ class Mlp(nn.Module):
             nn.init.normal_(fc.bias, std=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        x = self.fc2(self.drop(self.act(self.fc1(x))))
+        return self.drop(self.act(x) if self.gelu_after_fc2 else x)
 
 
 class TransformerBlock(nn.Module):
@@ -365,6 +369,10 @@ class LViT(nn.Module):
         self.up2 = UpBlock(2 * c2, c1, skip_channels=c2)  # 256 -> 64 @ S/2
         self.up1 = UpBlock(2 * c1, c1, skip_channels=c1)  # 128 -> 64 @ S
         self.outc = nn.Conv2d(c1, cfg.n_classes, kernel_size=1)
+        if cfg.mlp_gelu_after_fc2:  # reference-exact MLP (see Mlp)
+            for m in self.modules():
+                if isinstance(m, Mlp):
+                    m.gelu_after_fc2 = True
 
     def _check_inputs(self, images: torch.Tensor, text: torch.Tensor | None) -> None:
         cfg = self.cfg

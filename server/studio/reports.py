@@ -16,6 +16,7 @@ same fields (``render(parse(s)) == s`` for canonical sentences).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ml.tables import DataError, read_text_rows
+from ml.text import count_words
 from ml.zones import ZONE_NAMES as ZONE_NAMES  # re-exported: callers import the geometry from here too
 from ml.zones import body_box as body_box
 from ml.zones import expected_cells, observed_cells
@@ -279,6 +281,51 @@ def report_from_input(template: Template, *, fields: dict | None, text: str | No
         if rendered == text:
             return parsed, rendered
     return {}, text
+
+
+def longest_sentence(template: Template, *, limit: int = 200_000) -> str | None:
+    """The sentence of ``template`` with the most words (as the text path counts them, ``ml.text.count_words``), or
+    ``None`` when a free-text field leaves the length unbounded.
+
+    Renders every combination of candidate values: per enum every choice, per multi every single choice and all
+    non-exclusive choices together (more choices never render fewer words), per integer its bounds; each field may
+    also be absent. ``None`` too when the combinations exceed ``limit``.
+    """
+    candidates: list[list[Any]] = []
+    for f in template.fields:
+        kind = f["type"]
+        if kind == "text":
+            return None
+        if kind == "enum":
+            options: list[Any] = _choice_values(f)
+        elif kind == "multi":
+            exclusive = set(f.get("exclusive", []))
+            values = _choice_values(f)
+            options = [[v] for v in values] + [[v for v in values if v not in exclusive]]
+        elif kind == "integer":
+            options = [v for v in (f.get("min"), f.get("max")) if v is not None] or [0]
+        else:
+            raise ValueError(f"field {f['name']!r} has unknown type {kind!r}")
+        candidates.append([None, *options])
+    if np.prod([len(c) for c in candidates], dtype=float) > limit:
+        return None
+    best: str | None = None
+    for combo in itertools.product(*candidates):
+        fields = {f["name"]: v for f, v in zip(template.fields, combo, strict=True) if v not in (None, [])}
+        try:
+            _, sentence = render(template, fields)
+        except ReportError:
+            continue
+        if best is None or count_words(sentence) > count_words(best):
+            best = sentence
+    return best
+
+
+def template_text_length(template: Template) -> int | None:
+    """Words the text path needs to see every sentence ``template`` can produce (the app's text length), or
+    ``None`` for free text (the caller then sizes it from the reports it has)."""
+    sentence = longest_sentence(template)
+    return None if sentence is None else count_words(sentence)
 
 
 def report_table_rows(data: bytes, fmt: str, *, where: str) -> list[tuple[str, str]]:

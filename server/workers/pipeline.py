@@ -28,7 +28,7 @@ from server.jobs.models import Job
 from server.jobs.progress import job_progress
 from server.jobs.selectors import job_still_running
 from server.jobs.services import JobCancelled
-from server.studio import selectors, storage
+from server.studio import reports, selectors, storage
 from server.studio.models import Case, ModelVersion, Split
 from server.studio.services.cases import case_score_set
 from server.studio.services.masks import mask_create_proposal, pseudolabel_update
@@ -46,7 +46,7 @@ INFERENCE_BATCH = 8
 # masks follow the report (docs/results.md, "Text steering"). Fine-tuning keeps the parent's config, so existing
 # models and checkpoints go on as they were trained.
 DEFAULT_ARCH = "lvit_zones"
-EPI_BETA = 0.99
+EPI_BETA = 0.99  # versions trained before the β rule (ml.epi.beta_for_updates) record none
 
 
 # =========================================================================== helpers
@@ -206,14 +206,22 @@ def _epi_seed(case_id: int, iteration: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def _version_beta(model_version_id: int) -> float:
+    """The EPI β of a version: the one its training round used (the β rule); the paper's 0.99 for versions that
+    predate the rule."""
+    config = ModelVersion.objects.values_list("config", flat=True).get(pk=model_version_id) or {}
+    return float(config.get("epi_beta", EPI_BETA))
+
+
 def update_pseudo_labels(job: Job) -> dict[str, Any]:
-    """One EPI generation for every unlabeled non-test case: ``P_t = β·P_{t-1} + (1-β)·P̂_t`` (8-bit maps)."""
+    """One EPI generation for every unlabeled non-test case: ``P_t = β·P_{t-1} + (1-β)·P̂_t`` (8-bit maps), with the
+    β the active version's training round chose (``params.beta`` overrides)."""
     from ml.epi import epi_update
 
     model, _ = _active_or_fail(job)
     if _superseded(job, model):
         return {"skipped": "superseded", "model_version": model.model_version_id}
-    beta = float(job.params.get("beta", EPI_BETA))
+    beta = float(job.params.get("beta", _version_beta(model.model_version_id)))
     cases = selectors.unlabeled_cases(project=job.project, splits=(Split.TRAIN, Split.VAL))
     mv = ModelVersion.objects.get(pk=model.model_version_id)
     existing = {p.case_id: p for p in selectors.pseudo_labels_of(cases=cases)}
@@ -433,15 +441,14 @@ def train(job: Job) -> dict[str, Any]:
         val_samples = _samples(ws, val_pairs)
         unlabeled_samples = _samples(ws, cases=unlabeled)
 
-        if parent is not None:
+        if parent is not None:  # fine-tuning keeps the parent's architecture, text length included
             parent_ckpt = load_checkpoint(local_checkpoint(parent), map_location="cpu")
             model_cfg = LViTConfig.from_dict(parent_ckpt["config"])
         else:
             parent_ckpt = None
-            embedder = runtime.embedder()
-            model_cfg = LViTConfig(
-                arch=DEFAULT_ARCH, img_size=int(params["img_size"]), text_dim=embedder.dim, text_len=embedder.length
-            )
+            text_len = _app_text_length(project, [*train_samples, *val_samples, *unlabeled_samples])
+            dim = runtime.embedder(text_len).dim
+            model_cfg = LViTConfig(arch=DEFAULT_ARCH, img_size=int(params["img_size"]), text_dim=dim, text_len=text_len)
         embedder = runtime.embedder(model_cfg.text_len)
         epochs = int(params["epochs"])
         cfg = TrainConfig(
@@ -453,6 +460,8 @@ def train(job: Job) -> dict[str, Any]:
             seed=int(params.get("seed", 0)),
             device=settings.ML_DEVICE,
             prototype_epochs=0 if parent is not None else epochs // 2,  # the active model is the prototype
+            augment_mode="consistent",  # a mirror swaps left/right in the report too (ml.laterality)
+            epi_beta=None,  # the β rule for this round's updates (ml.epi.beta_for_updates)
             text_model=settings.LVIT_TEXT_MODEL or None,
             text_cache_dir=settings.LVIT_TEXT_CACHE_DIR,
             save_last=False,
@@ -504,7 +513,12 @@ def train(job: Job) -> dict[str, Any]:
                 for h in fit.history
             ],
         }
-        config = {"model": model_cfg.to_dict(), "train": {**cfg.to_dict(), "out_dir": None}, "params": params}
+        config = {
+            "model": model_cfg.to_dict(),
+            "train": {**cfg.to_dict(), "out_dir": None},
+            "params": params,
+            "epi_beta": trainer.epi.beta,  # the β this round used; the version's EPI updates keep it
+        }
         mv = training_candidate_store(job=job, checkpoint=best, config=config, metrics=metrics, parent=parent)
 
     decision = training_candidate_promote(
@@ -525,12 +539,24 @@ def train(job: Job) -> dict[str, Any]:
     }
 
 
+def _app_text_length(project: Any, samples: Sequence[Any]) -> int:
+    """The text length of a new model: every word of the longest sentence the project's template can produce; for
+    free text, of the longest report the round sees (at least the paper's 10)."""
+    from ml.config import PAPER_TEXT_LEN
+    from ml.text import text_length_for
+
+    length = reports.template_text_length(reports.Template.of(project.template))
+    if length is not None:
+        return length
+    return text_length_for((s.sentence for s in samples), minimum=PAPER_TEXT_LEN)
+
+
 def _stored_epi(cases: Sequence[Case], size: int, cfg: Any) -> Any:
     """The project's EPI maps (kept at image size by ``epi_update`` jobs) as the trainer's starting store, so a
     round continues ``P_t = β·P_{t-1} + (1-β)·P̂_t`` across rounds instead of restarting from one prediction."""
     from ml.epi import EPIStore
 
-    store = EPIStore(beta=cfg.epi_beta, seed=cfg.seed)
+    store = EPIStore(seed=cfg.seed)  # the Trainer sets the round's β (TrainConfig.resolved_epi_beta)
     for label in selectors.pseudo_labels_of(cases=list(cases), min_iterations=1):
         q = Image.fromarray(storage.read_uint8_png(label.soft_map.name)).resize((size, size), Image.Resampling.BILINEAR)
         store.set(f"case-{label.case_id}", np.asarray(q, dtype=np.uint8), label.iterations)

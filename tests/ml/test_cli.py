@@ -50,6 +50,13 @@ def test_train_eval_predict_round_trip(shared_data: Path, tmp_path: Path, capsys
     )
     out = capsys.readouterr().out
     assert "completed" in out and (run / "best.pt").is_file() and (run / "train_config.json").is_file()
+    from ml.predict import load_checkpoint
+    from ml.text import text_length_for
+    from ml.train import folder_samples
+
+    labeled, _, val = folder_samples(data)
+    longest = text_length_for(s.sentence for s in [*labeled[:2], *val[:2]])
+    assert longest > 10 and load_checkpoint(run / "best.pt")["config"]["text_len"] == longest  # --text-len auto
     main(
         [
             "eval",

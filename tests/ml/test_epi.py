@@ -110,3 +110,24 @@ def test_store_can_be_seeded_from_a_database() -> None:
     assert store.count("case-1") == 5
     with pytest.raises(ValueError):
         store.set("x", np.zeros((2, 2)), count=1)
+
+
+def test_beta_rule_leaves_the_stated_share_of_the_starting_map() -> None:
+    from ml.epi import beta_for_updates
+    from ml.train import TrainConfig
+
+    for n in (1, 3, 5, 20, 100):
+        beta = beta_for_updates(n)
+        assert beta**n == pytest.approx(0.05)
+        prev = np.full((4, 4), 255, np.uint8)  # the prototype said 1.0 everywhere; every later prediction says 0
+        for _ in range(n):
+            prev = epi_update(prev, np.zeros((4, 4), np.float32), beta, rounding="nearest")
+        assert dequantize(prev).max() <= 0.05 + n * 0.5 / 255  # <= 5 % left, up to rounding
+    assert beta_for_updates(0) == 0.0
+    assert 0.99**5 > 0.95  # the paper's beta over a 5-update round: the prototype keeps 95 %
+    # a round: one update per semi-supervised epoch; from no maps the first only stores P_0
+    cfg = TrainConfig(epochs=6, prototype_epochs=1)
+    assert cfg.resolved_epi_beta(continuing=True) == pytest.approx(0.05 ** (1 / 5))
+    assert cfg.resolved_epi_beta(continuing=False) == pytest.approx(0.05 ** (1 / 4))
+    assert TrainConfig(epochs=6, epi_beta=0.99).resolved_epi_beta(continuing=True) == 0.99  # the paper's setting
+    assert TrainConfig(use_epi=False).resolved_epi_beta(continuing=True) == 0.0

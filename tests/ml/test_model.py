@@ -218,3 +218,33 @@ def test_fold_batchnorm_on_lvit_is_exact() -> None:
         assert torch.allclose(model(images, text), ref, atol=1e-4)
     with pytest.raises(ValueError, match="eval"):
         fold_batchnorm(build_model(_cfg(img_size=32)).train())
+
+
+def test_old_configs_load_with_the_papers_text_length_and_standard_mlp() -> None:
+    """A checkpoint written before text_len / mlp_gelu_after_fc2 existed loads as what it was trained with."""
+    from ml.config import PAPER_TEXT_LEN
+
+    old = {k: v for k, v in LViTConfig(text_len=20).to_dict().items() if k not in ("text_len", "mlp_gelu_after_fc2")}
+    cfg = LViTConfig.from_dict(old)
+    assert cfg.text_len == PAPER_TEXT_LEN == 10 and cfg.mlp_gelu_after_fc2 is False
+
+
+def test_reference_mlp_switch_adds_gelu_after_fc2() -> None:
+    """Off by default (the paper); on, every transformer MLP ends in GELU as in the authors' code; same parameters."""
+    from ml.models.lvit import Mlp
+
+    cfg = _cfg(img_size=32, in_channels=1)
+    torch.manual_seed(0)
+    standard = build_model(cfg).eval()
+    torch.manual_seed(0)
+    reference = build_model(LViTConfig(**{**cfg.to_dict(), "mlp_gelu_after_fc2": True})).eval()
+    mlps = [m for m in reference.modules() if isinstance(m, Mlp)]
+    assert len(mlps) == 8 and all(m.gelu_after_fc2 for m in mlps)
+    assert not any(m.gelu_after_fc2 for m in standard.modules() if isinstance(m, Mlp))
+    x = torch.randn(3, 64)
+    mlp = mlps[0]
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), torch.nn.functional.gelu(mlp.fc2(mlp.act(mlp.fc1(x)))))
+        images, text = torch.rand(1, 1, 32, 32), torch.randn(1, 10, cfg.text_dim)
+        assert not torch.allclose(standard(images, text), reference(images, text))
+    assert sum(p.numel() for p in standard.parameters()) == sum(p.numel() for p in reference.parameters())

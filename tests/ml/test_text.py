@@ -116,3 +116,20 @@ def test_pickles_for_dataloader_workers(embedder: TextEmbedder) -> None:
     assert clone._model is None  # the text model is not shipped to workers
     np.testing.assert_array_equal(clone.embed("Lower left lung."), want)  # served from the copied cache
     assert clone.model_calls == embedder.model_calls
+
+
+def test_count_words_is_what_the_text_path_counts(shared_data, embedder: TextEmbedder) -> None:
+    """count_words(s) slots hold every word of s: it agrees with the embedder's word pooling on every real report."""
+    from ml.data import read_text_table
+    from ml.text import count_words, text_length_for
+
+    sentences = set()
+    for table in shared_data.glob("*/*_Folder/*_text.*"):
+        sentences |= set(read_text_table(table).values())
+    sentences |= {"Esophageal tumour in the upper thoracic esophagus, about 120 mm long.", "x_y (3.5%) -- ok?"}
+    longest = text_length_for(sentences)
+    assert longest == 20  # "Bilateral ..., upper middle lower left lung and upper middle lower right lung."
+    wide = TextEmbedder(length=longest + 4)
+    for s in sentences:
+        assert _real_words(wide.embed(s)) == count_words(s), s
+    assert text_length_for([], minimum=10) == 10

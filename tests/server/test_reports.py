@@ -241,3 +241,31 @@ def test_mirroring_a_canonical_sentence_gives_the_mirrored_reports_canonical_sen
         assert mirror_sentence(sentence, flip_rows=flip_rows, flip_cols=flip_cols) == expected, fields
         n += 1
     assert n > 150
+
+
+def test_template_text_length_covers_its_longest_sentence(shared_data) -> None:
+    """The app's text length: every word of the longest sentence a template can render (so no bilateral report loses
+    its right lung), none for free text, where the round's reports decide (at least the paper's 10)."""
+    from types import SimpleNamespace
+
+    from ml.data import read_text_table
+    from ml.text import count_words
+    from server.workers.pipeline import _app_text_length
+
+    assert reports.template_text_length(LUNG) == 20 == count_words(reports.longest_sentence(LUNG))
+    sentences = [s for p in shared_data.glob("covid_*/*_Folder/*_text.csv") for s in read_text_table(p).values()]
+    assert len(sentences) > 100 and max(map(count_words, sentences)) <= 20  # every real chest report fits
+    assert reports.template_text_length(ESO) >= count_words(
+        render(ESO, {"tumour": "present", "segments": ["cervical"]})[1]
+    )
+    assert reports.template_text_length(FREE) is None
+
+    def project(slug):
+        t = seeded(slug)
+        return SimpleNamespace(template=SimpleNamespace(slug=t.slug, fields=t.fields, pattern=t.pattern))
+
+    short = [SimpleNamespace(sentence="One lesion.")]
+    long = [SimpleNamespace(sentence=" ".join(["word"] * 30))]
+    assert _app_text_length(project("lung-infection"), long) == 20
+    assert _app_text_length(project("free-text"), short) == 10
+    assert _app_text_length(project("free-text"), long) == 30

@@ -278,6 +278,12 @@ def test_training_round_streams_progress_creates_a_version_and_promotes_it(worke
     assert mv.status == ModelStatus.ACTIVE and mv.parent is None and mv.metrics["init"] == "scratch"
     assert mv.metrics["n_labeled"] == 4 and mv.metrics["n_val"] == 2 and mv.metrics["n_unlabeled"] == 2
     assert 0.0 <= mv.metrics["val_dice"] <= 1.0 and mv.metrics["val_source"] == "val"
+    # the app's training: text-consistent augmentation, the template's text length, the β rule
+    from ml.epi import beta_for_updates
+
+    assert mv.config["train"]["augment_mode"] == "consistent" and mv.config["train"]["epi_beta"] is None
+    assert mv.config["model"]["text_len"] == 10  # free text: the longest report (9 words), at least the paper's 10
+    assert mv.config["epi_beta"] == beta_for_updates(0)  # 2 epochs, 1 prototype: one update, which stores P_0
 
     # promotion -> re-proposals for the unlabeled cases and an EPI update, with the new model
     follow = wait_for(
@@ -285,7 +291,10 @@ def test_training_round_streams_progress_creates_a_version_and_promotes_it(worke
         what="follow-up jobs",
     )
     for f in follow:
-        assert wait_job(f.pk, worker).status == JobStatus.SUCCEEDED
+        f = wait_job(f.pk, worker)
+        assert f.status == JobStatus.SUCCEEDED
+        if f.kind == JobKind.EPI_UPDATE:
+            assert f.result["beta"] == mv.config["epi_beta"]  # the version's EPI updates keep its round's β
     unlabeled = Case.objects.filter(project=project).exclude(state=CaseState.LABELED)
     for case in unlabeled:
         assert case.head_mask.model_version_id == mv.pk and case.state == CaseState.PROPOSED
@@ -304,6 +313,7 @@ def test_manual_policy_keeps_a_candidate_then_admin_promotes_and_rolls_back(work
 
     epi = wait_job(project_job_create(kind=JobKind.EPI_UPDATE, project=project).pk, worker)
     assert epi.status == JobStatus.SUCCEEDED and epi.result["initialised"] == 1
+    assert epi.result["beta"] == 0.99  # a version from before the β rule keeps the paper's β
     job = start_training(project, users["admin"], epochs=1, mode="semi_supervised", promotion="manual")
     job = wait_job(job.pk, worker)
     assert job.status == JobStatus.SUCCEEDED, job.message
