@@ -48,7 +48,12 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", choices=["lvit", "unet"], default="lvit")
+    p.add_argument(
+        "--arch",
+        choices=["lvit", "unet", "lvit_zones"],
+        default="lvit",
+        help="lvit: the paper's network; lvit_zones: LViT + the report's lung-zone prior (ml.models.zones)",
+    )
     p.add_argument("--variant", choices=["T", "S", "B"], default="T", help="LViT size (default T)")
     p.add_argument("--no-text", action="store_true", help="the paper's W variants (LViT-TW, ...): no text path")
     p.add_argument("--img-size", type=int, default=224)
@@ -209,9 +214,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if text is not None and text.dim != cfg.text_dim:
         raise SystemExit(f"text model gives {text.dim}-d features, the checkpoint expects {cfg.text_dim}")
     samples = scan_split(args.data, args.split)
-    dataset = LViTDataset(samples, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text)
+    dataset = LViTDataset(
+        samples, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text, zones=cfg.uses_zones
+    )
     with torch.inference_mode():
         summary, rows = evaluate_detailed(model, cfg, dataset, device, args.batch_size, progress=not args.quiet)
+    steering = None
+    if cfg.uses_text or cfg.uses_zones:  # does the report steer the mask? (ml.steer)
+        from ml.steer import sensitivity_rows, text_sensitivity
+
+        with torch.inference_mode():
+            steering = text_sensitivity(model, cfg, samples, text, device, args.batch_size)
     if args.per_image:
         print(format_table(rows, ["name", "dice", "iou", "empty_both"]))
         print()
@@ -220,8 +233,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "empty ground truth + empty prediction scores 1.0 (counted in n_empty_both); threshold 0.5 at "
         f"{cfg.img_size}x{cfg.img_size}"
     )
+    if steering is not None:
+        print()
+        print(f"text steering ({steering['n']} images, {steering['n_unilateral']} with a unilateral report):")
+        print(format_table(sensitivity_rows(steering)))
+        print(
+            "swapped: left and right exchanged in the report (text and zone prior); empty: the empty sentence; "
+            "named_side_fraction: share of predicted foreground on the side the true report names (unilateral "
+            "reports, non-empty predictions)"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summary.to_dict(), "per_image": rows}, indent=2))
+        payload: dict[str, Any] = {"summary": summary.to_dict(), "per_image": rows}
+        if steering is not None:
+            payload["steering"] = steering
+        Path(args.json).write_text(json.dumps(payload, indent=2))
     return 0
 
 
@@ -259,7 +284,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with Image.open(path) as im:
             image = np.array(im.convert("L" if cfg.in_channels == 1 else "RGB"))
         text = embedder.embed(sentence) if embedder is not None else None
-        pred = predictor.predict_one(image, text)
+        pred = predictor.predict_one(image, text, sentence)
         Image.fromarray(pred.mask.astype(np.uint8) * 255).save(out / f"{stem}_mask.png")
         Image.fromarray(np.rint(pred.probability * 255).astype(np.uint8)).save(out / f"{stem}_prob.png")
         rows.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-ARCHS = ("lvit", "unet")
+ARCHS = ("lvit", "unet", "lvit_zones")
 PAPER_TEXT_LEN = 10  # the paper's L: words of the report the text path sees; a checkpoint without text_len has it
 VARIANT_DEPTH = {"T": 1, "S": 4, "B": 6}  # transformer layers per ViT module (paper Table IV)
 
@@ -15,7 +15,9 @@ class LViTConfig:
     """Architecture hyper-parameters for LViT (and the U-Net baseline).
 
     Attributes:
-        arch: ``"lvit"`` or ``"unet"`` (the paper's CNN baseline, which ignores the ViT/text fields).
+        arch: ``"lvit"`` (the paper's network), ``"unet"`` (the paper's CNN baseline, which ignores the ViT/text
+            fields) or ``"lvit_zones"`` (LViT plus the report's lung-zone prior as extra input channels and decoder
+            inputs, :mod:`ml.models.zones`; the text path is kept).
         variant: ``"T"``, ``"S"`` or ``"B"``: 1, 4 or 6 transformer layers in each of the 8 ViT modules.
         with_text: ``False`` builds the paper's "W" models (LViT-TW/SW/BW): no text path, image-only forward.
         text_dim: width D of the per-word text features (384 for the bundled MiniLM, 768 for BERT-base).
@@ -50,6 +52,8 @@ class LViTConfig:
         for name in ("with_text", "mlp_gelu_after_fc2"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.arch == "lvit_zones" and not self.with_text:
+            raise ValueError("lvit_zones keeps LViT's text path: with_text must be True")
         for name in ("text_dim", "text_len", "img_size", "n_classes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -69,14 +73,20 @@ class LViTConfig:
     @property
     def uses_text(self) -> bool:
         """Whether the built model's forward takes text features."""
-        return self.arch == "lvit" and self.with_text
+        return self.arch in ("lvit", "lvit_zones") and self.with_text
+
+    @property
+    def uses_zones(self) -> bool:
+        """Whether the built model's forward takes the report's zone prior (:func:`ml.zones.zone_prior`)."""
+        return self.arch == "lvit_zones"
 
     @property
     def model_name(self) -> str:
         """Display name as in the paper: ``LViT-T``, ``LViT-TW``, ..., ``U-Net``."""
         if self.arch == "unet":
             return "U-Net"
-        return f"LViT-{self.variant}{'' if self.with_text else 'W'}"
+        name = f"LViT-{self.variant}{'' if self.with_text else 'W'}"
+        return name + "+zones" if self.arch == "lvit_zones" else name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -337,6 +337,11 @@ class LViTDataset(Dataset):
         extra: (index, sample) -> (S, S, K) float32 per-pixel channels in the un-augmented frame (e.g. a zone
             prior); transformed like the image.
         cache: keep decoded, resized images/masks in memory (uint8).
+        zones: add ``zones`` (ZONE_CHANNELS, S, S) float32, the report's lung-zone prior
+            (:func:`ml.zones.zone_prior` of the un-augmented sentence and image) put through the same augmentation
+            geometry as the image, so prior and anatomy stay aligned under every transform (a mirror moves the
+            prior exactly as rendering the swapped sentence on the mirrored image would; rotations keep it on the
+            rotated lungs, which re-rendering from an axis-aligned box would not).
     """
 
     def __init__(
@@ -353,6 +358,7 @@ class LViTDataset(Dataset):
         lv_targets: Callable[[str], np.ndarray | None] | None = None,
         extra: Callable[[int, Sample], np.ndarray] | None = None,
         cache: bool = True,
+        zones: bool = False,
     ) -> None:
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
@@ -371,6 +377,7 @@ class LViTDataset(Dataset):
         self.pseudo_labels = pseudo_labels
         self.lv_targets = lv_targets
         self.extra = extra
+        self.zones = zones
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         embed_many = getattr(text, "embed_many", None)
@@ -435,6 +442,11 @@ class LViTDataset(Dataset):
                 extra = extra[..., None]
             if extra.shape[:2] != (size, size):
                 raise ValueError(f"extra channels for {s.name} have shape {extra.shape}, want ({size}, {size}, K)")
+        zone_maps = None
+        if self.zones:  # (S, S, Z) in the un-augmented frame
+            from ml.zones import zone_prior
+
+            zone_maps = zone_prior(s.sentence, image[..., 0] if image.shape[-1] == 1 else image).transpose(1, 2, 0)
         sentence = s.sentence
         if self.augment:
             aug = draw_augmentation(np.random.default_rng([self.seed, self.epoch, index]), self.augment_mode)
@@ -442,6 +454,7 @@ class LViTDataset(Dataset):
             masks = [aug.apply(m, nearest=True) for m in masks]
             soft = [aug.apply(m) for m in soft]
             extra = aug.apply(extra) if extra is not None else None
+            zone_maps = aug.apply(zone_maps) if zone_maps is not None else None
             if self.augment_mode == "consistent":
                 sentence = aug.apply_text(sentence)
         label = masks.pop(0) if mask is not None else None
@@ -468,4 +481,6 @@ class LViTDataset(Dataset):
             item["has_lv"] = lv is not None
         if extra is not None:
             item["extra"] = torch.from_numpy(extra.transpose(2, 0, 1).copy())  # (K, S, S)
+        if zone_maps is not None:
+            item["zones"] = torch.from_numpy(np.clip(zone_maps, 0.0, 1.0).transpose(2, 0, 1).astype(np.float32))
         return item

@@ -275,26 +275,51 @@ class Predictor:
             raise ValueError(f"text must be ({n}, {cfg.text_len}, {cfg.text_dim}) for {n} images, got {tuple(t.shape)}")
         return t
 
-    def logits(self, images: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw model call on a prepared batch (N, C, S, S) float in [0, 1] -> float32 logits (N, K, S, S)."""
+    def logits(
+        self, images: torch.Tensor, text: torch.Tensor | None = None, zones: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw model call on a prepared batch (N, C, S, S) float in [0, 1] -> float32 logits (N, K, S, S);
+        ``zones`` (N, ZONE_CHANNELS, S, S) for ``lvit_zones`` models."""
         x = images.to(self.device, torch.float32)
         if self.engine.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         args = (x,) if text is None else (x, text.to(self.device, torch.float32))
+        if zones is not None:
+            z = zones.to(self.device, torch.float32)
+            args = (*args, z.contiguous(memory_format=torch.channels_last) if self.engine.channels_last else z)
         return self.engine(*args).float()
 
-    def _padded_logits(self, images: torch.Tensor, text: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    def _padded_logits(
+        self, images: torch.Tensor, text: torch.Tensor | None, batch_size: int, zones: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """A compiled model is specialised to one batch shape: pad a short last batch instead of recompiling."""
         n = images.shape[0]
         if not self.compiled or n == batch_size:
-            return self.logits(images, text)
-        pad = batch_size - n
-        images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
-        text = None if text is None else torch.cat([text, text.new_zeros((pad, *text.shape[1:]))])
-        return self.logits(images, text)[:n]
+            return self.logits(images, text, zones)
+
+        def pad(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else torch.cat([t, t.new_zeros((batch_size - n, *t.shape[1:]))])
+
+        return self.logits(pad(images), pad(text), pad(zones))[:n]
+
+    def _zones(self, x: torch.Tensor, sentences: Sequence[str] | None) -> torch.Tensor | None:
+        """The zone prior of each resized image (N, C, S, S) in [0, 1] and its report, for ``lvit_zones``."""
+        if not self.cfg.uses_zones:
+            return None
+        if sentences is None or len(sentences) != x.shape[0]:
+            raise ValueError(f"{self.cfg.model_name} needs one report sentence per image (sentences=...)")
+        from ml.zones import zone_prior
+
+        gray = np.rint(x[:, 0].cpu().numpy() * 255).astype(np.uint8)  # the first channel, as the dataset does
+        return torch.from_numpy(np.stack([zone_prior(s, g) for s, g in zip(sentences, gray, strict=True)]))
 
     def predict(
-        self, images: ImageLike | Sequence[ImageLike], text: Any = None, *, batch_size: int = 8
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        text: Any = None,
+        *,
+        batch_size: int = 8,
+        sentences: Sequence[str] | None = None,
     ) -> list[Prediction]:
         """Segment one image or a batch of images of any sizes.
 
@@ -305,6 +330,8 @@ class Predictor:
             text: word features, (L, D) per image: an array / tensor (N, L, D) (or (L, D) for a single
                 image), or a sequence of (L, D). Required iff the model uses text.
             batch_size: images per forward pass.
+            sentences: the report sentence of each image; required by ``lvit_zones`` models, which render it
+                as a lung-zone prior on the resized image (:func:`ml.zones.zone_prior`).
 
         Returns:
             one :class:`Prediction` per image, at the image's full size (class 0 for multi-class models).
@@ -316,6 +343,8 @@ class Predictor:
         if not batch:
             return []
         text_all = self._text_batch(text, len(batch))
+        if self.cfg.uses_zones and (sentences is None or len(sentences) != len(batch)):
+            raise ValueError(f"{self.cfg.model_name} needs one report sentence per image (sentences=...)")
         results: list[Prediction] = []
         for start, chunk in _chunks(batch, batch_size):
             tensors = [_match_channels(_as_chw_float(im), self.cfg.in_channels) for im in chunk]
@@ -323,16 +352,18 @@ class Predictor:
             side = (self.cfg.img_size, self.cfg.img_size)
             x = torch.cat([_resize(t[None], side) for t in tensors]).clamp_(0.0, 1.0)
             t = None if text_all is None else text_all[start : start + len(chunk)]
-            prob = torch.sigmoid(self._padded_logits(x, t, batch_size)[:, :1]).cpu()  # (n, 1, S, S)
+            z = self._zones(x, None if sentences is None else list(sentences)[start : start + len(chunk)])
+            prob = torch.sigmoid(self._padded_logits(x, t, batch_size, z)[:, :1]).cpu()  # (n, 1, S, S)
             scores = binary_entropy_score(prob)
             for i, size in enumerate(sizes):
                 full = _resize(prob[i : i + 1], size)[0, 0].clamp_(0.0, 1.0).numpy().astype(np.float32)
                 results.append(Prediction(full, full > self.threshold, float(scores[i])))
         return results
 
-    def predict_one(self, image: ImageLike, text: Any = None) -> Prediction:
-        """Segment a single image; ``text`` is (L, D) or None."""
-        return self.predict([image], None if text is None else torch.as_tensor(text)[None], batch_size=1)[0]
+    def predict_one(self, image: ImageLike, text: Any = None, sentence: str | None = None) -> Prediction:
+        """Segment a single image; ``text`` is (L, D) or None; ``sentence`` its report (``lvit_zones``)."""
+        text = None if text is None else torch.as_tensor(text)[None]
+        return self.predict([image], text, batch_size=1, sentences=None if sentence is None else [sentence])[0]
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:

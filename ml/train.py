@@ -271,7 +271,12 @@ class Trainer:
             )
 
         # data
-        ds_args = {"image_size": model_cfg.img_size, "in_channels": model_cfg.in_channels, "text": self.embedder}
+        ds_args = {
+            "image_size": model_cfg.img_size,
+            "in_channels": model_cfg.in_channels,
+            "text": self.embedder,
+            "zones": model_cfg.uses_zones,
+        }
         aug = {"augment": cfg.augment, "augment_mode": cfg.augment_mode}
         self.train_set = LViTDataset(train, seed=cfg.seed, **aug, **ds_args)
         self.val_set = LViTDataset(val, augment=False, **ds_args)
@@ -417,16 +422,19 @@ class Trainer:
         images = batch["image"].to(self.device, non_blocking=True)  # (B, C, S, S)
         masks = batch["mask"].to(self.device, non_blocking=True)  # (B, 1, S, S)
         text = batch.get("text")
+        zones = batch.get("zones")
         n = images.shape[0]
         if unlabeled is not None:  # one forward over both halves (shared BatchNorm statistics)
             images = torch.cat([images, unlabeled["image"].to(self.device, non_blocking=True)])
             if text is not None:
                 text = torch.cat([text, unlabeled["text"]])
+            if zones is not None:
+                zones = torch.cat([zones, unlabeled["zones"]])
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = self._forward(self.net, images, text)  # (B', 1, S, S)
+            logits = self._forward(self.net, images, text, zones)  # (B', 1, S, S)
         logits = logits.float()
         sup = self.sup_loss.components(logits[:n], masks)
         loss = sup["loss"]
@@ -468,7 +476,9 @@ class Trainer:
         quality = MetricAccumulator()
         for batch in loader:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                logits = self._forward(self.model, batch["image"].to(self.device), batch.get("text"))
+                logits = self._forward(
+                    self.model, batch["image"].to(self.device), batch.get("text"), batch.get("zones")
+                )
             probs = torch.sigmoid(logits.float())
             probs = probs.float().cpu().numpy()[:, 0]  # (B, S, S)
             for name, p in zip(batch["name"], probs, strict=True):
@@ -495,10 +505,8 @@ class Trainer:
 
     # ================================================================== pieces
 
-    def _forward(self, net: nn.Module, images: Tensor, text: Tensor | None) -> Tensor:
-        if self.model_cfg.uses_text:
-            return net(images, text.to(images.device, non_blocking=True))
-        return net(images)
+    def _forward(self, net: nn.Module, images: Tensor, text: Tensor | None, zones: Tensor | None = None) -> Tensor:
+        return forward_model(net, self.model_cfg, images, text, zones)
 
     def _build_lv_loss(self, labeled: Sequence[Sample]) -> LVLoss | None:
         """The LV bank (text features and masks at the model's size) and, per unlabeled case, its target.
@@ -701,6 +709,22 @@ def _sentence_features(embedder: Any, sentences: Sequence[str]) -> np.ndarray:
     return np.asarray(pool_words(embedder.embed_many(list(sentences))), dtype=np.float32)
 
 
+def forward_model(
+    net: nn.Module, model_cfg: LViTConfig, images: Tensor, text: Tensor | None, zones: Tensor | None = None
+) -> Tensor:
+    """Logits of any built model: text only to text models, the zone prior only to ``lvit_zones``."""
+    if model_cfg.uses_zones:
+        if zones is None:
+            raise ValueError(f"{model_cfg.model_name} needs the zone prior (dataset built with zones=True)")
+        zones = zones.to(images.device, non_blocking=True)
+        if model_cfg.uses_text:
+            return net(images, text.to(images.device, non_blocking=True), zones)
+        return net(images, None, zones)
+    if model_cfg.uses_text:
+        return net(images, text.to(images.device, non_blocking=True))
+    return net(images)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -739,10 +763,19 @@ def evaluate_detailed(
         loader = tqdm(loader, desc="eval", unit="batch", leave=False)
     for batch in loader:
         images = batch["image"].to(device)
-        logits = model(images, batch["text"].to(device)) if model_cfg.uses_text else model(images)
+        logits = forward_model(model, model_cfg, images, batch.get("text"), batch.get("zones"))
         acc.update(torch.sigmoid(logits.float()).cpu(), batch["mask"], list(batch["name"]))
     model.train(was_training)
     return acc.compute(), acc.per_image()
 
 
-__all__ = ["FitResult", "TrainConfig", "Trainer", "evaluate", "evaluate_detailed", "folder_samples", "training_dtype"]
+__all__ = [
+    "FitResult",
+    "TrainConfig",
+    "Trainer",
+    "evaluate",
+    "evaluate_detailed",
+    "folder_samples",
+    "forward_model",
+    "training_dtype",
+]

@@ -62,8 +62,14 @@ def _attention_macs(module: Attention, inputs: tuple[torch.Tensor, ...], output:
 
 
 def example_inputs(cfg: LViTConfig, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
-    """Zero inputs of the shapes ``cfg`` expects: ``(images,)`` or ``(images, text)``."""
+    """Zero inputs of the shapes ``cfg`` expects: ``(images,)``, ``(images, text)`` or, for ``lvit_zones``,
+    ``(images, text, zones)``."""
     images = torch.zeros(batch_size, cfg.in_channels, cfg.img_size, cfg.img_size)
+    if cfg.uses_zones:
+        from ml.zones import ZONE_CHANNELS
+
+        text = torch.zeros(batch_size, cfg.text_len, cfg.text_dim)
+        return images, text, torch.zeros(batch_size, ZONE_CHANNELS, cfg.img_size, cfg.img_size)
     if cfg.uses_text:
         return images, torch.zeros(batch_size, cfg.text_len, cfg.text_dim)
     return (images,)

@@ -25,6 +25,9 @@ import numpy as np
 
 from ml.tables import DataError, read_text_rows
 from ml.text import count_words
+from ml.zones import ZONE_NAMES as ZONE_NAMES  # re-exported: callers import the geometry from here too
+from ml.zones import body_box as body_box
+from ml.zones import expected_cells, observed_cells
 from server.core.errors import ServiceError
 
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -533,66 +536,9 @@ def seeded(slug: str) -> Template:
 
 # --- Report vs mask consistency (lung infection) -----------------------------------------------------------------
 
-ZONE_NAMES = ("upper", "middle", "lower")
 
-
-def expected_cells(fields: dict) -> set[tuple[str, str]] | None:
-    """``{(side, zone)}`` a lung-infection report claims (patient's sides), or ``None`` for other reports."""
-    if "laterality" not in fields:
-        return None
-    cells: set[tuple[str, str]] = set()
-    for side in ("left", "right"):
-        zones = fields.get(f"{side}_zones") or []
-        for z in ZONE_NAMES if "all" in zones else zones:
-            cells.add((side, z))
-    return cells
-
-
-def body_box(image: Any, *, threshold: int = 40) -> tuple[int, int, int, int]:
-    """``(top, bottom, left, right)`` of the body in an 8-bit image: rows/columns where more than 1 % of the pixels
-    are brighter than ``threshold`` (the covid_ct text rule; for a chest X-ray this is about the whole image)."""
-    a = np.asarray(image)
-    if a.ndim == 3:
-        a = a.mean(axis=2)
-    bright = a > threshold
-    rows = np.nonzero(bright.mean(axis=1) > 0.01)[0]
-    cols = np.nonzero(bright.mean(axis=0) > 0.01)[0]
-    if rows.size == 0 or cols.size == 0:
-        return 0, a.shape[0], 0, a.shape[1]
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def observed_cells(
-    mask: Any, *, box: tuple[int, int, int, int] | None = None, min_side: float = 0.002, min_zone: float = 0.05
-) -> set[tuple[str, str]]:
-    """``{(side, zone)}`` holding lesion pixels of a binary mask (numpy ``(H, W)``), following the dataset text rules.
-
-    Radiological display: the patient's left lung is on the RIGHT half of ``box`` (default: the whole image). A side
-    is affected when it holds at least ``min_side`` of the image area in lesion pixels or holds the most; each
-    affected side's rows are cut into thirds of ``box``, and a third counts when it holds at least ``min_zone`` of
-    that side's lesion pixels.
-    """
-    m = np.asarray(mask) > 0
-    h, w = m.shape
-    top, bottom, left, right = box or (0, h, 0, w)
-    m = m[top:bottom, left:right]
-    if not m.any():
-        return set()
-    mid = m.shape[1] // 2
-    halves = {"right": m[:, :mid], "left": m[:, mid:]}  # patient's right = image's left
-    counts = {side: int(half.sum()) for side, half in halves.items()}
-    most = max(counts, key=counts.get)
-    cuts = [0, m.shape[0] // 3, 2 * m.shape[0] // 3, m.shape[0]]
-    cells = set()
-    for side, half in halves.items():
-        if counts[side] == 0 or (counts[side] < min_side * h * w and side != most):
-            continue
-        for i, zone in enumerate(ZONE_NAMES):
-            if half[cuts[i] : cuts[i + 1]].sum() >= min_zone * counts[side]:
-                cells.add((side, zone))
-    return cells
-
-
+# The zone geometry (expected/observed cells, the body box) lives in ml/zones.py, shared with the zone-prior model;
+# it imports only numpy, so the web process loads no torch for it.
 def _cell_key(cell: tuple[str, str]) -> str:
     return f"{cell[0]} {cell[1]}"
 

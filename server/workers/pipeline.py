@@ -44,6 +44,10 @@ from server.workers.runtime import LoadedModel, local_checkpoint, runtime, text_
 logger = logging.getLogger(__name__)
 
 INFERENCE_BATCH = 8
+# Network of a project's first (scratch) training round: LViT-T plus the report's lung-zone prior, the variant whose
+# masks follow the report (docs/results.md, "Text steering"). Fine-tuning keeps the parent's config, so existing
+# models and checkpoints go on as they were trained.
+DEFAULT_ARCH = "lvit_zones"
 EPI_BETA = 0.99  # versions trained before the β rule (ml.epi.beta_for_updates) record none
 
 
@@ -393,17 +397,20 @@ def _evaluate_checkpoint(checkpoint: Path, samples: list, embedder: Any) -> dict
     from ml.data import LViTDataset
     from ml.metrics import MetricAccumulator
     from ml.predict import load_model
+    from ml.train import forward_model
 
     device = torch.device(settings.ML_DEVICE)
     model, cfg, _ = load_model(checkpoint, map_location=device)
     text = embedder if cfg.uses_text else None
-    dataset = LViTDataset(samples, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text)
+    dataset = LViTDataset(
+        samples, image_size=cfg.img_size, in_channels=cfg.in_channels, text=text, zones=cfg.uses_zones
+    )
     acc, empty = MetricAccumulator(), MetricAccumulator()
     n_lesion = n_missed = 0
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=INFERENCE_BATCH, shuffle=False):
             images = batch["image"].to(device)
-            logits = model(images, batch["text"].to(device)) if cfg.uses_text else model(images)
+            logits = forward_model(model, cfg, images, batch.get("text"), batch.get("zones"))
             prob = torch.sigmoid(logits.float()).cpu()
             acc.update(prob, batch["mask"], list(batch["name"]))
             empty.update(torch.zeros_like(prob), batch["mask"])
@@ -459,7 +466,7 @@ def train(job: Job) -> dict[str, Any]:
             parent_ckpt = None
             text_len = _app_text_length(project, [*train_samples, *val_samples, *unlabeled_samples])
             dim = runtime.embedder(text_len).dim
-            model_cfg = LViTConfig(img_size=int(params["img_size"]), text_dim=dim, text_len=text_len)
+            model_cfg = LViTConfig(arch=DEFAULT_ARCH, img_size=int(params["img_size"]), text_dim=dim, text_len=text_len)
         embedder = runtime.embedder(model_cfg.text_len)
         epochs = int(params["epochs"])
         cfg = TrainConfig(

@@ -56,7 +56,8 @@ class LoadedModel:
     def predict(self, images: list[np.ndarray], sentences: list[str], batch_size: int = 8) -> list[Prediction]:
         """uint8 images (H, W) or (H, W, C) of any size with their report sentences -> per-image predictions."""
         text = self.embedder.embed_many(sentences) if self.config.uses_text else None  # (N, L, D), cached
-        out = self.predictor.predict(images, text, batch_size=batch_size)
+        zones = sentences if self.config.uses_zones else None  # lvit_zones renders the report as a zone prior
+        out = self.predictor.predict(images, text, batch_size=batch_size, sentences=zones)
         return [Prediction(prob=r.probability, mask=r.mask, uncertainty=r.uncertainty) for r in out]
 
 

@@ -500,8 +500,9 @@ def test_bootstrap_model_trains_promotes_and_proposes(worker, settings) -> None:
     call_command("bootstrap_model", **args, wait=True, timeout=300, stdout=out)
     mv = ModelVersion.objects.get(project=project)
     assert mv.status == ModelStatus.ACTIVE and mv.training_job.kind == JobKind.TRAINING
+    assert mv.config["model"]["arch"] == "lvit_zones"  # a first round trains the variant whose masks follow the report
     case = Case.objects.filter(project=project).exclude(state=CaseState.LABELED).get()
-    assert case.head_mask.model_version_id == mv.pk, out.getvalue()
+    assert case.head_mask.model_version_id == mv.pk, out.getvalue()  # proposed with the zone prior of its report
 
     again = StringIO()
     call_command("bootstrap_model", **args, stdout=again)

@@ -1,0 +1,228 @@
+"""Every table of the text-steering grid, made from its raw JSON lines (bench/results/quality_grid.jsonl).
+
+    python bench/quality_tables.py                      # all budgets in the file
+    python bench/quality_tables.py --budget cpu64-e6    # one budget
+
+Tables (per group and budget): (1) per model, mean ± std over seeds of the final model's Dice with the true,
+swapped and empty report, on all evaluation images and on unilateral reports, the foreground share on the named side,
+steps and minutes; (2) differences paired by seed (same seed = same split, initialisation seed and augmentation draws)
+for the comparisons that matter, with every seed's value; (3) the goals of issue 10, met or not, from those numbers.
+Dice in points (x100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = {
+    "lvit_zones": "LViT-T + zone prior (app text length)",
+    "lvit_app": "LViT-T (app text length)",
+    "lvit_l10": "LViT-T (L = 10)",
+    "lvit_tw": "LViT-TW",
+    "unet": "U-Net",
+}
+SEMI_LABELS = {"labeled_same_steps": "25 % labels, labeled only (same steps)", "epi_lv": "25 % labels, EPI + LV"}
+for _m in list(LABELS):
+    for _v, _text in SEMI_LABELS.items():
+        LABELS[f"{_m}:{_v}"] = f"{LABELS[_m]}, {_text}"
+# (a, b): paired a - b
+PAIRS = [
+    ("lvit_zones", "unet"),
+    ("lvit_app", "unet"),
+    ("lvit_l10", "unet"),
+    ("lvit_zones", "lvit_app"),
+    ("lvit_app", "lvit_l10"),
+    ("lvit_tw", "unet"),
+] + [(f"{m}:epi_lv", f"{m}:labeled_same_steps") for m in ("lvit_zones", "lvit_app", "lvit_l10")]
+GOAL_MARGIN = 2.0  # LViT-T >= U-Net + 2 Dice points
+GOAL_SWAP_COST = 10.0  # swapping sides costs >= 10 points on unilateral reports
+GOAL_NAMED_SIDE = 0.70  # >= 70 % of the predicted foreground on the named side
+GOAL_SEMI = 1.0  # EPI + LV >= labeled-only with the same steps + 1 point
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pts(v: float | None) -> float:
+    return math.nan if v is None else 100.0 * v
+
+
+def mean_std(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "dice_true": lambda r: _pts(r["final"]["dice"]["true"]),
+    "dice_swapped": lambda r: _pts(r["final"]["dice"]["swapped"]),
+    "dice_empty": lambda r: _pts(r["final"]["dice"]["empty"]),
+    "uni_true": lambda r: _pts(r["final"]["dice_unilateral"]["true"]),
+    "uni_swapped": lambda r: _pts(r["final"]["dice_unilateral"]["swapped"]),
+    "swap_cost": lambda r: _pts(r["final"]["dice_unilateral"]["true"]) - _pts(r["final"]["dice_unilateral"]["swapped"]),
+    "side_true": lambda r: _pts(r["final"]["side_fraction"]["true"]),
+    "side_swapped": lambda r: _pts(r["final"]["side_fraction"]["swapped"]),
+    "best_val": lambda r: _pts(r["best_val_dice"]),
+    "best_on_test": lambda r: _pts(r["best_on_test"]["dice"]) if r.get("best_on_test") else math.nan,
+}
+
+
+def key(r: dict[str, Any]) -> str:
+    return r["model"] if r["variant"] == "supervised" else f"{r['model']}:{r['variant']}"
+
+
+def seen_steering(rows: list[dict[str, Any]]) -> str:
+    """The steering test repeated on the training images (seen in training with their true reports)."""
+    rows = [r for r in rows if "final_train" in r]
+    if not rows:
+        return ""
+    out = [
+        "| model (training images) | seeds | Dice, true report | swapped | empty | unilateral: true | swapped | "
+        "swap cost | named side %, true | swapped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = [k for k in METRICS if k not in ("best_val", "best_on_test")]
+    for model, rs in _by_model(rows).items():
+        cells = [mean_std([METRICS[m]({**r, "final": r["final_train"]}) for r in rs]) for m in keys]
+        out.append(f"| {LABELS.get(model, model)} | {len(rs)} | " + " | ".join(cells) + " |")
+    n, n_uni = rows[0]["final_train"]["n"], rows[0]["final_train"]["n_unilateral"]
+    return "\n".join(out) + f"\n\n({n} training images, {n_uni} with unilateral reports.)"
+
+
+def per_model(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| model | seeds | Dice, true report | swapped | empty | unilateral: true | swapped | swap cost | "
+        "named side %, true | swapped | best-epoch Val Dice | best epoch on Test | steps | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, rs in _by_model(rows).items():
+        cells = [mean_std([METRICS[m](r) for r in rs]) for m in METRICS]
+        minutes = statistics.fmean(r["train_seconds"] for r in rs) / 60
+        out.append(
+            f"| {LABELS.get(model, model)} | {len(rs)} | "
+            + " | ".join(cells)
+            + f" | {rs[0]['steps']} | {minutes:.1f} |"
+        )
+    return "\n".join(out)
+
+
+def _by_model(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: (list(LABELS).index(key(r)) if key(r) in LABELS else 99, r["seed"])):
+        by.setdefault(key(r), []).append(r)
+    return by
+
+
+def paired(rows: list[dict[str, Any]], metric: str = "dice_true") -> tuple[str, dict[tuple[str, str], float]]:
+    by = {m: {r["seed"]: r for r in rs} for m, rs in _by_model(rows).items()}
+    seeds = sorted({r["seed"] for r in rows})
+    out = [
+        f"| paired by seed ({metric}) | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | min .. max |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    means: dict[tuple[str, str], float] = {}
+    for a, b in PAIRS:
+        if a not in by or b not in by:
+            continue
+        common = [s for s in seeds if s in by[a] and s in by[b]]
+        if not common:
+            continue
+        diffs = {s: METRICS[metric](by[a][s]) - METRICS[metric](by[b][s]) for s in common}
+        mean = statistics.fmean(diffs.values())
+        means[(a, b)] = mean
+        cells = [f"{diffs[s]:+.1f}" if s in diffs else "-" for s in seeds]
+        out.append(
+            f"| {LABELS[a]} - {LABELS[b]} | " + " | ".join(cells) + f" | **{mean:+.1f}** (n={len(common)}) | "
+            f"{min(diffs.values()):+.1f} .. {max(diffs.values()):+.1f} |"
+        )
+    return "\n".join(out), means
+
+
+def goals(rows: list[dict[str, Any]], means: dict[tuple[str, str], float]) -> str:
+    by = _by_model(rows)
+    out = ["| goal (issue 10) | model | measured | met? |", "|---|---|---|---|"]
+    for model in ("lvit_zones", "lvit_app", "lvit_l10"):
+        if model not in by:
+            continue
+        label = LABELS[model]
+        if (model, "unet") in means:  # covid_cxr and MoNuSeg alike: the final model
+            m = means[(model, "unet")]
+            out.append(
+                f"| Dice >= U-Net + {GOAL_MARGIN:.0f} points (paired mean) | {label} | {m:+.1f} | "
+                f"{'yes' if m >= GOAL_MARGIN else 'no'} |"
+            )
+        for where, pick in (("", lambda r: r), (" (training images)", lambda r: {**r, "final": r.get("final_train")})):
+            rs = [pick(r) for r in by[model] if pick(r)["final"] is not None]
+            costs = [c for c in (METRICS["swap_cost"](r) for r in rs) if not math.isnan(c)]
+            sides = [v for v in (METRICS["side_true"](r) for r in rs) if not math.isnan(v)]
+            if costs:
+                cost = statistics.fmean(costs)
+                out.append(
+                    f"| swapping sides costs >= {GOAL_SWAP_COST:.0f} points (unilateral){where} | {label} | "
+                    f"{cost:.1f} | {'yes' if cost >= GOAL_SWAP_COST else 'no'} |"
+                )
+            if sides:
+                side = statistics.fmean(sides)
+                out.append(
+                    f"| >= {GOAL_NAMED_SIDE:.0%} of predicted foreground on the named side{where} | {label} | "
+                    f"{side:.1f} % | {'yes' if side >= 100 * GOAL_NAMED_SIDE else 'no'} |"
+                )
+    for (a, _b), m in means.items():
+        if a.endswith(":epi_lv"):
+            out.append(
+                f"| EPI + LV >= labeled-only-same-steps + {GOAL_SEMI:.0f} point (paired mean) | "
+                f"{LABELS[a.split(':')[0]]} | {m:+.1f} | {'yes' if m >= GOAL_SEMI else 'no'} |"
+            )
+    return "\n".join(out)
+
+
+def settings_line(rows: list[dict[str, Any]]) -> str:
+    r = rows[0]
+    keys = ("img_size", "epochs", "batch_size", "lr", "t0", "augment", "precision", "device", "eval_split", "limit")
+    n_eval = r["final"]["n"]
+    n_uni = r["final"]["n_unilateral"]
+    return ", ".join(f"{k} {r.get(k)}" for k in keys) + f"; {n_eval} evaluation images, {n_uni} with unilateral reports"
+
+
+def report(rows: list[dict[str, Any]], budget: str | None = None) -> str:
+    parts = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if budget is None or r["budget"] == budget:
+            groups.setdefault((r["group"], r["budget"]), []).append(r)
+    for (group, bud), rs in groups.items():
+        parts.append(f"### {group}, budget {bud}\n")
+        parts.append(f"Settings: {settings_line(rs)}.\n")
+        parts.append(per_model(rs) + "\n")
+        table, means = paired(rs, "dice_true")
+        parts.append(table + "\n")
+        parts.append(paired(rs, "swap_cost")[0] + "\n")
+        seen = seen_steering(rs)
+        if seen:
+            parts.append(seen + "\n")
+        parts.append(goals(rs, means) + "\n")
+    return "\n".join(parts) if parts else "(no rows)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(REPO / "bench" / "results" / "quality_grid.jsonl"))
+    p.add_argument("--budget", default=None)
+    args = p.parse_args(argv)
+    print(report(load(Path(args.results)), args.budget))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
