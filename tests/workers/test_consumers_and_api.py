@@ -111,7 +111,7 @@ def test_readiness_and_policy_endpoints(settings) -> None:
     )
     client.force_login(users["admin"])
     response = client.put(f"/api/projects/{project.pk}/training-policy/", put, content_type="application/json")
-    assert response.status_code == 200 and response.json() == put
+    assert response.status_code == 200 and response.json() == {**put, "min_dice": 0.3}  # the floor's default
     bad = client.post(f"/api/projects/{project.pk}/training-jobs/", {"img_size": 30}, content_type="application/json")
     assert bad.status_code == 400 and bad.json()["error"] == "invalid"
     client.force_login(users["outsider"])

@@ -157,7 +157,15 @@ def test_a_finished_round_records_its_throughput_and_the_next_estimate_uses_it(b
     assert measured["device"] == "cpu" and measured["img_size"] == TEST_IMG_SIZE
     assert measured["images"] == 5 and measured["epochs"] == 2 and measured["seconds_per_image_epoch"] > 0
 
-    # the first model was promoted; the next round fine-tunes it at its 32 px: estimated from the measured rate
+    # promote it by hand (a 2-epoch model need not pass the promotion guard): the next round fine-tunes it at its
+    # 32 px, estimated from the measured rate
+    from server.studio.models import ModelVersion
+    from server.studio.services.registry import model_version_activate
+
+    if not job.result["promoted"]:
+        model_version_activate(
+            model_version=ModelVersion.objects.get(pk=job.result["model_version"]), user=users["admin"]
+        )
     after = client.get(f"/api/projects/{project.pk}/training-readiness/").json()["estimate"]
     assert after["basis"] == "measured" and after["img_size"] == TEST_IMG_SIZE
     assert after["seconds_per_image_epoch"] == pytest.approx(measured["seconds_per_image_epoch"], rel=1e-3)
