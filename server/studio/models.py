@@ -236,7 +236,7 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     validation_set = models.ForeignKey(
-        "ValidationSet", null=True, blank=True, on_delete=models.PROTECT, related_name="model_versions"
+        "ValidationSet", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
     )
     promotion = models.JSONField(
         default=dict,

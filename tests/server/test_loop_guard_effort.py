@@ -204,3 +204,13 @@ def test_effort_of_an_acceptance_from_first_open_to_accept(people, collab_client
 def test_open_is_for_members_only(people, outsider_client, case):
     assert outsider_client.post(f"/api/cases/{case.pk}/open/").status_code == 404
     assert not CaseOpen.objects.exists()
+
+
+def test_a_project_with_validation_sets_and_versions_can_be_deleted(people):
+    from server.studio.models import Project, ValidationSet
+
+    vs = ValidationSet.objects.create(project=people.project, version=1, case_ids=[], source="val")
+    model_version_create(project=people.project, checkpoint=b"x", validation_set=vs)
+    people.project.delete()
+    assert not ValidationSet.objects.exists() and not ModelVersion.objects.exists()
+    assert not Project.objects.filter(pk=people.project.pk).exists()

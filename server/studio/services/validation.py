@@ -55,6 +55,8 @@ def validation_set_for_round(*, project: Project, seed: int = 0) -> ValidationSe
     removed = sorted(set(current.case_ids) - set(kept))
     if not added and not removed:
         return current
+    if not kept and not added:  # every case left the set: nothing to validate on (the round says so)
+        return None
     vs = ValidationSet.objects.create(
         project=project,
         version=current.version + 1,
