@@ -25,6 +25,16 @@ def isolate(celery_app: Any, namespace: str) -> None:
     celery_app.conf.task_routes = {
         pattern: {"queue": f"{namespace}.{route['queue']}"} for pattern, route in TASK_ROUTES.items()
     }
+    flush_routing(celery_app)
+
+
+def flush_routing(celery_app: Any) -> None:
+    """Forget the queues and routes Celery cached from its configuration at the first publish of this process (a
+    test that queued a real task before the worker fixture would otherwise keep sending to the plain queues)."""
+    amqp = celery_app.amqp
+    for cached in ("queues", "default_queue", "router"):
+        amqp.__dict__.pop(cached, None)
+    amqp._rtable = None
 
 
 def channel_layers(base: dict, namespace: str) -> dict:
@@ -41,4 +51,4 @@ if _namespace:  # the worker subprocess
     isolate(app, _namespace)
     settings.CHANNEL_LAYERS = channel_layers(settings.CHANNEL_LAYERS, _namespace)
 
-__all__ = ["app", "channel_layers", "isolate"]
+__all__ = ["app", "channel_layers", "flush_routing", "isolate"]

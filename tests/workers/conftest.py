@@ -57,7 +57,7 @@ def celery_worker(
     from django.test import override_settings
 
     from server.celery import QUEUES, app
-    from tests.workers.celery_isolated import channel_layers, isolate
+    from tests.workers.celery_isolated import channel_layers, flush_routing, isolate
 
     db = settings.DATABASES["default"]
     if not db["ENGINE"].endswith("postgresql"):
@@ -98,6 +98,7 @@ def celery_worker(
         worker.stop()
         layers.disable()
         app.conf.task_queues, app.conf.task_default_queue, app.conf.task_routes = saved
+        flush_routing(app)
         with app.connection_for_write() as conn:  # the run's queues are not needed any more
             for queue in QUEUES:
                 conn.default_channel.queue_delete(f"{namespace}.{queue}")
