@@ -174,3 +174,15 @@ def test_one_training_step_uses_the_prior(tmp_path: Path) -> None:
     losses = trainer.train_step(batch)
     assert np.isfinite(losses["loss"])
     assert trainer.validate().n == 2
+
+
+def test_openvino_engine_takes_the_prior_and_matches_eager(tmp_path: Path) -> None:
+    """The worker's default engine on a CPU with a serving cache: the three-input network converts exactly."""
+    torch.manual_seed(0)
+    cfg = _cfg()
+    model = build_model(cfg).eval()
+    image, text = np.full((40, 40), 120, np.uint8), np.zeros((6, 8), np.float32)
+    eager = Predictor(model, cfg, backend="torch", precision="fp32").predict_one(image, text, LEFT).probability
+    engine = Predictor(model, cfg, backend="openvino", precision="fp32", cache_dir=tmp_path)
+    assert engine.backend == "openvino"
+    np.testing.assert_allclose(engine.predict_one(image, text, LEFT).probability, eager, atol=1e-4)
