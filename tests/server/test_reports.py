@@ -201,7 +201,10 @@ def test_reading_reports_never_imports_torch() -> None:
 
     from tests.conftest import REPO_ROOT
 
-    code = "import sys, server.studio.reports; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = (
+        "import os, sys, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'server.settings'); django.setup(); "
+        "import server.studio.reports; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
