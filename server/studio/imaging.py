@@ -155,15 +155,6 @@ def _decode_pil(data: bytes) -> DecodedImage:
     )
 
 
-def _first(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value[0]) if hasattr(value, "__len__") and not isinstance(value, str) else float(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
 def deidentify(ds: Any) -> list[str]:
     """De-identify in place with the basic profile's allow-list (:mod:`server.studio.deid`)."""
     from server.studio import deid

@@ -208,11 +208,11 @@ def case_sentence(*, case: Case) -> str:
     return case.report.text if case.report is not None else ""
 
 
-def accepted_cases(*, project: Project, split: str) -> list[tuple[Case, MaskVersion]]:
-    """Labeled cases of ``split`` with their latest accepted mask."""
+def _accepted(project: Project, **case_filter: Any) -> list[tuple[Case, MaskVersion]]:
+    """Labeled cases of ``project`` matching ``case_filter`` with their latest accepted mask, in id order."""
     latest = MaskVersion.objects.filter(case=OuterRef("pk"), kind=MaskKind.ACCEPTED).order_by("-version")
     cases = (
-        Case.objects.filter(project=project, split=split, state=CaseState.LABELED)
+        Case.objects.filter(project=project, state=CaseState.LABELED, **case_filter)
         .annotate(accepted_id=Subquery(latest.values("pk")[:1]))
         .filter(accepted_id__isnull=False)
         .select_related("report")
@@ -220,20 +220,16 @@ def accepted_cases(*, project: Project, split: str) -> list[tuple[Case, MaskVers
     )
     masks = MaskVersion.objects.in_bulk([c.accepted_id for c in cases])
     return [(c, masks[c.accepted_id]) for c in cases]
+
+
+def accepted_cases(*, project: Project, split: str) -> list[tuple[Case, MaskVersion]]:
+    """Labeled cases of ``split`` with their latest accepted mask."""
+    return _accepted(project, split=split)
 
 
 def accepted_pairs(*, project: Project, case_ids: list[int]) -> list[tuple[Case, MaskVersion]]:
     """The given cases (any split) that are labeled, with their latest accepted mask, in id order."""
-    latest = MaskVersion.objects.filter(case=OuterRef("pk"), kind=MaskKind.ACCEPTED).order_by("-version")
-    cases = (
-        Case.objects.filter(project=project, pk__in=case_ids, state=CaseState.LABELED)
-        .annotate(accepted_id=Subquery(latest.values("pk")[:1]))
-        .filter(accepted_id__isnull=False)
-        .select_related("report")
-        .order_by("pk")
-    )
-    masks = MaskVersion.objects.in_bulk([c.accepted_id for c in cases])
-    return [(c, masks[c.accepted_id]) for c in cases]
+    return _accepted(project, pk__in=case_ids)
 
 
 def effort_cases(*, project: Project) -> list[dict[str, Any]]:
