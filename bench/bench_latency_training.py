@@ -24,7 +24,6 @@ REDIS_URL should be a database number nothing else uses (the bench purges its Ce
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -35,10 +34,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from _db import psql  # bench/ is sys.path[0] when a script here runs
-from bench_workers import SENTENCE, _db_url, pct, synthetic, wait
-from PIL import Image
+from bench_workers import SENTENCE, _db_url, add_labeled_cases, pct, synthetic, wait
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -124,14 +121,13 @@ def main() -> int:
 def run(args: argparse.Namespace, tmp: Path, pools: dict) -> dict:
     import torch
     from django.contrib.auth import get_user_model
-    from django.core.files.base import ContentFile
 
     from ml.config import LViTConfig
     from ml.models import build_model
     from ml.predict import save_checkpoint
     from server.jobs.models import Job, JobStatus
-    from server.studio.models import Case, CaseState, JobKind, MaskKind, MaskVersion, ModelStatus, ModelVersion
-    from server.studio.services.cases import case_create, case_create_many, case_prepare
+    from server.studio.models import JobKind, MaskKind, MaskVersion, ModelStatus, ModelVersion
+    from server.studio.services.cases import case_create
     from server.studio.services.jobs import project_job_cancel
     from server.studio.services.projects import project_create
     from server.studio.services.registry import model_version_create
@@ -149,21 +145,7 @@ def run(args: argparse.Namespace, tmp: Path, pools: dict) -> dict:
 
     trained = project_create(user=user, name="trained", template="free-text")
     n_val = max(1, args.train_cases // 5)
-    for split, count, offset in (("train", args.train_cases - n_val, 0), ("val", n_val, 50_000)):
-        items, masks = [], []
-        for i in range(count):
-            data, mask = synthetic(20_000 + offset + i, 256)
-            items.append(case_prepare(project=trained, data=data, filename=f"t{offset + i}.png", report_text=SENTENCE))
-            masks.append(mask)
-        for case, mask in zip(
-            case_create_many(project=trained, user=user, items=items, split=split, notify=False), masks, strict=True
-        ):
-            buf = io.BytesIO()
-            Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buf, format="PNG")
-            accepted = MaskVersion(case=case, version=1, kind=MaskKind.ACCEPTED, author=user, report_text=SENTENCE)
-            accepted.png.save("m.png", ContentFile(buf.getvalue()), save=False)
-            accepted.save()
-            Case.objects.filter(pk=case.pk).update(state=CaseState.LABELED, head_mask=accepted)
+    add_labeled_cases(trained, user, train=args.train_cases - n_val, val=n_val)
 
     log = pools["inference"].log_path
     counter = iter(range(1, 10**6))

@@ -238,18 +238,14 @@ def run(args: argparse.Namespace, tmp: Path, log: Path) -> dict:
     return rows
 
 
-def train_round(args: argparse.Namespace, user, log: Path) -> dict:  # type: ignore[no-untyped-def]
+def add_labeled_cases(project, user, *, train: int, val: int) -> None:  # type: ignore[no-untyped-def]
+    """``train`` + ``val`` synthetic 256 px cases with an accepted mask each (stored directly: no proposal jobs)."""
     from django.core.files.base import ContentFile
 
-    from server.jobs.models import Job, JobStatus
-    from server.studio.models import Case, CaseState, MaskKind, MaskVersion, ModelVersion
+    from server.studio.models import Case, CaseState, MaskKind, MaskVersion
     from server.studio.services.cases import case_create_many, case_prepare
-    from server.studio.services.projects import project_create
-    from server.studio.services.training import training_job_create
 
-    project = project_create(user=user, name="bench-train", template="free-text")
-    n_val = args.train_cases // 5
-    for split, count, offset in (("train", args.train_cases - n_val, 0), ("val", n_val, 50_000)):
+    for split, count, offset in (("train", train, 0), ("val", val, 50_000)):
         items, masks = [], []
         for i in range(count):
             data, mask = synthetic(20_000 + offset + i, 256)
@@ -264,6 +260,18 @@ def train_round(args: argparse.Namespace, user, log: Path) -> dict:  # type: ign
             mv.png.save("m.png", ContentFile(buf.getvalue()), save=False)
             mv.save()
             Case.objects.filter(pk=case.pk).update(state=CaseState.LABELED, head_mask=mv)
+
+
+def train_round(args: argparse.Namespace, user, log: Path) -> dict:  # type: ignore[no-untyped-def]
+
+    from server.jobs.models import Job, JobStatus
+    from server.studio.models import ModelVersion
+    from server.studio.services.projects import project_create
+    from server.studio.services.training import training_job_create
+
+    project = project_create(user=user, name="bench-train", template="free-text")
+    n_val = args.train_cases // 5
+    add_labeled_cases(project, user, train=args.train_cases - n_val, val=n_val)
     params = {
         "epochs": args.train_epochs,
         "img_size": args.train_img_size,
