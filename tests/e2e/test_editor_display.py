@@ -140,6 +140,8 @@ def test_window_level_on_an_xray_png_is_remembered(page, web_server, world, arti
     assert page.get_by_label("Window width").input_value() == "127"
     dark = _canvas_rgb(page, *centre)[0]
     page.get_by_label("Invert (I)").check()
+    # the canvas repaints on the next animation frame: wait for it before reading the inverted pixel
+    wait_for(lambda: abs((255 - dark) - _canvas_rgb(page, *centre)[0]) <= 2, 10, "the inverted scan to be drawn")
     inverted = _canvas_rgb(page, *centre)[0]
     assert abs((255 - dark) - inverted) <= 2, (dark, inverted)
     page.get_by_label("Brightness").fill("60")
