@@ -3,6 +3,8 @@
 Models (``--models``):
 
 * ``lvit_zones``: LViT-T + the report's lung-zone prior (``arch=lvit_zones``), app text length;
+* ``lvit_zones_rd``: the same with report dropout 0.2 in training (a blank report, no words and no prior, for a fifth
+  of the labeled items), so that a case without a report still gets a mask;
 * ``lvit_app``: LViT-T, the paper's network, app text length (covers the template's longest sentence);
 * ``lvit_l10``: LViT-T, the paper's network, L = 10 words (the reproduction setting);
 * ``lvit_tw``: LViT-TW (no text);
@@ -11,8 +13,10 @@ Models (``--models``):
 Groups (``--groups``): ``cxr`` (covid_cxr Train -> Val, gray, lr 3e-4; no Test split here, so the final model is
 scored on Val and the best-epoch Val Dice is marked as selected on that split), ``monuseg`` (Train -> Test, RGB,
 lr 1e-3, the final model and the Val-selected best epoch both scored on Test), ``cxr-semi`` (25 % of covid_cxr
-Train labeled: ``labeled_same_steps`` = LViT-T labeled only with the labeled list repeated to the semi-supervised
-epoch length; ``epi_lv`` = EPI + LV loss; the model is the one named by ``--semi-model``).
+Train labeled, the rest unlabeled; every variant runs the same semi-supervised schedule and optimiser steps:
+``labeled_same_steps`` = the labeled batches alone (``TrainConfig.labeled_only_control``), ``pseudo`` = plain
+pseudo-labels (the current prediction, no EMA), ``epi`` = EPI pseudo-labels, ``epi_lv`` = EPI + LV loss; the model is
+the one named by ``--semi-model``).
 
 Every run: the same epochs, batch, LR schedule, augmentation and seed for every model; the row carries all settings,
 per-epoch validation Dice, the final and best Dice, the text-steering measurement of :mod:`ml.steer` (Dice with the
@@ -29,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import sys
@@ -64,12 +67,13 @@ def app_text_len() -> int:
 
 MODELS: dict[str, dict[str, Any]] = {
     "lvit_zones": {"arch": "lvit_zones", "with_text": True, "text_len": "app"},
+    "lvit_zones_rd": {"arch": "lvit_zones", "with_text": True, "text_len": "app", "train": {"report_dropout": 0.2}},
     "lvit_app": {"arch": "lvit", "with_text": True, "text_len": "app"},
     "lvit_l10": {"arch": "lvit", "with_text": True, "text_len": 10},
     "lvit_tw": {"arch": "lvit", "with_text": False, "text_len": 10},
     "unet": {"arch": "unet", "with_text": False, "text_len": 10},
 }
-SEMI_VARIANTS = ("labeled_same_steps", "epi_lv")
+SEMI_VARIANTS = ("labeled_same_steps", "pseudo", "epi", "epi_lv")
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -115,13 +119,19 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
     unlabeled: list = []
     overrides: dict[str, Any] = {}
     if group == "cxr-semi":
-        train, hidden = split_labeled(train, 0.25, seed=seed)
-        if run["variant"] == "labeled_same_steps":
-            train = train * math.ceil(len(hidden) / len(train))
-        else:
-            unlabeled = hidden
-            overrides = {"prototype_epochs": max(1, epochs // 3), "lv_bank": str(data / "lv_loss"), "lv_alpha": 0.1}
+        train, unlabeled = split_labeled(train, 0.25, seed=seed)
+        # Every variant runs the same semi-supervised schedule (prototype epochs on the labeled cases, then
+        # max(labeled, unlabeled) batches per epoch), so each takes the same optimiser steps on the same labeled
+        # batches; they differ only in what the unlabeled half of a step contributes.
+        overrides = {"prototype_epochs": max(1, epochs // 3), "lv_bank": str(data / "lv_loss")}
+        overrides |= {
+            "labeled_same_steps": {"labeled_only_control": True, "lv_alpha": 0.0},
+            "pseudo": {"use_epi": False, "lv_alpha": 0.0},
+            "epi": {"lv_alpha": 0.0},
+            "epi_lv": {"lv_alpha": 0.1},
+        }[run["variant"]]
     spec = dict(MODELS[run["model"]])
+    overrides |= spec.pop("train", {})
     text_len = app_text_len() if spec.pop("text_len") == "app" else 10
     embedder = embedders.setdefault(text_len, TextEmbedder(length=text_len, cache_dir=Path(args.run_dir) / "text"))
     model_cfg = LViTConfig(**spec, text_len=text_len, img_size=args.img_size, in_channels=in_ch, text_dim=embedder.dim)
@@ -184,6 +194,16 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
         batch_size=args.batch_size,
         img_size=args.img_size,
         augment=cfg.augment,
+        report_dropout=cfg.report_dropout,
+        semi={
+            "prototype_epochs": cfg.prototype_epochs,
+            "labeled_only_control": cfg.labeled_only_control,
+            "use_epi": cfg.use_epi,
+            "epi_beta": trainer.epi_beta,
+            "lv_alpha": cfg.lv_alpha,
+        }
+        if group == "cxr-semi"
+        else None,
         precision=str(trainer.autocast_dtype).replace("torch.", "") if trainer.autocast_dtype else "fp32",
         device=str(trainer.device),
         n_train_labeled=len(train),

@@ -24,24 +24,36 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {
     "lvit_zones": "LViT-T + zone prior (app text length)",
+    "lvit_zones_rd": "LViT-T + zone prior, report dropout 0.2",
     "lvit_app": "LViT-T (app text length)",
     "lvit_l10": "LViT-T (L = 10)",
     "lvit_tw": "LViT-TW",
     "unet": "U-Net",
 }
-SEMI_LABELS = {"labeled_same_steps": "25 % labels, labeled only (same steps)", "epi_lv": "25 % labels, EPI + LV"}
+SEMI_LABELS = {
+    "labeled_same_steps": "25 % labels, labeled only (same steps)",
+    "pseudo": "25 % labels, plain pseudo-labels",
+    "epi": "25 % labels, EPI",
+    "epi_lv": "25 % labels, EPI + LV",
+}
 for _m in list(LABELS):
     for _v, _text in SEMI_LABELS.items():
         LABELS[f"{_m}:{_v}"] = f"{LABELS[_m]}, {_text}"
 # (a, b): paired a - b
 PAIRS = [
     ("lvit_zones", "unet"),
+    ("lvit_zones_rd", "unet"),
+    ("lvit_zones_rd", "lvit_zones"),
     ("lvit_app", "unet"),
     ("lvit_l10", "unet"),
     ("lvit_zones", "lvit_app"),
     ("lvit_app", "lvit_l10"),
     ("lvit_tw", "unet"),
-] + [(f"{m}:epi_lv", f"{m}:labeled_same_steps") for m in ("lvit_zones", "lvit_app", "lvit_l10")]
+] + [
+    (f"{m}:{v}", f"{m}:labeled_same_steps")
+    for m in ("lvit_zones", "lvit_app", "lvit_l10")
+    for v in ("epi_lv", "epi", "pseudo")
+]
 GOAL_MARGIN = 2.0  # LViT-T >= U-Net + 2 Dice points
 GOAL_SWAP_COST = 10.0  # swapping sides costs >= 10 points on unilateral reports
 GOAL_NAMED_SIDE = 0.70  # >= 70 % of the predicted foreground on the named side

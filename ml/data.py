@@ -337,6 +337,10 @@ class LViTDataset(Dataset):
         extra: (index, sample) -> (S, S, K) float32 per-pixel channels in the un-augmented frame (e.g. a zone
             prior); transformed like the image.
         cache: keep decoded, resized images/masks in memory (uint8).
+        report_dropout: with augmentation on, the probability that an item's report is replaced by the empty
+            sentence (no words, and no zone prior), drawn per item and epoch: the model also learns the image-only
+            case (a case without a report, a free-text report a zone model cannot read) instead of predicting
+            nothing whenever the prior is blank.
         zones: add ``zones`` (ZONE_CHANNELS, S, S) float32, the report's lung-zone prior
             (:func:`ml.zones.zone_prior` of the un-augmented sentence and image) put through the same augmentation
             geometry as the image, so prior and anatomy stay aligned under every transform (a mirror moves the
@@ -359,6 +363,7 @@ class LViTDataset(Dataset):
         extra: Callable[[int, Sample], np.ndarray] | None = None,
         cache: bool = True,
         zones: bool = False,
+        report_dropout: float = 0.0,
     ) -> None:
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
@@ -369,8 +374,11 @@ class LViTDataset(Dataset):
         self.in_channels = in_channels
         if augment_mode not in AUGMENT_MODES:
             raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got {augment_mode!r}")
+        if not 0.0 <= report_dropout < 1.0:
+            raise ValueError(f"report_dropout must be in [0, 1), got {report_dropout}")
         self.augment = augment
         self.augment_mode = augment_mode
+        self.report_dropout = report_dropout
         self.seed = seed
         self.epoch = 0
         self.text = text
@@ -382,7 +390,7 @@ class LViTDataset(Dataset):
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         embed_many = getattr(text, "embed_many", None)
         if callable(embed_many) and self.samples:
-            sentences = {s.sentence for s in self.samples}
+            sentences = {s.sentence for s in self.samples} | ({""} if augment and report_dropout else set())
             if augment and augment_mode == "consistent":  # the mirrored sentences too
                 sentences |= {
                     mirror_sentence(t, flip_rows=r, flip_cols=c) for t in sentences for r in (0, 1) for c in (0, 1)
@@ -442,12 +450,15 @@ class LViTDataset(Dataset):
                 extra = extra[..., None]
             if extra.shape[:2] != (size, size):
                 raise ValueError(f"extra channels for {s.name} have shape {extra.shape}, want ({size}, {size}, K)")
+        sentence = s.sentence
+        if self.augment and self.report_dropout:  # its own stream: the geometry draws stay as without dropout
+            if np.random.default_rng([self.seed, self.epoch, index, 1]).random() < self.report_dropout:
+                sentence = ""
         zone_maps = None
         if self.zones:  # (S, S, Z) in the un-augmented frame
             from ml.zones import zone_prior
 
-            zone_maps = zone_prior(s.sentence, image[..., 0] if image.shape[-1] == 1 else image).transpose(1, 2, 0)
-        sentence = s.sentence
+            zone_maps = zone_prior(sentence, image[..., 0] if image.shape[-1] == 1 else image).transpose(1, 2, 0)
         if self.augment:
             aug = draw_augmentation(np.random.default_rng([self.seed, self.epoch, index]), self.augment_mode)
             image = aug.apply(image)

@@ -77,6 +77,9 @@ class TrainConfig:
     # "consistent": mirrors swap left/right (upper/lower) in the sentence, no 90-degree rotations (ml.laterality);
     # "reference": the authors' rot90 + flip with the sentence unchanged (paper reproduction)
     augment_mode: str = "consistent"
+    # probability that a labeled training item's report is blanked (no words, no zone prior), so that a model which
+    # reads the report also segments a case without one (see ml.data.LViTDataset); 0 = the paper
+    report_dropout: float = 0.0
     # semi-supervised (active only when unlabeled samples are given)
     prototype_epochs: int = 10  # labeled-only epochs before pseudo-labels are used
     use_epi: bool = True  # False: the pseudo-label is the current prediction alone (beta = 0)
@@ -86,6 +89,10 @@ class TrainConfig:
     epi_residual: float = 0.05
     pseudo_label: str = "soft"  # "soft": the EPI probabilities; "hard": thresholded at 0.5
     unsup_weight: float = 1.0
+    # The equal-steps control of the semi-supervised ablation: the semi-supervised schedule (prototype epochs, then
+    # max(labeled, unlabeled) batches per epoch) with the unlabeled half removed: no pseudo-label passes, no
+    # unsupervised loss, the same labeled batches and optimiser steps as the EPI run of the same seed.
+    labeled_only_control: bool = False
     lv_alpha: float = 0.1
     lv_bank: str = "labeled"  # "labeled" (the labeled cases), "none", or a folder of LV templates
     lv_mirror: bool = True  # mirror template masks left-right (patient-side text), see ml.data
@@ -109,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"epi_residual must be in (0, 1), got {self.epi_residual}")
         if self.augment_mode not in AUGMENT_MODES:
             raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got {self.augment_mode!r}")
+        if not 0.0 <= self.report_dropout < 1.0:
+            raise ValueError(f"report_dropout must be in [0, 1), got {self.report_dropout}")
         if self.pseudo_label not in ("soft", "hard"):
             raise ValueError(f"pseudo_label must be 'soft' or 'hard', got {self.pseudo_label!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -278,7 +287,7 @@ class Trainer:
             "zones": model_cfg.uses_zones,
         }
         aug = {"augment": cfg.augment, "augment_mode": cfg.augment_mode}
-        self.train_set = LViTDataset(train, seed=cfg.seed, **aug, **ds_args)
+        self.train_set = LViTDataset(train, seed=cfg.seed, report_dropout=cfg.report_dropout, **aug, **ds_args)
         self.val_set = LViTDataset(val, augment=False, **ds_args)
         self.semi = bool(unlabeled)
         self.epi_beta = cfg.resolved_epi_beta(continuing=epi_store is not None and len(epi_store) > 0)
@@ -304,7 +313,7 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
         self.sup_loss = DiceBCELoss(0.5, 0.5)
-        self.lv_loss = self._build_lv_loss(train) if self.semi and cfg.lv_alpha > 0 else None
+        self.lv_loss = self._build_lv_loss(train) if self.semi and cfg.lv_alpha > 0 and not cfg.labeled_only_control else None
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer
         )
@@ -353,7 +362,7 @@ class Trainer:
                 break
             started = time.perf_counter()
             semi_epoch = self.semi and epoch >= cfg.prototype_epochs
-            pseudo = self.update_pseudo_labels(epoch) if semi_epoch else None
+            pseudo = self.update_pseudo_labels(epoch) if semi_epoch and not cfg.labeled_only_control else None
             losses, cancelled = self.train_epoch(epoch, semi_epoch)
             if cancelled:  # the partial epoch is dropped: last.pt still holds the last complete epoch
                 stopped = "cancelled"
@@ -406,7 +415,8 @@ class Trainer:
         self.unlabeled_set.set_epoch(epoch)
         steps = self._steps_per_epoch(semi)
         labeled = _cycle(self.train_loader, self.train_sampler, epoch)
-        unlabeled = _cycle(self.unlabeled_loader, self.unlabeled_sampler, epoch) if semi else None
+        use_unlabeled = semi and not self.cfg.labeled_only_control
+        unlabeled = _cycle(self.unlabeled_loader, self.unlabeled_sampler, epoch) if use_unlabeled else None
         totals: dict[str, float] = {}
         for step in range(steps):
             if step > 0 and self._agree(self._stop_requested()):  # step 0: checked by fit() just before

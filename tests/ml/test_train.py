@@ -94,6 +94,40 @@ def test_semi_supervised_path_updates_epi(cxr: dict, shared_data: Path, tmp_path
     assert (tmp_path / "epi.npz").is_file()
 
 
+def test_labeled_only_control_takes_the_semi_supervised_steps_without_the_unlabeled_half(
+    cxr: dict, shared_data: Path, tmp_path: Path, embedder: TextEmbedder
+) -> None:
+    """The equal-steps control of the EPI ablation: as many optimiser steps per epoch as the EPI run (there are
+    more unlabeled than labeled cases, so a semi epoch has more steps than one pass over the labeled ones), the
+    same labeled batches, and neither pseudo-label passes nor unsupervised losses."""
+    labeled, unlabeled = cxr["labeled"][:1], cxr["unlabeled"][:2]  # 1 labeled batch, 2 unlabeled batches (batch 1)
+
+    def run(control: bool) -> tuple[list[tuple[int, int, frozenset]], Trainer]:
+        cfg = TrainConfig(
+            out_dir=str(tmp_path / str(control)),
+            epochs=3,
+            batch_size=1,
+            prototype_epochs=1,
+            lv_bank=str(shared_data / "lv_loss"),
+            labeled_only_control=control,
+            save_best=False,
+            save_last=False,
+        )
+        events: list[dict] = []
+        trainer = Trainer(cfg, _small(), labeled, cxr["val"], unlabeled, on_progress=events.append, text_embedder=embedder)
+        trainer.fit()
+        steps = [(e["epoch"], e["step"], frozenset(e["losses"])) for e in events if e["type"] == "step"]
+        return steps, trainer
+
+    epi_steps, _ = run(False)
+    control_steps, control = run(True)
+    assert [(ep, st) for ep, st, _ in control_steps] == [(ep, st) for ep, st, _ in epi_steps]
+    assert [(ep, st) for ep, st, _ in control_steps] == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all(keys == {"sup_dice", "sup_bce", "loss"} for _, _, keys in control_steps)
+    assert any("unsup_dice" in keys for _, _, keys in epi_steps)
+    assert control.lv_loss is None and all(control.epi.count(s.name) == 0 for s in unlabeled)
+
+
 def test_lv_bank_from_labeled_cases_and_plain_pseudo_labels(cxr: dict, tmp_path: Path, embedder: TextEmbedder) -> None:
     cfg = TrainConfig(
         out_dir=str(tmp_path),
