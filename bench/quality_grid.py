@@ -83,7 +83,9 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             if group in ("cxr", "monuseg"):
                 runs += [{"group": group, "model": m, "variant": "supervised", "seed": seed} for m in args.models]
             elif group == "cxr-semi":
-                runs += [{"group": group, "model": args.semi_model, "variant": v, "seed": seed} for v in SEMI_VARIANTS]
+                runs += [
+                    {"group": group, "model": args.semi_model, "variant": v, "seed": seed} for v in args.semi_variants
+                ]
             else:
                 raise SystemExit(f"unknown group {group}")
     if args.shard:  # "k/n": every n-th run starting at k, for n processes sharing one GPU
@@ -256,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", nargs="+", default=["cxr"])
     p.add_argument("--models", nargs="+", default=["lvit_zones", "lvit_app", "lvit_l10", "unet"], choices=list(MODELS))
     p.add_argument("--semi-model", default="lvit_app", choices=list(MODELS))
+    p.add_argument("--semi-variants", nargs="+", default=list(SEMI_VARIANTS), choices=SEMI_VARIANTS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--epochs-monuseg", type=int, default=0, help="0: as --epochs")
