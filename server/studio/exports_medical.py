@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
-from server.studio import dicom_seg, imaging, nifti
+from server.studio import dicom_codecs, dicom_seg, imaging, nifti
 from server.studio.exports import _read, _unique, export_cases
 from server.studio.models import Case, MaskVersion, Project
 from server.studio.services.pacs import secondary_capture, seg_provenance
@@ -90,6 +90,7 @@ def _image_values(case: Case) -> tuple[np.ndarray, str, nifti.Geometry]:
     picture = np.asarray(Image.open(io.BytesIO(_read(case.image.name))))
     if not (case.original and case.original_format == "dicom"):
         return picture, "display", nifti.Geometry()
+    dicom_codecs.register()  # 12-bit JPEG Extended originals (idempotent)
     ds = pydicom.dcmread(io.BytesIO(_read(case.original.name)))
     geometry = nifti.geometry_from_dicom(ds)
     photometric = str(getattr(ds, "PhotometricInterpretation", ""))

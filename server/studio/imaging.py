@@ -21,7 +21,7 @@ from django.conf import settings
 from PIL import Image, UnidentifiedImageError
 
 from server.core.errors import ServiceError
-from server.studio import dicom_display, dicom_guard
+from server.studio import dicom_guard
 from server.studio.reports import body_box
 
 
@@ -170,6 +170,9 @@ def _decode_dicom(data: bytes, *, window: str | None = None) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from server.studio import dicom_codecs, dicom_display  # pydicom's pixel stack: only where DICOM is decoded
+
+    dicom_codecs.register()  # 12-bit JPEG Extended (idempotent; here rather than at start-up)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -249,6 +252,9 @@ def dicom_hounsfield(data: bytes) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
+    from server.studio import dicom_codecs
+
+    dicom_codecs.register()
     ds = pydicom.dcmread(io.BytesIO(data))
     pixels = ds.pixel_array
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:

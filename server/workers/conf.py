@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
 
 from django.conf import settings
 
-from server.config import env_str
+from server.config import ConfigError, env_str
+
+TEXT_ENGINES = ("auto", "torch", "openvino")
 
 
 def checkpoint_cache_dir() -> Path:
@@ -28,3 +31,14 @@ def serving_cache_dir() -> Path:
     path = Path(raw)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def text_engine() -> str:
+    """The text model's engine in a worker: ``LVIT_TEXT_ENGINE`` (``auto``: OpenVINO when it is installed, the
+    features equal transformers' within 1e-4 and a worker starts without importing transformers; else torch)."""
+    raw = env_str("LVIT_TEXT_ENGINE", "auto").strip().lower() or "auto"
+    if raw not in TEXT_ENGINES:
+        raise ConfigError(f"LVIT_TEXT_ENGINE={raw!r}: use one of {', '.join(TEXT_ENGINES)}")
+    if raw == "auto":
+        return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"
+    return raw

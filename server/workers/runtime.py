@@ -82,6 +82,8 @@ class WorkerRuntime:
                     length=length,
                     cache_dir=settings.LVIT_TEXT_CACHE_DIR,
                     device="cpu",
+                    engine=conf.text_engine(),
+                    engine_cache_dir=conf.serving_cache_dir(),
                 )
             return self._embedders[length]
 

@@ -35,10 +35,11 @@ def test_punctuation_counts_as_a_word_and_padding_is_zero(embedder: TextEmbedder
 def test_wordpieces_are_averaged_per_word(embedder: TextEmbedder) -> None:
     sentence = "Carcinomatosis here."
     feats = embedder.embed(sentence)
-    enc = embedder._tokenizer([sentence], return_tensors="pt")
+    backend = embedder._model
+    enc = backend.tokenizer([sentence], return_tensors="pt")
     assert enc.word_ids(0).count(0) > 1  # the first word is split into several WordPieces
     with torch.no_grad():
-        hidden = embedder._model(**enc).last_hidden_state[0].numpy()
+        hidden = backend.model(**enc).last_hidden_state[0].numpy()
     ids = np.array([-1 if w is None else w for w in enc.word_ids(0)])
     np.testing.assert_allclose(feats[0], hidden[ids == 0].mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(feats[2], hidden[ids == 2].mean(0), rtol=1e-5, atol=1e-5)  # "."
@@ -143,3 +144,53 @@ def test_count_words_is_what_the_text_path_counts(shared_data, embedder: TextEmb
     for s in sentences:
         assert _real_words(wide.embed(s)) == count_words(s), s
     assert text_length_for([], minimum=10) == 10
+
+
+def test_openvino_engine_gives_the_torch_features_and_keeps_its_ir(tmp_path, embedder: TextEmbedder) -> None:
+    """The serving engine: the same word features as transformers (within OPENVINO_TOLERANCE) for sentences of
+    several lengths in one batch, the IR converted once and reused by a later process's embedder (here: a fresh
+    backend on the same folder), and no second conversion."""
+    import ml.text as text
+
+    sentences = [
+        "Carcinomatosis here.",
+        "Bilateral pulmonary infection, two infected areas, upper middle lower left lung and all right lung.",
+        "",
+        "No pulmonary infection.",
+    ]
+    ov_embedder = TextEmbedder(length=20, engine="openvino", engine_cache_dir=tmp_path)
+    want = TextEmbedder(length=20).embed_many(sentences)
+    got = ov_embedder.embed_many(sentences)
+    assert ov_embedder._model.engine == "openvino"
+    np.testing.assert_allclose(got, want, atol=text.OPENVINO_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        ov_embedder.sentence_features(sentences), embedder.sentence_features(sentences), atol=1e-4
+    )
+    irs = sorted(p.name for p in tmp_path.iterdir())
+    assert len(irs) == 2 and irs[0].endswith(".bin") and irs[1].endswith(".xml")  # nothing half-written left
+    mtime = (tmp_path / irs[1]).stat().st_mtime_ns
+    again = text.OpenVINOTextModel(ov_embedder.model_dir, ov_embedder.model_id, tmp_path)  # as a new process would
+    hidden, word_ids = again(["No pulmonary infection."])
+    assert (tmp_path / irs[1]).stat().st_mtime_ns == mtime and hidden.shape[-1] == 384 and word_ids[0][0] is None
+
+
+def test_embedders_of_one_process_share_the_loaded_text_model() -> None:
+    """A worker holds an embedder per text length; they load the text model once."""
+    a, b = TextEmbedder(length=10), TextEmbedder(length=20)
+    a.warm_up()
+    b.warm_up()
+    assert a._model is b._model
+
+
+def test_a_failed_openvino_conversion_falls_back_to_torch(tmp_path, monkeypatch) -> None:
+    import ml.text as text
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no OpenVINO here")
+
+    monkeypatch.setattr(text.OpenVINOTextModel, "__init__", broken)
+    e = TextEmbedder(length=10, engine="openvino", engine_cache_dir=tmp_path / "elsewhere")
+    e.warm_up()
+    assert e._model.engine == "torch"
+    with pytest.raises(ValueError, match="engine"):
+        TextEmbedder(engine="tensorrt")

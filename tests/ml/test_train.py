@@ -114,7 +114,9 @@ def test_labeled_only_control_takes_the_semi_supervised_steps_without_the_unlabe
             save_last=False,
         )
         events: list[dict] = []
-        trainer = Trainer(cfg, _small(), labeled, cxr["val"], unlabeled, on_progress=events.append, text_embedder=embedder)
+        trainer = Trainer(
+            cfg, _small(), labeled, cxr["val"], unlabeled, on_progress=events.append, text_embedder=embedder
+        )
         trainer.fit()
         steps = [(e["epoch"], e["step"], frozenset(e["losses"])) for e in events if e["type"] == "step"]
         return steps, trainer

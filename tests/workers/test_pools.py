@@ -172,3 +172,23 @@ def test_a_finished_round_records_its_throughput_and_the_next_estimate_uses_it(b
     # seconds are rounded to 0.1 s (and the rate to 1e-4 s, x15): a short round needs that absolute bound too
     expected = after["seconds_per_image_epoch"] * 15
     assert after["images"] == 5 and after["seconds"] == pytest.approx(expected, rel=0.01, abs=0.051)
+
+
+def test_a_restarted_inference_worker_warms_up_before_its_first_proposal(both, tmp_path) -> None:
+    """Worker start (issue 16): the inference pool loads the text model (OpenVINO, without transformers) and the
+    active model of a recently activated project, and runs one forward, before any request; the first proposal
+    then finds the model loaded instead of loading it."""
+    users = make_users()
+    project = make_project(users, name="warm")
+    random_model(project, tmp_path)
+    both.inference.stop()
+    both.inference.start()
+    wait_for(lambda: "warm-up done" in both.inference.log(), 180, "the warm-up to finish", both.inference)
+    log = both.inference.log()
+    assert f"'project': {project.pk}" in log and "'text_engine': 'openvino'" in log, log
+    assert log.count("loaded model version") == 1
+    case = upload(project, users["admin"], 11)
+    proposal = wait_for(lambda: Job.objects.filter(case=case, kind=JobKind.PROPOSAL).first(), what="proposal job")
+    proposal = wait_job(proposal.pk, both.inference, timeout=120)
+    assert proposal.status == JobStatus.SUCCEEDED, proposal.message + both.log()
+    assert both.inference.log().count("loaded model version") == 1  # served by the warmed-up model
