@@ -21,6 +21,10 @@ worker's is; rows go to ``bench/results/cold_start_worker.jsonl``. Creates and d
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/4 \\
         python bench/bench_cold_start.py --worker --threads 1 --repeats 2
+
+``--trees before=DIR after=.`` compares code versions side by side: the worker process of each start runs from one
+of the checkouts (e.g. ``git worktree add ../before <commit>``; the same migrations), alternating start by start,
+each tree with its own serving cache; every row says which tree ran and the warm-up's own phases.
 """
 
 from __future__ import annotations
@@ -69,16 +73,17 @@ def child(spec: dict[str, Any]) -> None:
     print(json.dumps({"marks": marks, "describe": predictor.describe(), "mask_pixels": int(result.mask.sum())}))
 
 
-def make_checkpoint(img_size: int) -> Path:
-    """A random-weight LViT-T checkpoint (timing only) at ``img_size``, gray input, MiniLM text."""
+def make_checkpoint(img_size: int, arch: str = "lvit") -> Path:
+    """A random-weight checkpoint (timing only) at ``img_size``, gray input, MiniLM text."""
     sys.path.insert(0, str(REPO))
     from ml.config import LViTConfig
     from ml.models import build_model
     from ml.predict import save_checkpoint
 
-    path = OUT / f"lvit_t_{img_size}.pt"
+    path = OUT / (f"lvit_t_{img_size}.pt" if arch == "lvit" else f"{arch}_{img_size}.pt")
     if not path.is_file():
-        cfg = LViTConfig(img_size=img_size, in_channels=1, text_dim=384)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = LViTConfig(arch=arch, img_size=img_size, in_channels=1, text_dim=384, text_len=20)
         save_checkpoint(path, build_model(cfg), cfg)
     return path
 
@@ -91,6 +96,27 @@ def warm_up_end(log_path: Path) -> float | None:
         r"warm-up done: .*'started': ([0-9.]+).*'total_s': ([0-9.]+)", log_path.read_text(errors="replace")
     )
     return float(found.group(1)) + float(found.group(2)) if found else None
+
+
+def warm_up_phases(log_path: Path) -> dict[str, Any]:
+    """The warm-up's own phases from its log line: when it started, imports, text model (and engine), models."""
+    import ast
+    import re
+
+    found = re.search(r"warm-up done: (\{.*\})", log_path.read_text(errors="replace"))
+    if not found:
+        return {}
+    try:
+        report = ast.literal_eval(found.group(1))
+    except (ValueError, SyntaxError):
+        return {}
+    return {
+        "warm_up_started": report.get("started"),
+        "imports_s": report.get("imports_s"),
+        "text_model_s": report.get("text_model_s"),
+        "text_engine": report.get("text_engine"),
+        "models_s": sum(p.get("s", 0.0) for p in report.get("projects", [])),
+    }
 
 
 def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
@@ -143,11 +169,20 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
     app.control.purge()
     rows, seed = [], 0
     run = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    plan = [(0, "at ready")] + [(w, when) for _ in range(args.repeats) for w, when in
-                                ((0, "at ready"), (1, "at ready"), (1, "after warm-up"))]  # fmt: skip
+    trees = dict(t.split("=", 1) for t in args.trees) if args.trees else {"this": str(REPO)}
+    if args.trees:  # first starts (conversions) once per tree, then alternating trees start by start
+        plan = [(name, 1, "after warm-up") for name in trees]
+        plan += [(name, 1, when) for _ in range(args.repeats) for when in ("after warm-up", "at ready")
+                 for name in trees]  # fmt: skip
+    else:
+        plan = [("this", 0, "at ready")] + [("this", w, when) for _ in range(args.repeats) for w, when in
+                                            ((0, "at ready"), (1, "at ready"), (1, "after warm-up"))]  # fmt: skip
+    first_seen: set[str] = set()
     try:
-        for i, (warm, when) in enumerate(plan):
-            env = {**os.environ, "LVIT_WORKER_WARM_UP": str(warm), "LVIT_TORCH_THREADS": str(args.threads or 0)}
+        for i, (tree, warm, when) in enumerate(plan):
+            cwd = Path(trees[tree]).resolve()
+            env = {**os.environ, "LVIT_WORKER_WARM_UP": str(warm), "LVIT_TORCH_THREADS": str(args.threads or 0),
+                   "LVIT_SERVING_CACHE": str(tmp / f"serving-{tree}")}  # fmt: skip
             if args.threads:
                 env["OMP_NUM_THREADS"] = str(args.threads)
             log_path = tmp / f"worker-{i}.log"
@@ -155,7 +190,7 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
                    "-n", f"cold{i}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]  # fmt: skip
             start = time.time()
             with log_path.open("wb") as log:
-                proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 ready = None
                 while ready is None:
@@ -193,15 +228,25 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
             row = {
                 "run": run,
                 "start": i,
+                "tree": tree,
+                "commit": subprocess.run(
+                    ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True
+                ).stdout.strip(),
                 "warm_up": bool(warm),
                 "upload": when,
-                "first_start": i == 0,
+                "first_start": tree not in first_seen,
                 "ready_s": ready - start,
                 "warm_up_done_s": (warm_end - start) if warm_end else None,
                 "first_proposal_latency_s": done - sent,
                 "process_start_to_first_proposal_s": done - start,
                 "load_avg": os.getloadavg()[0],
+                **(
+                    {k: v - start if k == "warm_up_started" and v else v for k, v in warm_up_phases(log_path).items()}
+                    if warm
+                    else {}
+                ),
             }
+            first_seen.add(tree)
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -215,14 +260,32 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
             fh.write(json.dumps(row) + "\n")
     print(f"\ncheckpoint {checkpoint.name}; threads {args.threads or 'default'}; load average "
           f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")  # fmt: skip
-    print("| start | warm-up | upload sent | process start -> ready s | -> warm-up done s "
-          "| upload -> proposal s | process start -> first proposal s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| tree | start | warm-up | upload sent | process start -> ready s | -> warm-up started s "
+          "| warm-up: imports s | text model s (engine) | models s | -> warm-up done s | upload -> proposal s "
+          "| process start -> first proposal s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def f(v: Any) -> str:
+        return f"{v:.1f}" if isinstance(v, float) else "-"
+
     for r in rows:
         label = "first (converts the model)" if r["first_start"] else "later (converted model cached)"
-        warm_done = f"{r['warm_up_done_s']:.1f}" if r["warm_up_done_s"] else "-"
-        print(f"| {label} | {'on' if r['warm_up'] else 'off'} | {r['upload']} | {r['ready_s']:.1f} | {warm_done} "
-              f"| {r['first_proposal_latency_s']:.1f} | {r['process_start_to_first_proposal_s']:.1f} |")  # fmt: skip
+        print(f"| {r['tree']} ({r['commit']}) | {label} | {'on' if r['warm_up'] else 'off'} | {r['upload']} "
+              f"| {r['ready_s']:.1f} | {f(r.get('warm_up_started'))} | {f(r.get('imports_s'))} "
+              f"| {f(r.get('text_model_s'))} ({r.get('text_engine') or '-'}) | {f(r.get('models_s'))} "
+              f"| {f(r['warm_up_done_s'])} | {r['first_proposal_latency_s']:.1f} "
+              f"| {r['process_start_to_first_proposal_s']:.1f} |")  # fmt: skip
+    import statistics
+
+    later = [r for r in rows if not r["first_start"] and r["warm_up"]]
+    print("\n| tree | starts | median process start -> warm-up done s | median upload at ready -> proposal s |")
+    print("|---|---|---|---|")
+    for tree in trees:
+        done = [r["warm_up_done_s"] for r in later if r["tree"] == tree and r["warm_up_done_s"]]
+        at_ready = [r["process_start_to_first_proposal_s"] for r in later if r["tree"] == tree and r["upload"] ==
+                    "at ready"]  # fmt: skip
+        print(f"| {tree} | {len(done)} | {f(statistics.median(done)) if done else '-'} "
+              f"| {f(statistics.median(at_ready)) if at_ready else '-'} |")  # fmt: skip
 
 
 def main() -> None:
@@ -234,11 +297,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="warm-cache starts per engine")
     p.add_argument("--worker", action="store_true", help="time real inference-pool worker starts (see above)")
+    p.add_argument("--trees", nargs="+", default=[], help="--worker: name=checkout pairs to alternate")
+    p.add_argument("--arch", default="lvit", help="architecture of the random checkpoint (e.g. lvit_zones)")
     args = p.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
-    checkpoint = args.checkpoint or make_checkpoint(args.img_size)
+    checkpoint = args.checkpoint or make_checkpoint(args.img_size, args.arch)
     if args.worker:
         worker_starts(args, checkpoint)
         return

@@ -217,6 +217,10 @@ class Engine:
     precision: str = "fp32"
     device: torch.device = torch.device("cpu")
     channels_last: bool = False  # whether images should arrive channels-last
+    converted: bool = False  # this process converted the network (no converted file was cached)
+    # a file in the kept cache that says this converted network passed verify_engine at this precision (None: no
+    # kept cache); a later process that reads the same converted file skips the eager comparison
+    verified_marker: Path | None = None
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -345,6 +349,7 @@ class OpenVINOEngine(Engine):
             key = _cache_key(model, example, f"openvino-{ov.__version__}")
             xml, weights = work.path / f"{key}.xml", work.path / f"{key}.bin"
             self.converted = not xml.is_file()
+            self.verified_marker = work.path / f"{key}.verified-{precision}" if work.keep else None
             if self.converted:
                 net = _inference_copy(model)
                 shapes = [([-1, *t.shape[1:]], ov.Type.f32) for t in example]
@@ -400,6 +405,7 @@ class OnnxRuntimeEngine(Engine):
             key = _cache_key(model, example, f"onnx-{ort.__version__}")
             path = work.path / f"{key}.onnx"
             self.converted = not path.is_file()
+            self.verified_marker = work.path / f"{key}.verified-{precision}" if work.keep else None
             if self.converted:
                 net = _inference_copy(model)
                 # an example batch of 2: torch.export specialises a batch of 1 to a constant
@@ -456,7 +462,9 @@ def build_engine(
 
     ``verify``: an OpenVINO / ONNX Runtime engine's first forward (a random input) is compared with the
     eager model's: float32 logits must agree within ``FP32_TOLERANCE``, bf16 within :func:`_bf16_ok`. A
-    converter bug then fails loudly at start-up instead of changing masks silently; it also warms the engine up.
+    converter bug then fails loudly at start-up instead of changing masks silently. Done once per converted file
+    and precision: a kept cache records the pass (``Engine.verified_marker``), and a later start that reads the same
+    file (same weights, shapes and library version: the cache key) skips the eager forward.
     """
     device = torch.device(device)
     example = _as_inputs(example)
@@ -483,8 +491,11 @@ def build_engine(
     engine_cls = OpenVINOEngine if backend == "openvino" else OnnxRuntimeEngine
     try:
         engine = engine_cls(model, example, precision=precision, cache_dir=cache_dir)
-        if verify:
+        marker = engine.verified_marker
+        if verify and (engine.converted or marker is None or not marker.is_file()):
             verify_engine(engine, model, example)
+            if marker is not None:
+                marker.touch()
         return engine
     except Exception as exc:  # a converter's failure on an unusual network: keep serving, exactly
         if not auto:

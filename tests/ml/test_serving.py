@@ -175,6 +175,49 @@ def test_converted_model_is_cached(tmp_path: Path, trained: tuple[nn.Module, tor
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]  # no half-written files
 
 
+def test_a_converted_model_is_verified_once_per_cache(
+    tmp_path: Path, trained: tuple[nn.Module, torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eager comparison runs when the file is converted (and whenever no kept cache records a pass); a later start
+    reading the same verified file skips it; a file that never passed is verified again."""
+    import ml.serving as serving
+
+    model, x, _ = trained
+    calls: list[int] = []
+    real = serving.verify_engine
+    monkeypatch.setattr(serving, "verify_engine", lambda *a, **k: calls.append(1) or real(*a, **k))
+    build_engine(model, x[:1], backend="openvino", precision="fp32", cache_dir=tmp_path)
+    assert len(calls) == 1 and len(list(tmp_path.glob("*.verified-fp32"))) == 1
+    again = build_engine(model, x[:1], backend="openvino", precision="fp32", cache_dir=tmp_path)
+    assert len(calls) == 1 and not again.converted  # read from the cache, verified before: no eager forward
+    next(tmp_path.glob("*.verified-fp32")).unlink()
+    build_engine(model, x[:1], backend="openvino", precision="fp32", cache_dir=tmp_path)
+    assert len(calls) == 2  # no record of a pass: verified again
+    build_engine(model, x[:1], backend="openvino", precision="fp32")  # no kept cache: always verified
+    assert len(calls) == 3
+
+
+def test_a_model_is_built_from_its_checkpoint_without_random_initialisation(tmp_path: Path) -> None:
+    """load_model builds on the meta device and assigns the checkpoint's tensors: the same weights, buffers,
+    trainable parameters and outputs as building the network and then loading the state."""
+    from ml.config import LViTConfig
+    from ml.models import build_model
+    from ml.predict import example_inputs, load_model, save_checkpoint
+
+    cfg = LViTConfig(arch="lvit_zones", img_size=32, in_channels=1, text_len=20)
+    torch.manual_seed(0)
+    reference = build_model(cfg).eval()
+    path = save_checkpoint(tmp_path / "m.pt", reference, cfg)
+    loaded, _, _ = load_model(path)
+    assert all(p.requires_grad and not p.is_meta for p in loaded.parameters())
+    assert not any(b.is_meta for b in loaded.buffers())
+    for (name, a), (other, b) in zip(loaded.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert name == other and torch.equal(a, b), name
+    inputs = example_inputs(cfg, 2)
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs), reference(*inputs))
+
+
 # ----------------------------------------------------------------------------------- bf16 / int8: masks
 
 
