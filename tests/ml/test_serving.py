@@ -178,8 +178,8 @@ def test_converted_model_is_cached(tmp_path: Path, trained: tuple[nn.Module, tor
 def test_a_converted_model_is_verified_once_per_cache(
     tmp_path: Path, trained: tuple[nn.Module, torch.Tensor, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The eager comparison runs when the file is converted (and whenever no kept cache records a pass); a later start
-    reading the same verified file skips it; a file that never passed is verified again."""
+    """The float32 eager comparison runs when the file is converted (and whenever no kept cache records a pass); a
+    later start reading the same verified file skips it; a file that never passed is verified again; bf16 always."""
     import ml.serving as serving
 
     model, x, _ = trained
@@ -195,6 +195,10 @@ def test_a_converted_model_is_verified_once_per_cache(
     assert len(calls) == 2  # no record of a pass: verified again
     build_engine(model, x[:1], backend="openvino", precision="fp32")  # no kept cache: always verified
     assert len(calls) == 3
+    if cpu_features().bf16:  # bf16: at every start, recorded or not
+        build_engine(model, x[:1], backend="openvino", precision="bf16", cache_dir=tmp_path)
+        build_engine(model, x[:1], backend="openvino", precision="bf16", cache_dir=tmp_path)
+        assert len(calls) == 5
 
 
 def test_a_model_is_built_from_its_checkpoint_without_random_initialisation(tmp_path: Path) -> None:
