@@ -126,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         augment=not args.no_augment,
         augment_mode=args.augment_mode,
+        report_dropout=args.report_dropout,
         prototype_epochs=args.prototype_epochs,
         use_epi=not args.no_epi,
         epi_beta=args.epi_beta,
@@ -384,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="consistent",
         help="consistent: mirrors swap left/right (upper/lower) in the report, no 90-degree rotations; "
         "reference: the authors' rot90 + flip, text unchanged (paper reproduction)",
+    )
+    t.add_argument(
+        "--report-dropout",
+        type=float,
+        default=0.0,
+        help="probability that a labeled item's report is blanked in training (no words, no zone prior), so the "
+        "model also segments a case without one; the app trains zone models with 0.2 (docs/results.md)",
     )
     t.add_argument("--labeled-fraction", type=float, default=1.0, help="< 1 switches on semi-supervised training")
     t.add_argument("--prototype-epochs", type=int, default=10, help="labeled-only epochs before pseudo-labels")

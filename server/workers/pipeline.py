@@ -48,6 +48,10 @@ INFERENCE_BATCH = 8
 # masks follow the report (docs/results.md, "Text steering"). Fine-tuning keeps the parent's config, so existing
 # models and checkpoints go on as they were trained.
 DEFAULT_ARCH = "lvit_zones"
+# Share of a zone model's labeled training items whose report is blanked: with it, a blank report (no report, or a
+# free-text one) gives the image-only mask instead of nothing, with the true-report Dice and the steering unchanged
+# (docs/results.md, "Report dropout").
+REPORT_DROPOUT = 0.2
 EPI_BETA = 0.99  # versions trained before the β rule (ml.epi.beta_for_updates) record none
 
 
@@ -479,6 +483,8 @@ def train(job: Job) -> dict[str, Any]:
             device=settings.ML_DEVICE,
             prototype_epochs=0 if parent is not None else epochs // 2,  # the active model is the prototype
             augment_mode="consistent",  # a mirror swaps left/right in the report too (ml.laterality)
+            # a zone model also learns the no-report case (else a blank prior gives an empty mask; docs/results.md)
+            report_dropout=REPORT_DROPOUT if model_cfg.uses_zones else 0.0,
             epi_beta=None,  # the β rule for this round's updates (ml.epi.beta_for_updates)
             text_model=settings.LVIT_TEXT_MODEL or None,
             text_cache_dir=settings.LVIT_TEXT_CACHE_DIR,

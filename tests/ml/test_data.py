@@ -199,3 +199,35 @@ def test_bad_arguments_raise(tmp_path: Path) -> None:
         scan_split(tmp_path, "Train")
     with pytest.raises(DataError):
         Sample("m.png", tmp_path / "i.png", "text", None, labeled=True)
+
+
+def test_report_dropout_blanks_the_report_and_its_prior_and_leaves_the_geometry(shared_data: Path) -> None:
+    """With report dropout a share of training items reads the empty report (no words, an all-zero zone prior), drawn
+    per item and epoch; the augmentation's geometry is the same as without dropout, and evaluation never drops."""
+    samples = scan_split(shared_data / "covid_cxr", "Train")[:12]
+    texts = {s.sentence: np.ones((4, 3), np.float32) for s in samples} | {"": np.zeros((4, 3), np.float32)}
+
+    def dataset(p: float, augment: bool = True) -> LViTDataset:
+        return LViTDataset(samples, image_size=32, in_channels=1, zones=True, augment=augment, seed=3,
+                           report_dropout=p, text=lambda s: texts.get(s, texts[samples[0].sentence]))  # fmt: skip
+
+    dropped, kept = dataset(0.5), dataset(0.0)
+    blank = 0
+    for epoch in range(3):
+        dropped.set_epoch(epoch)
+        kept.set_epoch(epoch)
+        for i in range(len(samples)):
+            a, b = dropped[i], kept[i]
+            torch.testing.assert_close(a["image"], b["image"])  # same geometry draws
+            torch.testing.assert_close(a["mask"], b["mask"])
+            if a["sentence"] == "":
+                blank += 1
+                assert float(a["zones"].abs().sum()) == 0.0 and float(a["text"].abs().sum()) == 0.0
+            else:
+                assert a["sentence"] == b["sentence"] and torch.equal(a["zones"], b["zones"])
+                assert float(a["zones"][1].sum()) > 0  # the lung box is there when the report is
+    assert 6 <= blank <= 30  # about half of 36 draws
+    plain = dataset(0.5, augment=False)
+    assert all(plain[i]["sentence"] == samples[i].sentence for i in range(len(samples)))  # never at evaluation
+    with pytest.raises(ValueError, match="report_dropout"):
+        dataset(1.0)
