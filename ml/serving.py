@@ -65,6 +65,9 @@ SUPPORTED = {
 # and wrong (13-23 % of pixels flipped on a trained checkpoint) when the model was loaded from the compiled-blob
 # cache or compiled a second time in the same process; see docs/results.md.
 FP32_TOLERANCE = 1e-3  # max |logit - eager logit| for the float32 engines (tested; measured < 1e-4)
+# One conversion (TorchScript / torch.export trace) at a time per process: two traces at once (a worker's warm-up
+# converting the text model while a task converts a checkpoint) made one of them fail.
+CONVERSION_LOCK = threading.RLock()
 CACHE_ENV = "LVIT_SERVING_CACHE"  # default cache_dir when none is given
 
 
@@ -353,7 +356,7 @@ class OpenVINOEngine(Engine):
             if self.converted:
                 net = _inference_copy(model)
                 shapes = [([-1, *t.shape[1:]], ov.Type.f32) for t in example]
-                with torch.no_grad():
+                with CONVERSION_LOCK, torch.no_grad():
                     ov_model = ov.convert_model(net, example_input=tuple(t.float() for t in example), input=shapes)
                 _atomic_files(
                     [weights, xml],
@@ -411,20 +414,21 @@ class OnnxRuntimeEngine(Engine):
                 # an example batch of 2: torch.export specialises a batch of 1 to a constant
                 args = tuple(torch.cat([t.float(), t.float()]) for t in example)
                 batch = torch.export.Dim("batch", min=1, max=1024)
-                _atomic_files(
-                    [path],
-                    lambda tmp: torch.onnx.export(
-                        net,
-                        args,
-                        str(tmp[0]),
-                        input_names=names,
-                        output_names=["logits"],
-                        dynamic_shapes=tuple({0: batch} for _ in args),
-                        dynamo=True,
-                        external_data=False,
-                        verbose=False,
-                    ),
-                )
+                with CONVERSION_LOCK:
+                    _atomic_files(
+                        [path],
+                        lambda tmp: torch.onnx.export(
+                            net,
+                            args,
+                            str(tmp[0]),
+                            input_names=names,
+                            output_names=["logits"],
+                            dynamic_shapes=tuple({0: batch} for _ in args),
+                            dynamo=True,
+                            external_data=False,
+                            verbose=False,
+                        ),
+                    )
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or _threads()
             options.inter_op_num_threads = 1

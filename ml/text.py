@@ -479,7 +479,9 @@ class OpenVINOTextModel:
 
         reference = shared_backend_torch(model_dir, "cpu")
         example = reference.encode(list(self.CHECK))
-        with torch.no_grad(), warnings.catch_warnings():
+        from ml.serving import CONVERSION_LOCK
+
+        with CONVERSION_LOCK, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore"
             )  # tracer warnings: the traced branches hold for every padded batch (checked)

@@ -156,3 +156,31 @@ def test_pacs_settings_are_optional_and_checked(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("PACS_CA_BUNDLE")
     with pytest.raises(ConfigError, match="PACS_URL is not"):
         pacs_config()  # credentials without a PACS are a mistake
+
+
+def test_text_engine_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LVIT_TEXT_ENGINE``: auto takes OpenVINO where it is installed (it is, with the app's requirements); a
+    value it does not know stops with the variable named."""
+    from server.workers.conf import text_engine
+
+    monkeypatch.delenv("LVIT_TEXT_ENGINE", raising=False)
+    assert text_engine() == "openvino"
+    monkeypatch.setenv("LVIT_TEXT_ENGINE", "Torch")
+    assert text_engine() == "torch"
+    monkeypatch.setenv("LVIT_TEXT_ENGINE", "tensorrt")
+    with pytest.raises(ConfigError, match="LVIT_TEXT_ENGINE"):
+        text_engine()
+
+
+def test_starting_the_app_imports_neither_daphne_nor_the_ml_stack() -> None:
+    """A worker's start-up (Django set up, the tasks imported): daphne/twisted (~1-2 s) load only for ``manage.py
+    runserver``, torch and transformers only when a worker warms up or runs a task; imagecodecs (the 12-bit JPEG
+    plugin) only when DICOM pixels are decoded."""
+    code = (
+        "import os, sys, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'server.settings'); django.setup(); "
+        "import server.workers.tasks; "
+        "print(sorted(m for m in ('daphne', 'twisted', 'torch', 'transformers', 'imagecodecs') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
