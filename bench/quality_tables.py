@@ -210,6 +210,38 @@ def goals(rows: list[dict[str, Any]], means: dict[tuple[str, str], float]) -> st
     return "\n".join(out)
 
 
+USEFUL_DICE = 0.45  # issue 16: "time to a useful model"
+
+
+def time_to_useful(rows: list[dict[str, Any]]) -> str:
+    """Per model: the epoch at which validation Dice first reached USEFUL_DICE and the training wall time until then
+    (sum of the epochs' seconds, validation included), per seed and as the median; "-" when never reached."""
+    by = _by_model(rows)
+    seeds = sorted({r["seed"] for r in rows})
+    out = [
+        f"| first val Dice >= {USEFUL_DICE} (epoch, s) | " + " | ".join(f"seed {s}" for s in seeds)
+        + " | seeds reaching it | median s (reached) |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for model, rs in by.items():
+        cells, times = {}, []
+        for r in rs:
+            elapsed = 0.0
+            cells[r["seed"]] = "-"
+            for h in r.get("history", []):
+                elapsed += h["seconds"]
+                if h["val_dice"] is not None and h["val_dice"] >= USEFUL_DICE:
+                    cells[r["seed"]] = f"{h['epoch'] + 1}, {elapsed:.0f}"
+                    times.append(elapsed)
+                    break
+        median = f"{statistics.median(times):.0f}" if times else "-"
+        out.append(
+            f"| {LABELS.get(model, model)} | " + " | ".join(cells.get(s, "") for s in seeds)
+            + f" | {len(times)} of {len(rs)} | {median} |"
+        )
+    return "\n".join(out)
+
+
 def settings_line(rows: list[dict[str, Any]]) -> str:
     r = rows[0]
     keys = ("img_size", "epochs", "batch_size", "lr", "t0", "augment", "precision", "device", "eval_split", "limit")
@@ -236,6 +268,8 @@ def report(rows: list[dict[str, Any]], budget: str | None = None) -> str:
         if seen:
             parts.append(seen + "\n")
         parts.append(verdicts + "\n")
+        if group in ("cxr", "monuseg"):
+            parts.append(time_to_useful(rs) + "\n")
     return "\n".join(parts) if parts else "(no rows)"
 
 
