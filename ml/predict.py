@@ -99,27 +99,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return ckpt
 
 
-def build_loaded(cfg: LViTConfig, state: dict[str, torch.Tensor]) -> nn.Module:
-    """The network of ``cfg`` holding ``state`` (strict), built without drawing random initial weights first: the
-    modules are created on the meta device and the checkpoint's tensors assigned to them (a worker's model load was
-    half random initialisation). Should a tensor stay on the meta device (a buffer the state does not carry), the
-    network is built the ordinary way instead."""
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model.load_state_dict(state, assign=True)
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        model = build_model(cfg)
-        model.load_state_dict(state)
-    return model
-
-
 def load_model(
     path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu"
 ) -> tuple[nn.Module, LViTConfig, dict[str, Any]]:
     """Build the network a checkpoint describes and load its weights. Returns (model in eval mode, cfg, ckpt)."""
     ckpt = load_checkpoint(path, map_location)
     cfg = LViTConfig.from_dict(ckpt["config"])
-    model = build_loaded(cfg, ckpt["model"])
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["model"])
     if map_location is not None:
         model.to(map_location)
     return model.eval(), cfg, ckpt

@@ -201,27 +201,6 @@ def test_a_converted_model_is_verified_once_per_cache(
         assert len(calls) == 5
 
 
-def test_a_model_is_built_from_its_checkpoint_without_random_initialisation(tmp_path: Path) -> None:
-    """load_model builds on the meta device and assigns the checkpoint's tensors: the same weights, buffers,
-    trainable parameters and outputs as building the network and then loading the state."""
-    from ml.config import LViTConfig
-    from ml.models import build_model
-    from ml.predict import example_inputs, load_model, save_checkpoint
-
-    cfg = LViTConfig(arch="lvit_zones", img_size=32, in_channels=1, text_len=20)
-    torch.manual_seed(0)
-    reference = build_model(cfg).eval()
-    path = save_checkpoint(tmp_path / "m.pt", reference, cfg)
-    loaded, _, _ = load_model(path)
-    assert all(p.requires_grad and not p.is_meta for p in loaded.parameters())
-    assert not any(b.is_meta for b in loaded.buffers())
-    for (name, a), (other, b) in zip(loaded.state_dict().items(), reference.state_dict().items(), strict=True):
-        assert name == other and torch.equal(a, b), name
-    inputs = example_inputs(cfg, 2)
-    with torch.no_grad():
-        assert torch.equal(loaded(*inputs), reference(*inputs))
-
-
 # ----------------------------------------------------------------------------------- bf16 / int8: masks
 
 
