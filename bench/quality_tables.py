@@ -219,7 +219,8 @@ def time_to_useful(rows: list[dict[str, Any]]) -> str:
     by = _by_model(rows)
     seeds = sorted({r["seed"] for r in rows})
     out = [
-        f"| first val Dice >= {USEFUL_DICE} (epoch, s) | " + " | ".join(f"seed {s}" for s in seeds)
+        f"| first val Dice >= {USEFUL_DICE} (epoch, s) | "
+        + " | ".join(f"seed {s}" for s in seeds)
         + " | seeds reaching it | median s (reached) |",
         "|---|" + "---|" * (len(seeds) + 2),
     ]
@@ -236,7 +237,8 @@ def time_to_useful(rows: list[dict[str, Any]]) -> str:
                     break
         median = f"{statistics.median(times):.0f}" if times else "-"
         out.append(
-            f"| {LABELS.get(model, model)} | " + " | ".join(cells.get(s, "") for s in seeds)
+            f"| {LABELS.get(model, model)} | "
+            + " | ".join(cells.get(s, "") for s in seeds)
             + f" | {len(times)} of {len(rs)} | {median} |"
         )
     return "\n".join(out)
