@@ -121,35 +121,22 @@ def warm_up_phases(log_path: Path) -> dict[str, Any]:
 
 def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
     """``--worker``: time real inference-pool worker starts (see the module docstring)."""
-    import tempfile
     from datetime import UTC, datetime
 
     sys.path.insert(0, str(REPO / "bench"))
-    from _db import psql
-    from bench_workers import SENTENCE, _db_url, synthetic
+    from _db import drop_scratch, scratch_django
+    from bench_workers import SENTENCE, synthetic
 
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith("postgres"):
-        sys.exit("DATABASE_URL must name a PostgreSQL server (the worker process shares the database)")
     scratch = "lvit_bench_cold"
-    psql(base, f"DROP DATABASE IF EXISTS {scratch}")
-    psql(base, f"CREATE DATABASE {scratch}")
-    tmp = Path(tempfile.mkdtemp(prefix="lvit-bench-cold-"))
-    os.environ.update(
-        DATABASE_URL=_db_url(base, scratch),
-        LVIT_MEDIA_ROOT=str(tmp / "media"),
-        LVIT_CHECKPOINT_CACHE_DIR=str(tmp / "checkpoints"),
-        DJANGO_SETTINGS_MODULE="server.settings",
+    base, tmp = scratch_django(
+        scratch,
+        prefix="lvit-bench-cold-",
+        why="the worker process shares the database",
         LVIT_CELERY_EAGER="0",
         ML_DEVICE=os.environ.get("ML_DEVICE", "cpu"),
     )
-    import django
-
-    django.setup()
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
     from ml.config import LViTConfig
     from ml.predict import load_checkpoint
     from server.celery import app
@@ -250,10 +237,7 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
-        from django.db import connections
-
-        connections.close_all()
-        psql(base, f"DROP DATABASE IF EXISTS {scratch}")
+        drop_scratch(base, scratch)
     out = REPO / "bench" / "results" / "cold_start_worker.jsonl"
     with out.open("a") as fh:
         for row in rows:

@@ -27,16 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _db import psql  # bench/ is sys.path[0] when a script here runs
+from _db import psql, scratch_url  # bench/ is sys.path[0] when a script here runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SCRATCH_DB = "lvit_bench_effort"
-
-
-def _db_url(base: str, name: str) -> str:
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}"
 
 
 def one_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -155,7 +150,7 @@ def main() -> int:
         sys.exit("DATABASE_URL must name a PostgreSQL server (a scratch database is created there)")
     tmp = Path(tempfile.mkdtemp(prefix="lvit-bench-effort-"))
     os.environ.update(
-        DATABASE_URL=_db_url(base, SCRATCH_DB),
+        DATABASE_URL=scratch_url(base, SCRATCH_DB),
         LVIT_MEDIA_ROOT=str(tmp / "media"),
         LVIT_CHECKPOINT_CACHE_DIR=str(tmp / "checkpoints"),
         DJANGO_SETTINGS_MODULE="server.settings",

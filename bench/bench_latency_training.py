@@ -29,13 +29,12 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _db import psql  # bench/ is sys.path[0] when a script here runs
-from bench_workers import SENTENCE, _db_url, add_labeled_cases, pct, synthetic, wait
+from _db import drop_scratch, scratch_django  # bench/ is sys.path[0] when a script here runs
+from bench_workers import SENTENCE, add_labeled_cases, pct, synthetic, wait
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -60,26 +59,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith("postgres"):
-        sys.exit("DATABASE_URL must name a PostgreSQL server (the worker processes share the database)")
-    psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
-    psql(base, f"CREATE DATABASE {SCRATCH_DB}")
-    tmp = Path(tempfile.mkdtemp(prefix="lvit-bench-pools-"))
-    os.environ.update(
-        DATABASE_URL=_db_url(base, SCRATCH_DB),
-        LVIT_MEDIA_ROOT=str(tmp / "media"),
-        LVIT_CHECKPOINT_CACHE_DIR=str(tmp / "checkpoints"),
-        DJANGO_SETTINGS_MODULE="server.settings",
+    base, tmp = scratch_django(
+        SCRATCH_DB,
+        prefix="lvit-bench-pools-",
+        why="the worker processes share the database",
         LVIT_CELERY_EAGER="0",
         ML_DEVICE=os.environ.get("ML_DEVICE", "cpu"),
     )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     from server.celery import app
     from tests.support.celery_worker import WorkerProcess
 
@@ -104,10 +90,7 @@ def main() -> int:
     finally:
         for worker in pools.values():
             worker.stop(timeout=60)
-        from django.db import connections
-
-        connections.close_all()
-        psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+        drop_scratch(base, SCRATCH_DB)
     summary = summarize(rows, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as fh:

@@ -24,23 +24,17 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import numpy as np
-from _db import psql  # bench/ is sys.path[0] when a script here runs
+from _db import drop_scratch, scratch_django  # bench/ is sys.path[0] when a script here runs
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SCRATCH_DB = "lvit_bench_workers"
 SENTENCE = "One round lesion in the upper left area."
-
-
-def _db_url(url: str, db: str) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
 
 
 def synthetic(seed: int, size: int) -> tuple[bytes, np.ndarray]:
@@ -80,25 +74,9 @@ def main() -> int:
     parser.add_argument("--append", type=Path, help="append the results under '## Workers' to this markdown file")
     args = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith("postgres"):
-        sys.exit("DATABASE_URL must name a PostgreSQL server (the worker process shares the database)")
-    psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
-    psql(base, f"CREATE DATABASE {SCRATCH_DB}")
-    tmp = Path(tempfile.mkdtemp(prefix="lvit-bench-workers-"))
-    os.environ.update(
-        DATABASE_URL=_db_url(base, SCRATCH_DB),
-        LVIT_MEDIA_ROOT=str(tmp / "media"),
-        LVIT_CHECKPOINT_CACHE_DIR=str(tmp / "checkpoints"),
-        DJANGO_SETTINGS_MODULE="server.settings",
-        LVIT_CELERY_EAGER="0",
+    base, tmp = scratch_django(
+        SCRATCH_DB, prefix="lvit-bench-workers-", why="the worker process shares the database", LVIT_CELERY_EAGER="0"
     )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
     from server.celery import app
     from tests.support.celery_worker import WorkerProcess
 
@@ -110,10 +88,7 @@ def main() -> int:
         rows = run(args, tmp, worker.log_path)
     finally:
         worker.stop(timeout=60)
-        from django.db import connections
-
-        connections.close_all()
-        psql(base, f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+        drop_scratch(base, SCRATCH_DB)
     text = report(rows, args)
     print(text)
     if args.append:
