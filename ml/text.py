@@ -182,7 +182,6 @@ class TextEmbedder:
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.RLock()
         self._model: Any = None
-        self._tokenizer: Any = None
         self._dim: int | None = None
         self._pooled: dict[str, np.ndarray] = {}  # sentence -> whole-sentence mean (sentence_features)
 
@@ -264,7 +263,7 @@ class TextEmbedder:
         """Pickle without the text model and the lock (DataLoader workers under ``spawn``); the memory cache
         travels, and a worker that misses reloads the model lazily."""
         state = self.__dict__.copy()
-        state.update(_model=None, _tokenizer=None, _lock=None)
+        state.update(_model=None, _lock=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -314,7 +313,6 @@ class TextEmbedder:
 
     def _load(self) -> None:
         self._model = shared_backend(self.model_dir, self.model_id, self.device, self.engine, self.engine_cache_dir)
-        self._tokenizer = None
         self._dim = self._model.dim
 
     def _compute(self, texts: list[str], *, whole: bool = False) -> list[np.ndarray]:
@@ -442,11 +440,12 @@ class OpenVINOTextModel:
         from tokenizers import Tokenizer
 
         self._lock = threading.Lock()
-        self.dim = int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+        config = json.loads((model_dir / "config.json").read_text())
+        self.dim = int(config["hidden_size"])
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        self.pad_id = self._pad_id(model_dir)
+        self.pad_id = int(config.get("pad_token_id") or 0)
         weights = next(model_dir / n for n in ("model.safetensors", "pytorch_model.bin") if (model_dir / n).is_file())
         stat = weights.stat()
         key = hashlib.sha256(
@@ -463,13 +462,6 @@ class OpenVINOTextModel:
         self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         if tmp is not None:
             tmp.cleanup()
-
-    @staticmethod
-    def _pad_id(model_dir: Path) -> int:
-        import json
-
-        config = json.loads((model_dir / "config.json").read_text())
-        return int(config.get("pad_token_id") or 0)
 
     def _convert(self, model_dir: Path, xml: Path) -> None:
         """Trace the transformers model into an IR with dynamic batch and length, check it, and write it atomically
