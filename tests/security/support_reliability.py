@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+
+from tests.support.devrun import free_port, port_open
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,20 +112,6 @@ def max_rss_mb() -> float:
 
 
 # --- processes and HTTP -------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from server import devrun
-from tests.security.support_reliability import REPO, free_port, http, port_open, wait_for
+from tests.security.support_reliability import http, wait_for
+from tests.support.devrun import ADMIN_PASSWORD, free_port, fresh_machine_env, port_open, start_devrun
 
 pytestmark = pytest.mark.slow
 
@@ -56,28 +56,11 @@ def _health(base: str) -> tuple[int, dict]:
 
 def test_a_killed_child_is_restarted_and_the_rest_keeps_serving(tmp_path: Path) -> None:
     web, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
-    env.update(
-        LVIT_VAR_DIR=str(tmp_path / "var"),
-        PORT=str(web),
-        LVIT_REDIS_PORT=str(redis_port),
-        LVIT_ADMIN_USER="admin",
-        LVIT_ADMIN_PASSWORD="a long test password",
-        LVIT_BOOTSTRAP_MODEL="0",
-        PYTHONUNBUFFERED="1",
-    )
+    env = fresh_machine_env(tmp_path / "var", web, redis_port)
     base = f"http://127.0.0.1:{web}"
     log = tmp_path / "devrun.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.devrun"], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
+    proc = start_devrun(env, log, timeout=300)
     try:
-        wait_for(
-            lambda: "is up at" in log.read_text(errors="replace") or proc.poll() is not None,
-            timeout=300,
-            what="make run",
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
         worker_pid, web_pid = _child(proc.pid, "celery"), _child(proc.pid, "daphne")
         assert worker_pid and web_pid
 
@@ -107,7 +90,7 @@ def test_a_killed_child_is_restarted_and_the_rest_keeps_serving(tmp_path: Path) 
         )
         wait_for(lambda: _health(base)[0] == 200, timeout=180, what="the restarted web server")
         status, body, _ = http(
-            "POST", f"{base}/api/auth/token/", json_body={"username": "admin", "password": "a long test password"}
+            "POST", f"{base}/api/auth/token/", json_body={"username": "admin", "password": ADMIN_PASSWORD}
         )
         assert status == 200 and body["token"]
     finally:

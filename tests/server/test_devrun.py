@@ -7,33 +7,16 @@ machine would, twice in a row to show that it is safe to run again.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.devrun import ADMIN_PASSWORD, free_port, fresh_machine_env, port_open, start_devrun
+
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
@@ -49,21 +32,6 @@ def http(method: str, url: str, body: dict | None = None, token: str | None = No
         return err.code, json.loads(err.read() or b"{}")
 
 
-def start(env: dict, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.devrun"], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if "is up at" in log.read_text(errors="replace"):
-            return proc
-        if proc.poll() is not None:
-            pytest.fail(f"launcher exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"launcher did not come up in 240 s:\n{log.read_text()[-3000:]}")
-
-
 def stop(proc: subprocess.Popen, ports: list[int]) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
@@ -73,24 +41,13 @@ def stop(proc: subprocess.Popen, ports: list[int]) -> None:
 
 def test_run_command_on_a_fresh_machine(tmp_path: Path) -> None:
     web, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
-    env.update(
-        LVIT_VAR_DIR=str(tmp_path / "var"),
-        PORT=str(web),
-        LVIT_REDIS_PORT=str(redis_port),
-        LVIT_ADMIN_USER="admin",
-        LVIT_ADMIN_PASSWORD="a long test password",
-        LVIT_BOOTSTRAP_MODEL="0",  # training on CPU is covered by the worker tests
-        PYTHONUNBUFFERED="1",
-    )
+    env = fresh_machine_env(tmp_path / "var", web, redis_port)
     base = f"http://127.0.0.1:{web}"
 
     log = tmp_path / "run-1.log"
-    proc = start(env, log)
+    proc = start_devrun(env, log)
     try:
-        status, body = http(
-            "POST", f"{base}/api/auth/token/", {"username": "admin", "password": "a long test password"}
-        )
+        status, body = http("POST", f"{base}/api/auth/token/", {"username": "admin", "password": ADMIN_PASSWORD})
         assert status == 200
         token = body["token"]
         status, health = http("GET", f"{base}/api/health/", token=token)  # details are for staff only
@@ -105,11 +62,9 @@ def test_run_command_on_a_fresh_machine(tmp_path: Path) -> None:
         stop(proc, [web, redis_port])
 
     log = tmp_path / "run-2.log"
-    proc = start(env, log)  # safe to run twice: same data, no duplicates
+    proc = start_devrun(env, log)  # safe to run twice: same data, no duplicates
     try:
-        status, body = http(
-            "POST", f"{base}/api/auth/token/", {"username": "admin", "password": "a long test password"}
-        )
+        status, body = http("POST", f"{base}/api/auth/token/", {"username": "admin", "password": ADMIN_PASSWORD})
         status, again = http("GET", f"{base}/api/projects/", token=body["token"])
         assert [p["name"] for p in again.get("results", again)] == names
     finally:
