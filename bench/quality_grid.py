@@ -15,7 +15,8 @@ scored on Val and the best-epoch Val Dice is marked as selected on that split), 
 lr 1e-3, the final model and the Val-selected best epoch both scored on Test), ``cxr-semi`` (25 % of covid_cxr
 Train labeled, the rest unlabeled; every variant runs the same semi-supervised schedule and optimiser steps:
 ``labeled_same_steps`` = the labeled batches alone (``TrainConfig.labeled_only_control``), ``pseudo`` = plain
-pseudo-labels (the current prediction, no EMA), ``epi`` = EPI pseudo-labels, ``epi_lv`` = EPI + LV loss; the model is
+pseudo-labels (the current prediction, no EMA), ``epi`` = EPI pseudo-labels, ``epi_lv`` = EPI + LV loss, ``epi_lv_ramp`` = EPI + LV loss with the unsupervised weight
+ramped up over the first half of the semi-supervised epochs (``TrainConfig.unsup_rampup_epochs``); the model is
 the one named by ``--semi-model``).
 
 Every run: the same epochs, batch, LR schedule, augmentation and seed for every model; the row carries all settings,
@@ -73,7 +74,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "lvit_tw": {"arch": "lvit", "with_text": False, "text_len": 10},
     "unet": {"arch": "unet", "with_text": False, "text_len": 10},
 }
-SEMI_VARIANTS = ("labeled_same_steps", "pseudo", "epi", "epi_lv")
+SEMI_VARIANTS = ("labeled_same_steps", "pseudo", "epi", "epi_lv", "epi_lv_ramp")
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -125,12 +126,14 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
         # Every variant runs the same semi-supervised schedule (prototype epochs on the labeled cases, then
         # max(labeled, unlabeled) batches per epoch), so each takes the same optimiser steps on the same labeled
         # batches; they differ only in what the unlabeled half of a step contributes.
-        overrides = {"prototype_epochs": max(1, epochs // 3), "lv_bank": str(data / "lv_loss")}
+        prototype = max(1, epochs // 3)
+        overrides = {"prototype_epochs": prototype, "lv_bank": str(data / "lv_loss")}
         overrides |= {
             "labeled_same_steps": {"labeled_only_control": True, "lv_alpha": 0.0},
             "pseudo": {"use_epi": False, "lv_alpha": 0.0},
             "epi": {"lv_alpha": 0.0},
             "epi_lv": {"lv_alpha": 0.1},
+            "epi_lv_ramp": {"lv_alpha": 0.1, "unsup_rampup_epochs": max(1, (epochs - prototype) // 2)},
         }[run["variant"]]
     spec = dict(MODELS[run["model"]])
     overrides |= spec.pop("train", {})
@@ -203,6 +206,7 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
             "use_epi": cfg.use_epi,
             "epi_beta": trainer.epi_beta,
             "lv_alpha": cfg.lv_alpha,
+            "unsup_rampup_epochs": cfg.unsup_rampup_epochs,
         }
         if group == "cxr-semi"
         else None,

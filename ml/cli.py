@@ -132,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epi_beta=args.epi_beta,
         pseudo_label=args.pseudo_label,
         lv_alpha=args.lv_alpha,
+        unsup_rampup_epochs=args.unsup_rampup,
         lv_bank=args.lv_bank,
         lv_mirror=not args.no_lv_mirror,
         text_model=args.text_model,
@@ -405,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--pseudo-label", choices=["soft", "hard"], default="soft")
     t.add_argument("--lv-alpha", type=float, default=0.1, help="LV loss weight (0 disables)")
+    t.add_argument(
+        "--unsup-rampup",
+        type=int,
+        default=0,
+        help="epochs over which the unsupervised weight ramps up after the prototype (0: full weight at once)",
+    )
     t.add_argument("--lv-bank", default="labeled", help="'labeled', 'none' or an LV template folder")
     t.add_argument("--no-lv-mirror", action="store_true", help="do not mirror template masks left-right")
     t.add_argument("--resume", default=None, help="continue from a last.pt")

@@ -89,6 +89,11 @@ class TrainConfig:
     epi_residual: float = 0.05
     pseudo_label: str = "soft"  # "soft": the EPI probabilities; "hard": thresholded at 0.5
     unsup_weight: float = 1.0
+    # epochs over which the unsupervised weight rises from ~0 to unsup_weight after the prototype, along the sigmoid
+    # ramp exp(-5 (1 - t)^2) of Laine & Aila (2017) / Tarvainen & Valpola (2017): the first pseudo-labels come from a
+    # prototype trained on few labels, and at full weight a poor prototype's maps can pull the model down (measured:
+    # docs/results.md, "25 % of Train labeled"). 0 = full weight from the first semi-supervised epoch (the paper)
+    unsup_rampup_epochs: int = 0
     # The equal-steps control of the semi-supervised ablation: the semi-supervised schedule (prototype epochs, then
     # max(labeled, unlabeled) batches per epoch) with the unlabeled half removed: no pseudo-label passes, no
     # unsupervised loss, the same labeled batches and optimiser steps as the EPI run of the same seed.
@@ -122,8 +127,10 @@ class TrainConfig:
             raise ValueError(f"pseudo_label must be 'soft' or 'hard', got {self.pseudo_label!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-        if self.prototype_epochs < 0 or self.num_workers < 0 or self.lv_alpha < 0 or self.unsup_weight < 0:
-            raise ValueError("prototype_epochs, num_workers, lv_alpha and unsup_weight must be >= 0")
+        if min(self.prototype_epochs, self.num_workers, self.lv_alpha, self.unsup_weight, self.unsup_rampup_epochs) < 0:
+            raise ValueError(
+                "prototype_epochs, num_workers, lv_alpha, unsup_weight and unsup_rampup_epochs must be >= 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +145,16 @@ class TrainConfig:
             return self.epi_beta
         updates = max(0, self.epochs - self.prototype_epochs) - (0 if continuing else 1)
         return beta_for_updates(updates, self.epi_residual)
+
+    def unsup_weight_at(self, epoch: int) -> float:
+        """The unsupervised loss weight in ``epoch``: 0 in the prototype epochs, then ``unsup_weight`` times the
+        sigmoid ramp over ``unsup_rampup_epochs`` (the first semi-supervised epoch is ramp position 1 of n)."""
+        if epoch < self.prototype_epochs:
+            return 0.0
+        if self.unsup_rampup_epochs == 0:
+            return self.unsup_weight
+        t = min(1.0, (epoch - self.prototype_epochs + 1) / self.unsup_rampup_epochs)
+        return self.unsup_weight * math.exp(-5.0 * (1.0 - t) ** 2)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -290,6 +307,7 @@ class Trainer:
         self.train_set = LViTDataset(train, seed=cfg.seed, report_dropout=cfg.report_dropout, **aug, **ds_args)
         self.val_set = LViTDataset(val, augment=False, **ds_args)
         self.semi = bool(unlabeled)
+        self.unsup_weight = cfg.unsup_weight  # the current epoch's (cfg.unsup_weight_at), set by train_epoch
         self.epi_beta = cfg.resolved_epi_beta(continuing=epi_store is not None and len(epi_store) > 0)
         self.epi = epi_store if epi_store is not None else EPIStore(beta=self.epi_beta, seed=cfg.seed)
         self.epi.beta = self.epi_beta
@@ -379,6 +397,7 @@ class Trainer:
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "improved": improved,
                 "semi": semi_epoch,
+                "unsup_weight": self.unsup_weight if semi_epoch and not cfg.labeled_only_control else 0.0,
                 "pseudo": pseudo,
                 "seconds": time.perf_counter() - started,
             }
@@ -419,6 +438,7 @@ class Trainer:
         labeled = _cycle(self.train_loader, self.train_sampler, epoch)
         use_unlabeled = semi and not self.cfg.labeled_only_control
         unlabeled = _cycle(self.unlabeled_loader, self.unlabeled_sampler, epoch) if use_unlabeled else None
+        self.unsup_weight = self.cfg.unsup_weight_at(epoch)
         totals: dict[str, float] = {}
         for step in range(steps):
             if step > 0 and self._agree(self._stop_requested()):  # step 0: checked by fit() just before
@@ -465,7 +485,7 @@ class Trainer:
                 lv = lv_cosine_loss(logits[n:], unlabeled["lv_target"].to(self.device, non_blocking=True))
                 unsup_loss = unsup_loss + self.cfg.lv_alpha * lv
                 out["lv"] = lv.item()
-            loss = loss + self.cfg.unsup_weight * unsup_loss
+            loss = loss + self.unsup_weight * unsup_loss
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -130,6 +130,48 @@ def test_labeled_only_control_takes_the_semi_supervised_steps_without_the_unlabe
     assert control.lv_loss is None and all(control.epi.count(s.name) == 0 for s in unlabeled)
 
 
+def test_unsup_rampup_weights_the_unsupervised_loss_along_the_sigmoid_ramp(
+    cxr: dict, shared_data: Path, tmp_path: Path, embedder: TextEmbedder
+) -> None:
+    """0 in the prototype, then exp(-5 (1 - t)^2) of unsup_weight over the ramp, full weight after it; and each
+    step's loss is sup + w·(0.5·Dice + 0.5·BCE vs the pseudo-label + alpha·LV) with that epoch's w."""
+    cfg = TrainConfig(
+        out_dir=str(tmp_path),
+        epochs=4,
+        batch_size=1,
+        prototype_epochs=1,
+        unsup_rampup_epochs=2,
+        unsup_weight=2.0,
+        lv_bank=str(shared_data / "lv_loss"),
+        save_best=False,
+        save_last=False,
+    )
+    expected = [0.0, 2.0 * math.exp(-5 * 0.25), 2.0, 2.0]
+    assert [cfg.unsup_weight_at(e) for e in range(4)] == pytest.approx(expected)
+    assert TrainConfig(prototype_epochs=1).unsup_weight_at(1) == 1.0  # no ramp: the paper's full weight at once
+    with pytest.raises(ValueError, match="unsup_rampup_epochs"):
+        TrainConfig(unsup_rampup_epochs=-1)
+    events: list[dict] = []
+    Trainer(
+        cfg,
+        _small(),
+        cxr["labeled"][:1],
+        cxr["val"],
+        cxr["unlabeled"][:2],
+        on_progress=events.append,
+        text_embedder=embedder,
+    ).fit()
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["unsup_weight"] for e in epochs] == pytest.approx(expected)
+    semi_steps = [e for e in events if e["type"] == "step" and e["epoch"] >= 1]
+    assert semi_steps
+    for e in semi_steps:
+        losses = e["losses"]
+        unsup = 0.5 * losses["unsup_dice"] + 0.5 * losses["unsup_bce"] + cfg.lv_alpha * losses["lv"]
+        sup = 0.5 * losses["sup_dice"] + 0.5 * losses["sup_bce"]
+        assert losses["loss"] == pytest.approx(sup + expected[e["epoch"]] * unsup, rel=1e-5)
+
+
 def test_lv_bank_from_labeled_cases_and_plain_pseudo_labels(cxr: dict, tmp_path: Path, embedder: TextEmbedder) -> None:
     cfg = TrainConfig(
         out_dir=str(tmp_path),
