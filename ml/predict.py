@@ -35,7 +35,6 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.config import LViTConfig
+from ml.lite import LUMA as LUMA
+from ml.lite import Prediction as Prediction
+from ml.lite import write_manifest
 from ml.models import build_model
 from ml.models.counting import example_inputs
 from ml.serving import FP32_TOLERANCE, Engine, build_engine, cpu_features
@@ -52,7 +54,6 @@ from ml.serving import optimize_for_inference as optimize_for_inference
 from ml.serving import unwrap_model as _unwrap
 
 FAST_TOLERANCE = FP32_TOLERANCE  # max |logit_fast - logit_eager| guaranteed (and tested) for float32 engines
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL "L"
 
 ImageLike = np.ndarray | torch.Tensor
 
@@ -113,15 +114,6 @@ def load_model(
 
 
 # -------------------------------------------------------------------------------------------------- predictor
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's result: ``probability`` float32 (H, W) in [0, 1], ``mask`` bool (H, W), ``uncertainty``."""
-
-    probability: np.ndarray
-    mask: np.ndarray
-    uncertainty: float
 
 
 def binary_entropy_score(prob: torch.Tensor) -> torch.Tensor:
@@ -244,6 +236,19 @@ class Predictor:
         """Load ``path`` (see :func:`save_checkpoint`) and build a predictor; ``kwargs`` as for ``__init__``."""
         model, cfg, _ = load_model(path, map_location=device)
         return cls(model, cfg, device=device, **kwargs)
+
+    def write_lite_manifest(self, cache_dir: str | os.PathLike[str] | None, checkpoint_sha256: str) -> Path | None:
+        """Let :class:`ml.lite.LitePredictor` serve this checkpoint without torch from now on: possible when the
+        engine is a verified float32 OpenVINO IR kept in ``cache_dir``; returns the manifest written, else None."""
+        ir = getattr(self.engine, "ir_xml", None)
+        if not cache_dir or ir is None or self.backend != "openvino" or self.precision != "fp32":
+            return None
+        import openvino as ov
+
+        return write_manifest(
+            cache_dir, checkpoint_sha256, ir_xml=ir, config=self.cfg, threshold=self.threshold,
+            openvino_version=ov.__version__,
+        )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         """What runs: backend, precision, device, and the CPU features the default was chosen from."""

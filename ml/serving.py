@@ -369,6 +369,7 @@ class OpenVINOEngine(Engine):
                 "PERFORMANCE_HINT": "LATENCY",
             }
             self.compiled = core.compile_model(core.read_model(xml, weights), "CPU", config)
+            self.ir_xml: Path | None = xml if work.keep else None  # ml.lite serves a kept, verified IR
         finally:
             work.close()
         self.request = self.compiled.create_infer_request()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from server.config import ConfigError, env_str
+from server.config import ConfigError, env_bool, env_int, env_str
 
 TEXT_ENGINES = ("auto", "torch", "openvino")
 
@@ -42,3 +42,17 @@ def text_engine() -> str:
     if raw == "auto":
         return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"
     return raw
+
+
+def cpu_threads() -> int | None:
+    """``LVIT_TORCH_THREADS``: the process's intra-op threads for PyTorch and the OpenVINO engines (``None``: the
+    libraries' default, every core)."""
+    return env_int("LVIT_TORCH_THREADS", 0, minimum=0) or None
+
+
+def torch_free_serving() -> bool:
+    """Serve a converted checkpoint with :class:`ml.lite.LitePredictor` (OpenVINO + numpy, no torch import) when the
+    serving cache holds its verified float32 IR: ``LVIT_TORCH_FREE_SERVING`` (default on), CPU workers only. A
+    worker whose active models are converted then starts without importing PyTorch (docs/results.md, "Worker cold
+    start"); anything else (a new version, a GPU, a bf16 engine) loads through PyTorch as before."""
+    return env_bool("LVIT_TORCH_FREE_SERVING", True) and str(settings.ML_DEVICE) == "cpu"

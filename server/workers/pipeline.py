@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -103,9 +104,8 @@ class _Timings:
     def as_dict(self) -> dict[str, float]:
         out = {f"{k}_s": round(v, 4) for k, v in self.seconds.items()}
         out["total_s"] = round(time.perf_counter() - self.started, 4)
-        import torch  # a worker has loaded it already; this keeps it out of the web process
-
-        out["torch_threads"] = torch.get_num_threads()
+        if "torch" in sys.modules:  # never imported for this: a torch-free worker (ml.lite) stays torch-free
+            out["torch_threads"] = sys.modules["torch"].get_num_threads()
         return out
 
 

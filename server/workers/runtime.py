@@ -40,16 +40,39 @@ class Prediction:
 
 
 class LoadedModel:
-    """A model version loaded for inference (an ``ml.predict.Predictor``) plus the embedder its text needs."""
+    """A model version loaded for inference plus the embedder its text needs.
+
+    The predictor is an :class:`ml.lite.LitePredictor` (OpenVINO + numpy, no torch) when the serving cache holds
+    the checkpoint's verified float32 IR and ``conf.torch_free_serving()``; else an ``ml.predict.Predictor``, which
+    converts and verifies the IR and records it (``write_lite_manifest``) so that the next start is torch-free.
+    """
 
     def __init__(self, model_version: ModelVersion, checkpoint: Path, embedder: Any) -> None:
-        from ml.predict import Predictor
-
         self.model_version_id = model_version.pk
         self.number = model_version.number
-        self.predictor = Predictor.from_checkpoint(
-            checkpoint, device=settings.ML_DEVICE, cache_dir=conf.serving_cache_dir()
-        )
+        cache = conf.serving_cache_dir()
+        digest = model_version.config.get("checkpoint_sha256") or sha256_file(checkpoint)
+        self.predictor: Any = None
+        if conf.torch_free_serving():
+            from ml.lite import LitePredictor
+
+            try:
+                self.predictor = LitePredictor.load(cache, digest, threads=conf.cpu_threads())
+            except Exception:  # a damaged cache entry: convert again through torch
+                logger.warning("torch-free load of model version %s failed", model_version.pk, exc_info=True)
+        if self.predictor is None:
+            from server.workers.startup import apply_torch_budget
+
+            apply_torch_budget()
+            from ml.predict import Predictor
+
+            self.predictor = Predictor.from_checkpoint(checkpoint, device=settings.ML_DEVICE, cache_dir=cache)
+            try:
+                self.predictor.write_lite_manifest(cache, digest)
+            except (OSError, ValueError):
+                logger.warning(
+                    "could not record model version %s for torch-free serving", model_version.pk, exc_info=True
+                )
         self.config = self.predictor.cfg
         self.embedder = embedder
 

@@ -1,12 +1,16 @@
 """What a worker process does before its first task: its resource budget and, on the inference pool, a warm-up.
 
 - **Budget** (one GPU or one CPU shared by both pools): ``LVIT_TORCH_THREADS`` caps the process's intra-op
-  threads (``0``: PyTorch's default, every core) and ``LVIT_CUDA_MEMORY_FRACTION`` caps its share of the GPU's
+  threads (``0``: PyTorch's default, every core; the OpenVINO engines take the same cap) and ``LVIT_CUDA_MEMORY_FRACTION`` caps its share of the GPU's
   memory (``torch.cuda.set_per_process_memory_fraction``; empty: no cap). ``make run`` and ``deploy/`` set both
   per pool (docs/deploy.md, "Two pools on one GPU"). ``LVIT_WORKER_NICE`` (0-19) lowers the process's CPU priority:
   ``make run`` gives the training pool 10, so on shared cores the kernel serves a proposal first.
+  An inference worker on a CPU with torch-free serving (``conf.torch_free_serving``) does not import torch for
+  this: it sets ``OMP_NUM_THREADS`` for a later import, and :func:`apply_torch_budget` runs where torch is first
+  needed.
 - **Warm-up** (``LVIT_WORKER_WARM_UP``, on by default; only in a process that consumes the ``inference`` queue):
-  import torch and ``ml``, load the text model, load the active models of the ``LVIT_WARM_UP_PROJECTS`` (4)
+  import ``ml`` (without torch when every active model has a verified converted IR: ``ml.lite``; the report says
+  ``torch_imported``), load the text model, load the active models of the ``LVIT_WARM_UP_PROJECTS`` (4)
   projects activated most recently and run one proposal-shaped forward (text + image) through each, so the first
   user's proposal does not pay for any of it. It runs in a background thread: a task that arrives meanwhile waits
   for the runtime's lock (and then finds everything loaded) instead of loading it a second time.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -33,6 +38,7 @@ from django.db import connection
 
 from server.celery import INFERENCE
 from server.config import ConfigError, env_bool, env_int, env_str
+from server.workers import conf
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ warm_up_report: dict[str, Any] = {}  # what the last warm-up did, for logs and t
 
 
 def torch_threads() -> int:
-    return env_int("LVIT_TORCH_THREADS", 0, minimum=0)
+    return conf.cpu_threads() or 0
 
 
 def cuda_memory_fraction() -> float | None:
@@ -60,25 +66,51 @@ def cuda_memory_fraction() -> float | None:
     return value
 
 
-def apply_budget() -> dict[str, Any]:
-    """Set the process's thread count and GPU memory share from the settings; returns what was set."""
-    import torch
+_torch_budget: dict[str, Any] = {}
+_torch_budget_lock = threading.Lock()
 
+
+def apply_torch_budget() -> dict[str, Any]:
+    """Import torch and set its thread count and GPU memory share (once per process); returns what was set."""
+    with _torch_budget_lock:
+        if _torch_budget:
+            return dict(_torch_budget)
+        import torch
+
+        done: dict[str, Any] = {"torch": True}
+        threads = torch_threads()
+        if threads:
+            torch.set_num_threads(threads)
+            done["threads"] = threads
+        fraction = cuda_memory_fraction()
+        device = str(settings.ML_DEVICE)
+        if fraction is not None and device.startswith("cuda") and torch.cuda.is_available():
+            index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
+            torch.cuda.set_per_process_memory_fraction(fraction, index)
+            done["cuda_memory_fraction"] = fraction
+        _torch_budget.update(done)
+        return done
+
+
+def apply_budget(*, defer_torch: bool = False) -> dict[str, Any]:
+    """Set the process's priority, thread count and GPU memory share from the settings; returns what was set.
+
+    ``defer_torch`` (an inference worker that may serve without torch, ``conf.torch_free_serving``): torch is not
+    imported here; ``OMP_NUM_THREADS`` is set for a later import, and :func:`apply_torch_budget` runs where torch is
+    first needed (``runtime.LoadedModel``)."""
+    cuda_memory_fraction()  # a bad value fails the start, deferred or not
     done: dict[str, Any] = {}
     nice = env_int("LVIT_WORKER_NICE", 0, minimum=0)
     if nice:
         done["nice"] = os.nice(min(nice, 19))
-    threads = torch_threads()
-    if threads:
-        torch.set_num_threads(threads)
-        done["threads"] = threads
-    fraction = cuda_memory_fraction()
-    device = str(settings.ML_DEVICE)
-    if fraction is not None and device.startswith("cuda") and torch.cuda.is_available():
-        index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
-        torch.cuda.set_per_process_memory_fraction(fraction, index)
-        done["cuda_memory_fraction"] = fraction
-    return done
+    if defer_torch and "torch" not in sys.modules:
+        threads = torch_threads()
+        if threads:
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch loads its OpenMP runtime
+            done["threads"] = threads
+        done["torch"] = "deferred"
+        return done
+    return done | apply_torch_budget()
 
 
 def warm_up() -> dict[str, Any]:
@@ -88,7 +120,11 @@ def warm_up() -> dict[str, Any]:
 
     report: dict[str, Any] = {"started": time.time()}
     t0 = time.perf_counter()
-    import ml.predict  # noqa: F401  (torch + the model code)
+    if conf.torch_free_serving():
+        import ml.lite
+    else:
+        apply_torch_budget()
+        import ml.predict  # noqa: F401  (torch + the model code)
 
     report["imports_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -110,6 +146,7 @@ def warm_up() -> dict[str, Any]:
         model.predict([blank], [WARM_UP_SENTENCE], batch_size=1)
         report["projects"].append({"project": project_id, "version": model.number, "s": time.perf_counter() - t2})
     report["total_s"] = time.perf_counter() - t0
+    report["torch_imported"] = "torch" in sys.modules
     return report
 
 
@@ -118,13 +155,16 @@ def start(queues: list[str] | tuple[str, ...]) -> threading.Thread | None:
     if _started.is_set():
         return None
     _started.set()
+    inference = any(q.split(".")[-1] == INFERENCE for q in queues)
+    warm = env_bool("LVIT_WORKER_WARM_UP", True) and inference
     try:
-        logger.info("worker budget: %s", apply_budget() or "PyTorch defaults")
+        budget = apply_budget(defer_torch=inference and conf.torch_free_serving())
+        logger.info("worker budget: %s", budget or "PyTorch defaults")
     except ConfigError:
         raise
     except Exception:
         logger.warning("could not apply the worker's thread/GPU budget", exc_info=True)
-    if not env_bool("LVIT_WORKER_WARM_UP", True) or not any(q.split(".")[-1] == INFERENCE for q in queues):
+    if not warm:
         return None
 
     def run() -> None:

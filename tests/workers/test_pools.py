@@ -12,12 +12,15 @@ import socket
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from django.test import Client
 
 from server.jobs.models import Job, JobStatus
 from server.jobs.presence import queue_workers
-from server.studio.models import CaseState, JobKind, MaskKind, Project
+from server.studio.models import CaseState, JobKind, MaskKind, MaskVersion, Project
+from server.studio.services.masks import load_mask
+from server.studio.services.proposals import proposal_job_request
 from tests.support.celery_worker import WorkerProcess
 from tests.workers.conftest import TEST_IMG_SIZE, _wait_idle, wait_for, wait_job
 from tests.workers.test_worker_cycle import labeled_project, make_project, make_users, random_model, upload
@@ -192,3 +195,19 @@ def test_a_restarted_inference_worker_warms_up_before_its_first_proposal(both, t
     proposal = wait_job(proposal.pk, both.inference, timeout=120)
     assert proposal.status == JobStatus.SUCCEEDED, proposal.message + both.log()
     assert both.inference.log().count("loaded model version") == 1  # served by the warmed-up model
+
+    # The next start finds the model converted and verified (the manifest the first start wrote): it serves from
+    # OpenVINO and numpy without importing torch at all (ml.lite), and the proposal equals the torch-served one.
+    both.inference.stop()
+    both.inference.start()
+    wait_for(lambda: "warm-up done" in both.inference.log(), 180, "the second warm-up to finish", both.inference)
+    log = both.inference.log()
+    assert "'torch_imported': False" in log and f"'project': {project.pk}" in log, log
+    first = MaskVersion.objects.get(case=case, kind=MaskKind.PROPOSAL)
+    again = proposal_job_request(case_id=case.pk, reason="requested")
+    again = wait_job(again.pk, both.inference, timeout=120)
+    assert again.status == JobStatus.SUCCEEDED, again.message + both.log()
+    assert "'torch_imported': False" in both.inference.log()
+    second = MaskVersion.objects.filter(case=case, kind=MaskKind.PROPOSAL).order_by("-pk").first()
+    assert second.pk != first.pk
+    assert np.mean(load_mask(second) != load_mask(first)) < 1e-3  # equal but for pixels at the threshold
