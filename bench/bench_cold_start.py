@@ -116,6 +116,7 @@ def warm_up_phases(log_path: Path) -> dict[str, Any]:
         "text_model_s": report.get("text_model_s"),
         "text_engine": report.get("text_engine"),
         "models_s": sum(p.get("s", 0.0) for p in report.get("projects", [])),
+        "torch_imported": report.get("torch_imported"),  # None: code from before torch-free serving (always yes)
     }
 
 
@@ -246,19 +247,21 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
           f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")  # fmt: skip
     print("| tree | start | warm-up | upload sent | process start -> ready s | -> warm-up started s "
           "| warm-up: imports s | text model s (engine) | models s | -> warm-up done s | upload -> proposal s "
-          "| process start -> first proposal s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| process start -> first proposal s | torch imported |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def f(v: Any) -> str:
         return f"{v:.1f}" if isinstance(v, float) else "-"
 
+    ticks = {True: "yes", False: "no"}
     for r in rows:
         label = "first (converts the model)" if r["first_start"] else "later (converted model cached)"
         print(f"| {r['tree']} ({r['commit']}) | {label} | {'on' if r['warm_up'] else 'off'} | {r['upload']} "
               f"| {r['ready_s']:.1f} | {f(r.get('warm_up_started'))} | {f(r.get('imports_s'))} "
               f"| {f(r.get('text_model_s'))} ({r.get('text_engine') or '-'}) | {f(r.get('models_s'))} "
               f"| {f(r['warm_up_done_s'])} | {r['first_proposal_latency_s']:.1f} "
-              f"| {r['process_start_to_first_proposal_s']:.1f} |")  # fmt: skip
+              f"| {r['process_start_to_first_proposal_s']:.1f} "
+              f"| {ticks.get(r.get('torch_imported'), 'yes (always)' if r['warm_up'] else '-')} |")  # fmt: skip
     import statistics
 
     later = [r for r in rows if not r["first_start"] and r["warm_up"]]
