@@ -775,6 +775,33 @@ def evaluate(
 
 
 @torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    model_cfg: LViTConfig,
+    dataset: LViTDataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 2,
+    progress: bool = False,
+) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+    """``(sigmoid probabilities on the CPU, the batch)`` for each batch of ``dataset`` in order, the model in eval
+    mode (its training flag is restored afterwards): the loop every evaluation shares."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loader: Any = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc="eval", unit="batch", leave=False)
+    try:
+        for batch in loader:
+            images = batch["image"].to(device)
+            logits = forward_model(model, model_cfg, images, batch.get("text"), batch.get("zones"))
+            yield torch.sigmoid(logits.float()).cpu(), batch
+    finally:
+        model.train(was_training)
+
+
 def evaluate_detailed(
     model: nn.Module,
     model_cfg: LViTConfig,
@@ -784,20 +811,9 @@ def evaluate_detailed(
     progress: bool = False,
 ) -> tuple[MetricSummary, list[dict[str, Any]]]:
     """:func:`evaluate` plus the per-image rows (name, dice, iou, empty_both)."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
     acc = MetricAccumulator()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, desc="eval", unit="batch", leave=False)
-    for batch in loader:
-        images = batch["image"].to(device)
-        logits = forward_model(model, model_cfg, images, batch.get("text"), batch.get("zones"))
-        acc.update(torch.sigmoid(logits.float()).cpu(), batch["mask"], list(batch["name"]))
-    model.train(was_training)
+    for prob, batch in predict_batches(model, model_cfg, dataset, device, batch_size, progress):
+        acc.update(prob, batch["mask"], list(batch["name"]))
     return acc.compute(), acc.per_image()
 
 
@@ -809,5 +825,6 @@ __all__ = [
     "evaluate_detailed",
     "folder_samples",
     "forward_model",
+    "predict_batches",
     "training_dtype",
 ]

@@ -396,12 +396,11 @@ def _evaluate_checkpoint(checkpoint: Path, samples: list, embedder: Any) -> dict
     scores on the same samples (``empty_baseline_dice``), how many have a lesion (``n_lesion``) and on how many of
     those the prediction is empty (``n_empty_on_lesion``)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from ml.data import LViTDataset
     from ml.metrics import MetricAccumulator
     from ml.predict import load_model
-    from ml.train import forward_model
+    from ml.train import predict_batches
 
     device = torch.device(settings.ML_DEVICE)
     model, cfg, _ = load_model(checkpoint, map_location=device)
@@ -411,17 +410,13 @@ def _evaluate_checkpoint(checkpoint: Path, samples: list, embedder: Any) -> dict
     )
     acc, empty = MetricAccumulator(), MetricAccumulator()
     n_lesion = n_missed = 0
-    with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=INFERENCE_BATCH, shuffle=False):
-            images = batch["image"].to(device)
-            logits = forward_model(model, cfg, images, batch.get("text"), batch.get("zones"))
-            prob = torch.sigmoid(logits.float()).cpu()
-            acc.update(prob, batch["mask"], list(batch["name"]))
-            empty.update(torch.zeros_like(prob), batch["mask"])
-            lesion = (batch["mask"] >= 0.5).flatten(1).any(1)
-            found = (prob >= 0.5).flatten(1).any(1)
-            n_lesion += int(lesion.sum())
-            n_missed += int((lesion & ~found).sum())
+    for prob, batch in predict_batches(model, cfg, dataset, device, batch_size=INFERENCE_BATCH):
+        acc.update(prob, batch["mask"], list(batch["name"]))
+        empty.update(torch.zeros_like(prob), batch["mask"])
+        lesion = (batch["mask"] >= 0.5).flatten(1).any(1)
+        found = (prob >= 0.5).flatten(1).any(1)
+        n_lesion += int(lesion.sum())
+        n_missed += int((lesion & ~found).sum())
     out = {k: (_finite(v) if isinstance(v, float) else v) for k, v in acc.compute().to_dict().items()}
     out.update(empty_baseline_dice=_finite(empty.compute().dice), n_lesion=n_lesion, n_empty_on_lesion=n_missed)
     return out
