@@ -19,6 +19,8 @@ over whole steps including data loading, and the table reports medians over roun
   looping over tensors) on our ``LViTDataset`` (decoded once, cached text features).
 - ``ours-fast``: the same with ``TrainConfig``'s defaults: channels-last, fused Adam, and bf16 autocast where
   the CPU has AMX-BF16 (``ml.train.training_dtype``).
+- ``ours-bf16`` (``--bf16``): ``ours-fast`` with bf16 autocast forced (``TrainConfig(precision="bf16")``), for
+  CPUs where the default keeps float32 (AVX512-BF16 without AMX).
 - ``ours-compile`` (``--compile``): ``ours-fast`` + ``torch.compile``; its compile time is reported apart.
 
 Also the data loaders alone (no model): images/s each pipeline can deliver.
@@ -177,11 +179,15 @@ class ReferenceTrainer:
 # ------------------------------------------------------------------------------------------ ours
 
 
-def our_trainer(args: argparse.Namespace, embedder: TextEmbedder, fast: bool, compile: bool = False) -> Trainer:
+def our_trainer(
+    args: argparse.Namespace, embedder: TextEmbedder, fast: bool, compile: bool = False, precision: str = "auto"
+) -> Trainer:
     samples = scan_split(args.data, "Train")
     in_channels = 3 if Path(args.data).name == "monuseg" else 1
     model_cfg = LViTConfig(img_size=args.img_size, in_channels=in_channels, text_dim=embedder.dim)
-    speed = {} if fast else {"precision": "fp32", "channels_last": False, "fused_optimizer": False}
+    speed = (
+        {"precision": precision} if fast else {"precision": "fp32", "channels_last": False, "fused_optimizer": False}
+    )
     cfg = TrainConfig(
         out_dir=str(REPO / "bench" / "out" / "throughput"),
         batch_size=args.batch_size,
@@ -239,6 +245,9 @@ def main() -> None:
     p.add_argument("--loader-batches", type=int, default=8)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers for every mode")
     p.add_argument("--compile", action="store_true", help="also time ours-fast + torch.compile")
+    p.add_argument(
+        "--bf16", action="store_true", help="also time ours-fast with bf16 autocast forced (whatever the CPU's default)"
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", type=Path, help="append the raw per-round rates here (JSON line)")
     args = p.parse_args()
@@ -254,6 +263,8 @@ def main() -> None:
         modes["reference"] = ReferenceTrainer(args.reference_dir, args.data, args.img_size, args.batch_size, uncached)
     modes["ours-fp32"] = our_trainer(args, embedder, fast=False)
     modes["ours-fast"] = our_trainer(args, embedder, fast=True)
+    if args.bf16:
+        modes["ours-bf16"] = our_trainer(args, embedder, fast=True, precision="bf16")
     compile_s = None
     if args.compile:
         modes["ours-compile"] = our_trainer(args, embedder, fast=True, compile=True)

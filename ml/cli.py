@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="autocast of the training forward; auto: bf16 on CPUs with AMX, fp16 on CUDA (see ml.train)",
+        help="autocast of the training forward; auto: bf16 on CPUs with native bf16 (AMX or AVX512-BF16), fp16 on CUDA "
+        "(see ml.train)",
     )
     t.add_argument("--compile", action="store_true", help="torch.compile the network for training")
     t.add_argument("--no-channels-last", action="store_true", help="NCHW activations (the pre-speed-up step)")

@@ -194,10 +194,10 @@ def folder_samples(
 def training_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the training forward (``None``: float32 throughout).
 
-    ``"auto"``: float16 on CUDA when ``cfg.amp`` (with a gradient scaler); bfloat16 on CPUs with AMX-BF16 tiles,
-    where it measured ~2x faster per step with the same loss curve and final Dice (docs/results.md); float32 on
-    other CPUs (without native bf16 the emulation is slower than float32). Weights, optimizer state and losses
-    stay float32 in every case.
+    ``"auto"``: float16 on CUDA when ``cfg.amp`` (with a gradient scaler); bfloat16 on CPUs with native bf16
+    arithmetic, AMX-BF16 tiles or AVX512-BF16 dot products, where it measured ~2x faster per step with the same loss
+    curve (docs/results.md, "Training throughput"); float32 on other CPUs (without native bf16 the emulation is
+    slower than float32). Weights, optimizer state and losses stay float32 in every case.
     """
     if cfg.precision == "fp32":
         return None
@@ -205,7 +205,7 @@ def training_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
         return torch.bfloat16
     if device.type == "cuda":
         return torch.float16 if cfg.amp else None
-    if device.type == "cpu" and cpu_features().amx_bf16:
+    if device.type == "cpu" and cpu_features().bf16:
         return torch.bfloat16
     return None
 

@@ -338,3 +338,24 @@ def test_lv_targets_follow_the_augmentation_and_negatives_get_the_empty_mask(
     trainer.update_pseudo_labels(0)
     losses = trainer.train_step(next(iter(trainer.train_loader)), next(iter(trainer.unlabeled_loader)))
     assert math.isfinite(losses["lv"])
+
+
+def test_training_dtype_follows_the_cpus_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast where the CPU computes bf16 natively (AMX tiles or AVX512-BF16 dot products: ~2x per step,
+    docs/results.md), float32 elsewhere; an explicit precision wins; CUDA uses float16 under amp."""
+    from ml.serving import CPUFeatures
+    from ml.train import training_dtype
+
+    cpu = torch.device("cpu")
+    for flags, expected in (
+        ({"avx512f", "avx512_bf16"}, torch.bfloat16),  # AVX512-BF16 without AMX (e.g. AMD Zen 4/5)
+        ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, torch.bfloat16),
+        ({"avx2", "fma"}, None),
+        ({"avx512f", "avx512_vnni"}, None),
+    ):
+        monkeypatch.setattr("ml.train.cpu_features", lambda flags=flags: CPUFeatures(frozenset(flags)))
+        assert training_dtype(TrainConfig(), cpu) == expected, flags
+        assert training_dtype(TrainConfig(precision="fp32"), cpu) is None
+        assert training_dtype(TrainConfig(precision="bf16"), cpu) == torch.bfloat16
+    assert training_dtype(TrainConfig(), torch.device("cuda")) == torch.float16
+    assert training_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
