@@ -116,7 +116,7 @@ def warm_up_phases(log_path: Path) -> dict[str, Any]:
         "text_model_s": report.get("text_model_s"),
         "text_engine": report.get("text_engine"),
         "models_s": sum(p.get("s", 0.0) for p in report.get("projects", [])),
-        "torch_imported": report.get("torch_imported"),  # None: code from before torch-free serving (always yes)
+        "torch_imported": report.get("torch_imported"),  # None: not reported (code before torch-free serving)
     }
 
 
@@ -261,7 +261,7 @@ def worker_starts(args: argparse.Namespace, checkpoint: Path) -> None:
               f"| {f(r.get('text_model_s'))} ({r.get('text_engine') or '-'}) | {f(r.get('models_s'))} "
               f"| {f(r['warm_up_done_s'])} | {r['first_proposal_latency_s']:.1f} "
               f"| {r['process_start_to_first_proposal_s']:.1f} "
-              f"| {ticks.get(r.get('torch_imported'), 'yes (always)' if r['warm_up'] else '-')} |")  # fmt: skip
+              f"| {ticks.get(r.get('torch_imported'), '-')} |")  # fmt: skip
     import statistics
 
     later = [r for r in rows if not r["first_start"] and r["warm_up"]]
