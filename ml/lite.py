@@ -17,8 +17,11 @@ IR with numpy alone, so a worker whose active models are already converted never
   predictor's within :data:`PROB_TOLERANCE` (tested on trained checkpoints; measured ~1e-6), masks equal but for
   pixels within that distance of the threshold.
 
-Only float32 engines are served this way: a bf16 engine (the default on AMX CPUs) is checked against the eager
-model at every start, which needs torch, so those workers keep the torch predictor.
+bf16 engines (the default where the CPU has native bf16) are served too: OpenVINO's bf16 compile gave wrong masks in
+some processes (docs/results.md), so ``ml.serving`` checks a bf16 engine at every start; here the check runs against
+the same IR compiled in float32 (itself verified exact against the eager model when it was converted), with the same
+bound (:func:`bf16_ok`), and a failure makes :meth:`LitePredictor.load` raise, so the worker falls back to the torch
+predictor.
 """
 
 from __future__ import annotations
@@ -36,12 +39,24 @@ from typing import Any
 import numpy as np
 
 from ml.config import LViTConfig
+from ml.cpu import cpu_features
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
-PROB_TOLERANCE = 1e-4  # max |probability - torch predictor's probability| (tested)
+PROB_TOLERANCE = 1e-4  # max |probability - torch predictor's probability| (tested, float32 engines)
+PRECISIONS = ("fp32", "bf16")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL "L" (ml.predict uses the same)
+
+
+class EngineMismatchError(RuntimeError):
+    """A bf16 compile's logits differ from the float32 compile's by more than bf16 allows."""
+
+
+def bf16_ok(mean_abs_diff: float, ref_std: float) -> bool:
+    """The bf16 bound of every engine check: mean |logit difference| below 5 % of the logits' spread (measured on
+    trained checkpoints: ~1 %; the converter faults seen with OpenVINO bf16 were > 50 %)."""
+    return mean_abs_diff <= 0.05 * ref_std + 1e-3
 
 
 @dataclass(frozen=True)
@@ -67,8 +82,12 @@ def write_manifest(
     config: LViTConfig,
     threshold: float,
     openvino_version: str,
+    precision: str = "fp32",
 ) -> Path:
-    """Record that ``ir_xml`` (in ``cache_dir``, verified against the eager model) serves that checkpoint."""
+    """Record that ``ir_xml`` (in ``cache_dir``, verified against the eager model) serves that checkpoint, compiled in
+    ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = manifest_path(cache_dir, checkpoint_sha256)
     if Path(ir_xml).parent.resolve() != path.parent.resolve():
         raise ValueError(f"the IR {ir_xml} is not in the serving cache {cache_dir}")
@@ -77,7 +96,7 @@ def write_manifest(
         "checkpoint_sha256": checkpoint_sha256,
         "ir": Path(ir_xml).name,
         "openvino": openvino_version,
-        "precision": "fp32",
+        "precision": precision,
         "threshold": threshold,
         "config": config.to_dict(),
     }
@@ -175,23 +194,62 @@ def binary_entropy_score(prob: np.ndarray) -> np.ndarray:
 
 
 class LitePredictor:
-    """A checkpoint's verified float32 OpenVINO IR, served with numpy (see the module docstring)."""
+    """A checkpoint's verified OpenVINO IR, served with numpy (see the module docstring)."""
 
     backend = "openvino"
-    precision = "fp32"
 
-    def __init__(self, xml: Path, cfg: LViTConfig, *, threshold: float, threads: int | None = None) -> None:
+    def __init__(
+        self, xml: Path, cfg: LViTConfig, *, threshold: float, threads: int | None = None, precision: str = "fp32"
+    ) -> None:
         import openvino as ov
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.cfg = cfg
         self.threshold = threshold
+        self.precision = precision
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(core.read_model(xml, xml.with_suffix(".bin")), "CPU", config)
+        model = core.read_model(xml, xml.with_suffix(".bin"))
+
+        def compile(hint: str) -> Any:
+            config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = threads
+            return core.compile_model(model, "CPU", config)
+
+        self.compiled = compile("bf16" if precision == "bf16" else "f32")
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
+        if precision == "bf16":
+            self.verify(compile("f32"))
+
+    def example_inputs(self, n: int = 1, seed: int = 0) -> list[np.ndarray]:
+        """Seeded random inputs of the network's shapes: images in [0, 1], text and zone maps standard normal (as
+        ``ml.serving.verify_engine`` draws them)."""
+        cfg, rng = self.cfg, np.random.default_rng(seed)
+        side = (n, cfg.in_channels, cfg.img_size, cfg.img_size)
+        inputs = [rng.random(side, dtype=np.float32)]
+        if cfg.uses_text:
+            inputs.append(rng.standard_normal((n, cfg.text_len, cfg.text_dim)).astype(np.float32))
+        if cfg.uses_zones:
+            from ml.zones import ZONE_CHANNELS
+
+            inputs.append(rng.standard_normal((n, ZONE_CHANNELS, cfg.img_size, cfg.img_size)).astype(np.float32))
+        return inputs
+
+    def verify(self, reference: Any) -> float:
+        """Compare this (bf16) compile with ``reference`` (the float32 compile of the same IR); raise on a mismatch.
+        Returns the mean absolute logit difference."""
+        inputs = self.example_inputs()
+        ref = np.asarray(reference(inputs)[0], dtype=np.float64)
+        diff = np.abs(self.logits(*inputs).astype(np.float64) - ref)
+        std = float(ref.std(ddof=1)) if ref.size > 1 else 0.0
+        if not bf16_ok(float(diff.mean()), std):
+            raise EngineMismatchError(
+                f"openvino/bf16 logits differ from the float32 compile: max {diff.max():.3g}, mean {diff.mean():.3g} "
+                f"(logit std {std:.3g})"
+            )
+        return float(diff.mean())
 
     @classmethod
     def load(
@@ -214,13 +272,23 @@ class LitePredictor:
             return None
         if data.get("format") != MANIFEST_FORMAT or data.get("openvino") != ov.__version__:
             return None
+        precision = data.get("precision", "fp32")
+        if precision == "bf16" and not cpu_features().bf16:  # a cache carried to a CPU without native bf16
+            return None
         xml = path.parent / str(data.get("ir", ""))
         if not xml.is_file() or not xml.with_suffix(".bin").is_file():
             return None
-        return cls(xml, LViTConfig.from_dict(data["config"]), threshold=float(data["threshold"]), threads=threads)
+        cfg = LViTConfig.from_dict(data["config"])
+        return cls(xml, cfg, threshold=float(data["threshold"]), threads=threads, precision=precision)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "precision": self.precision, "device": "cpu", "torch": False}
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "device": "cpu",
+            "torch": False,
+            "cpu_features": cpu_features().summary(),
+        }
 
     def logits(self, *inputs: np.ndarray) -> np.ndarray:
         arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in inputs]

@@ -239,15 +239,16 @@ class Predictor:
 
     def write_lite_manifest(self, cache_dir: str | os.PathLike[str] | None, checkpoint_sha256: str) -> Path | None:
         """Let :class:`ml.lite.LitePredictor` serve this checkpoint without torch from now on: possible when the
-        engine is a verified float32 OpenVINO IR kept in ``cache_dir``; returns the manifest written, else None."""
+        engine is a verified OpenVINO IR (float32 or bf16) kept in ``cache_dir``; returns the manifest written, else
+        None."""
         ir = getattr(self.engine, "ir_xml", None)
-        if not cache_dir or ir is None or self.backend != "openvino" or self.precision != "fp32":
+        if not cache_dir or ir is None or self.backend != "openvino" or self.precision not in ("fp32", "bf16"):
             return None
         import openvino as ov
 
         return write_manifest(
             cache_dir, checkpoint_sha256, ir_xml=ir, config=self.cfg, threshold=self.threshold,
-            openvino_version=ov.__version__,
+            openvino_version=ov.__version__, precision=self.precision,
         )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:

@@ -30,7 +30,6 @@ CPU (read from its feature flags, never assumed); :func:`cpu_features` says what
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import importlib.util
 import json
@@ -41,7 +40,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.cpu import CPUFeatures as CPUFeatures
+from ml.cpu import cpu_features as cpu_features
 from ml.models.fold import fold_batchnorm
 from ml.models.lvit import ViTToCNN
 
@@ -72,60 +72,6 @@ CACHE_ENV = "LVIT_SERVING_CACHE"  # default cache_dir when none is given
 
 
 # ------------------------------------------------------------------------------------------ CPU features
-
-
-@dataclass(frozen=True)
-class CPUFeatures:
-    """The instruction-set flags that decide which engine and precision pay off on this CPU."""
-
-    flags: frozenset[str]
-
-    @property
-    def avx512(self) -> bool:
-        return "avx512f" in self.flags
-
-    @property
-    def avx512_bf16(self) -> bool:
-        return "avx512_bf16" in self.flags
-
-    @property
-    def amx_bf16(self) -> bool:
-        return "amx_bf16" in self.flags and "amx_tile" in self.flags
-
-    @property
-    def amx_int8(self) -> bool:
-        return "amx_int8" in self.flags and "amx_tile" in self.flags
-
-    @property
-    def vnni(self) -> bool:
-        return "avx512_vnni" in self.flags or "avx_vnni" in self.flags
-
-    @property
-    def bf16(self) -> bool:
-        """Native bfloat16 arithmetic (AVX512-BF16 dot products or AMX tiles)."""
-        return self.avx512_bf16 or self.amx_bf16
-
-    def summary(self) -> str:
-        names = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-        present = [n for n in names if n in self.flags]
-        return " ".join(present) if present else "none of avx2/avx512/amx"
-
-
-def _read_cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@functools.cache
-def cpu_features() -> CPUFeatures:
-    """This CPU's flags (Linux ``/proc/cpuinfo``; elsewhere none are assumed, so no bf16 default)."""
-    return CPUFeatures(_read_cpu_flags())
 
 
 def backend_available(backend: str) -> bool:
@@ -515,9 +461,10 @@ class EngineMismatchError(RuntimeError):
 
 
 def _bf16_ok(diff: torch.Tensor, ref: torch.Tensor) -> bool:
-    """bf16 bound on the self-check: mean |logit difference| below 5 % of the logits' spread (measured on
-    trained checkpoints: ~1 %; the converter faults seen with OpenVINO bf16 were > 50 %)."""
-    return float(diff.abs().mean()) <= 0.05 * float(ref.std()) + 1e-3
+    """bf16 bound on the self-check (:func:`ml.lite.bf16_ok`, shared with the torch-free serving path)."""
+    from ml.lite import bf16_ok
+
+    return bf16_ok(float(diff.abs().mean()), float(ref.std()))
 
 
 def verify_engine(

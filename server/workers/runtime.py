@@ -43,7 +43,7 @@ class LoadedModel:
     """A model version loaded for inference plus the embedder its text needs.
 
     The predictor is an :class:`ml.lite.LitePredictor` (OpenVINO + numpy, no torch) when the serving cache holds
-    the checkpoint's verified float32 IR and ``conf.torch_free_serving()``; else an ``ml.predict.Predictor``, which
+    the checkpoint's verified IR and ``conf.torch_free_serving()``; else an ``ml.predict.Predictor``, which
     converts and verifies the IR and records it (``write_lite_manifest``) so that the next start is torch-free.
     """
 

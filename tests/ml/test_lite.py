@@ -177,3 +177,37 @@ def test_lite_serving_does_not_import_torch(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "torch imported: False" in out.stdout
     assert np.abs(np.load(tmp_path / "prob.npy") - expected.probability).max() < PROB_TOLERANCE
+
+
+def test_a_bf16_engine_is_checked_against_the_float32_compile_at_every_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 manifests load only on a CPU with native bf16, compile the IR twice and compare (as ml.serving checks a
+    bf16 engine against eager at every start); a failed check raises, so the worker loads through torch instead."""
+    import ml.lite
+    from ml.cpu import CPUFeatures, cpu_features
+
+    model, cfg = _zones_model(1)
+    ckpt = save_checkpoint(tmp_path / "model.pt", model, cfg)
+    cache = tmp_path / "serving"
+    digest = "0f" * 32
+    predictor = Predictor.from_checkpoint(ckpt, cache_dir=cache, backend="openvino", precision="fp32")
+    manifest = predictor.write_lite_manifest(cache, digest)
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "precision": "bf16"}))  # as a bf16 Predictor records it
+    monkeypatch.setattr(ml.lite, "cpu_features", lambda: CPUFeatures(frozenset({"avx2", "fma"})))
+    assert LitePredictor.load(cache, digest) is None  # this CPU computes no bf16 natively
+    if not cpu_features().bf16:
+        pytest.skip("the bf16 compile itself needs a CPU with AVX512-BF16 or AMX")
+    monkeypatch.setattr(ml.lite, "cpu_features", cpu_features)
+    lite = LitePredictor.load(cache, digest)
+    assert lite is not None and lite.precision == "bf16"
+    exact = LitePredictor(cache / data["ir"], cfg, threshold=0.5)
+    image = np.random.default_rng(5).integers(0, 256, (64, 64), dtype=np.uint8)
+    text = np.random.default_rng(6).standard_normal((1, cfg.text_len, cfg.text_dim)).astype(np.float32)
+    fast = lite.predict([image], text, sentences=REPORTS[:1])[0]
+    ref = exact.predict([image], text, sentences=REPORTS[:1])[0]
+    assert np.abs(fast.probability - ref.probability).mean() < 0.05
+    monkeypatch.setattr(ml.lite, "bf16_ok", lambda mean_abs_diff, ref_std: False)  # as a faulty bf16 compile
+    with pytest.raises(ml.lite.EngineMismatchError, match="bf16 logits differ"):
+        LitePredictor.load(cache, digest)
