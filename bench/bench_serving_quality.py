@@ -47,10 +47,13 @@ def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def batched_logits(predictor: Predictor, images: torch.Tensor, text: torch.Tensor | None, batch: int) -> torch.Tensor:
+def batched_logits(
+    predictor: Predictor, images: torch.Tensor, text: torch.Tensor | None, batch: int, zones: torch.Tensor | None = None
+) -> torch.Tensor:
     out = []
     for s in range(0, images.shape[0], batch):
-        out.append(predictor.logits(images[s : s + batch], None if text is None else text[s : s + batch]))
+        part = (t if t is None else t[s : s + batch] for t in (text, zones))
+        out.append(predictor.logits(images[s : s + batch], *part))
     return torch.cat(out)
 
 
@@ -67,21 +70,26 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for split in args.splits:
         dataset = LViTDataset(
-            scan_split(args.data, split), image_size=cfg.img_size, in_channels=cfg.in_channels, text=embedder
+            scan_split(args.data, split),
+            image_size=cfg.img_size,
+            in_channels=cfg.in_channels,
+            text=embedder,
+            zones=cfg.uses_zones,  # lvit_zones: the report's zone prior, as training and the app feed it
         )
         items = [dataset[i] for i in range(len(dataset))]
         images = torch.stack([it["image"] for it in items])
         text = torch.stack([it["text"] for it in items]) if cfg.uses_text else None
+        zones = torch.stack([it["zones"] for it in items]) if cfg.uses_zones else None
         gt = torch.stack([it["mask"] for it in items])
         names = [it["name"] for it in items]
 
-        ref = batched_logits(eager, images, text, args.batch_size)
+        ref = batched_logits(eager, images, text, args.batch_size, zones)
         ref_mask = (torch.sigmoid(ref) > 0.5).numpy()[:, 0]
         ref_acc = MetricAccumulator()
         ref_acc.update(torch.sigmoid(ref), gt, names)
         ref_dice = ref_acc.compute().dice
         for spec, (predictor, setup_s) in engines.items():
-            out = batched_logits(predictor, images, text, args.batch_size)
+            out = batched_logits(predictor, images, text, args.batch_size, zones)
             mask = (torch.sigmoid(out) > 0.5).numpy()[:, 0]
             agree = [mask_dice(m, r) for m, r in zip(mask, ref_mask, strict=True)]
             acc = MetricAccumulator()

@@ -123,11 +123,14 @@ def _eager(model: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
 def test_cpu_features_and_default_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     amx = CPUFeatures(frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"}))
     avx2 = CPUFeatures(frozenset({"avx2", "fma"}))
+    zen4 = CPUFeatures(frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}))  # native bf16 without AMX
     assert amx.bf16 and amx.amx_bf16 and amx.amx_int8 and not avx2.bf16
+    assert zen4.bf16 and not zen4.amx_bf16
     assert "amx_bf16" in amx.summary()
     monkeypatch.setattr("ml.serving.backend_available", lambda name: True)
     assert default_engine("cpu", amx) == ("openvino", "bf16")
     assert default_engine("cpu", avx2) == ("openvino", "fp32")  # exact where bf16 is not native
+    assert default_engine("cpu", zen4) == ("openvino", "bf16")
     assert default_engine("cpu", amx, cache=False) == ("torch", "fp32")  # no place to keep the conversion
     assert default_engine("cuda", amx) == ("torch", "fp32")
     monkeypatch.setattr("ml.serving.backend_available", lambda name: name == "torch")
