@@ -61,7 +61,7 @@ class LoadedModel:
             except Exception:  # a damaged cache entry: convert again through torch
                 logger.warning("torch-free load of model version %s failed", model_version.pk, exc_info=True)
         if self.predictor is None:
-            from server.workers.startup import apply_torch_budget
+            from server.workers.budget import apply_torch_budget
 
             apply_torch_budget()
             from ml.predict import Predictor
