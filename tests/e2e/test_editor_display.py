@@ -39,6 +39,12 @@ def _login(page: Any, username: str) -> None:
     page.wait_for_url(re.compile(r"/$"))
 
 
+def _painted(page: Any) -> None:
+    """Wait until the frames already requested have been drawn: the editor repaints on the next animation frame, so
+    a pixel read right after a display change may still show the previous frame."""
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def _canvas_rgb(page: Any, fx: float, fy: float) -> list[int]:
     """The RGB the canvas shows at a fraction (fx, fy) of its size."""
     return page.evaluate(
@@ -106,6 +112,7 @@ def test_window_level_on_an_xray_png_is_remembered(page, web_server, world, arti
     _open(page, a)
     page.keyboard.press("v")  # masks off while sampling the scan
     centre = (0.5, 0.45)
+    _painted(page)
     before = _canvas_rgb(page, *centre)[0]
 
     # --- the window tool: dragging left narrows the window (more contrast), up brightens.
@@ -138,6 +145,7 @@ def test_window_level_on_an_xray_png_is_remembered(page, web_server, world, arti
     # --- presets, brightness/contrast, invert, reset.
     page.get_by_label("Preset").select_option("dark")
     assert page.get_by_label("Window width").input_value() == "127"
+    _painted(page)  # the preset's repaint, before its pixel is the reference for the inverted one
     dark = _canvas_rgb(page, *centre)[0]
     page.get_by_label("Invert (I)").check()
     # the canvas repaints on the next animation frame: wait for it before reading the inverted pixel
@@ -150,6 +158,7 @@ def test_window_level_on_an_xray_png_is_remembered(page, web_server, world, arti
     page.get_by_role("button", name="Reset display").click()
     assert page.get_by_label("Window width").input_value() == "255"
     assert not page.get_by_label("Invert (I)").is_checked()
+    _painted(page)
     assert abs(_canvas_rgb(page, *centre)[0] - before) <= 1, "reset shows the scan as uploaded"
 
     # --- choose a display, then open another case of the project: it opens with that display.
