@@ -26,6 +26,7 @@ predictor.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -141,9 +142,17 @@ def match_channels(x: np.ndarray, channels: int) -> np.ndarray:
     return (x * weights).sum(0, keepdims=True, dtype=np.float32)  # RGB -> gray
 
 
+@functools.lru_cache(maxsize=64)
 def resize_weights(in_size: int, out_size: int, antialias: bool) -> np.ndarray:
-    """(out_size, in_size) bilinear weights of PyTorch's ``F.interpolate(align_corners=False)``: with
-    ``antialias`` its triangle filter stretched by the shrink factor (PIL's BILINEAR), else plain bilinear."""
+    """(out_size, in_size) float32 bilinear weights of PyTorch's ``F.interpolate(align_corners=False)``: with
+    ``antialias`` its triangle filter stretched by the shrink factor (PIL's BILINEAR), else plain bilinear.
+    Cached (read-only): a worker resizes every upload of the same size to the network's size and back."""
+    w = _resize_weights(in_size, out_size, antialias).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def _resize_weights(in_size: int, out_size: int, antialias: bool) -> np.ndarray:
     scale = in_size / out_size
     w = np.zeros((out_size, in_size), dtype=np.float64)
     if antialias:
@@ -174,8 +183,8 @@ def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (h, w) == tuple(size):
         return x
     shrink = size[0] < h or size[1] < w
-    wy = resize_weights(h, size[0], shrink).astype(np.float32)
-    wx = resize_weights(w, size[1], shrink).astype(np.float32)
+    wy = resize_weights(h, size[0], shrink)
+    wx = resize_weights(w, size[1], shrink)
     return np.matmul(np.matmul(wy, x), wx.T)
 
 
