@@ -451,8 +451,11 @@ class LViTDataset(Dataset):
             if extra.shape[:2] != (size, size):
                 raise ValueError(f"extra channels for {s.name} have shape {extra.shape}, want ({size}, {size}, K)")
         sentence = s.sentence
-        dropout_draw = np.random.default_rng([self.seed, self.epoch, index, 1]) if self.report_dropout else None
-        if self.augment and dropout_draw is not None and dropout_draw.random() < self.report_dropout:
+        if (
+            self.augment
+            and self.report_dropout
+            and np.random.default_rng([self.seed, self.epoch, index, 1]).random() < self.report_dropout
+        ):
             sentence = ""  # its own random stream: the geometry draws stay as they are without dropout
         zone_maps = None
         if self.zones:  # (S, S, Z) in the un-augmented frame

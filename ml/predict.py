@@ -22,8 +22,8 @@ monotonically as any pixel's probability moves toward 0.5, and it does not depen
 
 Engines (``ml.serving``): by default the predictor runs the engine the measurements justify for this CPU
 (``backend="auto"``, ``precision="auto"``): with a place to keep converted models (``cache_dir`` or
-``$LVIT_SERVING_CACHE``), OpenVINO in bfloat16 on CPUs with native bf16, AMX-BF16 or AVX512-BF16 (masks of trained checkpoints at Dice
->= 0.995 against the eager model's) and in float32 on other CPUs; otherwise, on CUDA, or without OpenVINO,
+``$LVIT_SERVING_CACHE``), OpenVINO in bfloat16 on CPUs with native bf16, AMX-BF16 or AVX512-BF16 (masks of
+trained checkpoints at Dice >= 0.995 against the eager model's) and in float32 on other CPUs; otherwise, on CUDA, or without OpenVINO,
 PyTorch's exact fast path. The float32 engines are exact: logits within ``FAST_TOLERANCE`` = 1e-3
 of the eager model's (measured < 1e-5). ``fast=False`` runs the eager model as trained; ``compile=True`` adds
 ``torch.compile`` to the PyTorch fast path. See ``docs/results.md`` for speed and mask agreement per engine.

@@ -14,10 +14,6 @@ from server.config import ConfigError, env_int, env_str
 from server.workers import conf
 
 
-def torch_threads() -> int:
-    return conf.cpu_threads() or 0
-
-
 def cuda_memory_fraction() -> float | None:
     raw = env_str("LVIT_CUDA_MEMORY_FRACTION", "").strip()
     if not raw:
@@ -45,7 +41,7 @@ def apply_torch_budget() -> dict[str, Any]:
         import torch
 
         done: dict[str, Any] = {"torch": True}
-        threads = torch_threads()
+        threads = conf.cpu_threads()
         if threads:
             torch.set_num_threads(threads)
             done["threads"] = threads
@@ -71,7 +67,7 @@ def apply_budget(*, defer_torch: bool = False) -> dict[str, Any]:
     if nice:
         done["nice"] = os.nice(min(nice, 19))
     if defer_torch and "torch" not in sys.modules:
-        threads = torch_threads()
+        threads = conf.cpu_threads()
         if threads:
             os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch loads its OpenMP runtime
             done["threads"] = threads

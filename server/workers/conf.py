@@ -53,7 +53,7 @@ def cpu_threads() -> int | None:
 def torch_free_serving() -> bool:
     """Serve a converted checkpoint with :class:`ml.lite.LitePredictor` (OpenVINO + numpy, no torch import) when the
     serving cache holds its verified IR (float32, or bf16 checked against the float32 compile at every load):
-    ``LVIT_TORCH_FREE_SERVING`` (default on), CPU workers only. A
-    worker whose active models are converted then starts without importing PyTorch (docs/results.md, "Worker cold
-    start"); anything else (a new version, a GPU, a bf16 engine) loads through PyTorch as before."""
+    ``LVIT_TORCH_FREE_SERVING`` (default on), CPU workers only. A worker whose active models are converted then
+    starts without importing PyTorch (docs/results.md, "Worker cold start"); anything else (a new version, a GPU, a
+    bf16 compile that fails its check) loads through PyTorch as before."""
     return env_bool("LVIT_TORCH_FREE_SERVING", True) and str(settings.ML_DEVICE) == "cpu"

@@ -1,10 +1,11 @@
 """What a worker process does before its first task: its resource budget and, on the inference pool, a warm-up.
 
-- **Budget** (one GPU or one CPU shared by both pools): ``LVIT_TORCH_THREADS`` caps the process's intra-op
-  threads (``0``: PyTorch's default, every core; the OpenVINO engines take the same cap) and ``LVIT_CUDA_MEMORY_FRACTION`` caps its share of the GPU's
-  memory (``torch.cuda.set_per_process_memory_fraction``; empty: no cap). ``make run`` and ``deploy/`` set both
-  per pool (docs/deploy.md, "Two pools on one GPU"). ``LVIT_WORKER_NICE`` (0-19) lowers the process's CPU priority:
-  ``make run`` gives the training pool 10, so on shared cores the kernel serves a proposal first.
+- **Budget** (``server.workers.budget``; one GPU or one CPU shared by both pools): ``LVIT_TORCH_THREADS`` caps the
+  process's intra-op threads (``0``: PyTorch's default, every core; the OpenVINO engines take the same cap) and
+  ``LVIT_CUDA_MEMORY_FRACTION`` caps its share of the GPU's memory (``torch.cuda.set_per_process_memory_fraction``;
+  empty: no cap). ``make run`` and ``deploy/`` set both per pool (docs/deploy.md, "Two pools on one GPU").
+  ``LVIT_WORKER_NICE`` (0-19) lowers the process's CPU priority: ``make run`` gives the training pool 10, so on
+  shared cores the kernel serves a proposal first.
   An inference worker on a CPU with torch-free serving (``conf.torch_free_serving``) does not import torch for
   this: it sets ``OMP_NUM_THREADS`` for a later import, and :func:`apply_torch_budget` runs where torch is first
   needed.
