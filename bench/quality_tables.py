@@ -296,7 +296,7 @@ def report(rows: list[dict[str, Any]], budget: str | None = None) -> str:
             )
             parts.append(pool_table + "\n")
             pool_goal = [
-                "| EPI + LV - labeled-only, unlabeled pool | model | measured | verdict |",
+                "| arm, on the unlabeled pool | against | paired mean | verdict |",
                 "|---|---|---|---|",
             ]
             for (a, b), m in pool_means.items():
