@@ -75,7 +75,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "lvit_tw": {"arch": "lvit", "with_text": False, "text_len": 10},
     "unet": {"arch": "unet", "with_text": False, "text_len": 10},
 }
-SEMI_VARIANTS = ("labeled_same_steps", "pseudo", "epi", "epi_lv", "epi_lv_ramp")
+SEMI_VARIANTS = ("labeled_same_steps", "pseudo", "epi", "epi_lv", "epi_lv_ramp", "epi_lv_gate", "epi_lv_conf")
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -135,6 +135,8 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
             "epi": {"lv_alpha": 0.0},
             "epi_lv": {"lv_alpha": 0.1},
             "epi_lv_ramp": {"lv_alpha": 0.1, "unsup_rampup_epochs": max(1, (epochs - prototype) // 2)},
+            "epi_lv_gate": {"lv_alpha": 0.1, "pseudo_zone_gate": True},
+            "epi_lv_conf": {"lv_alpha": 0.1, "pseudo_confidence": 0.7},
         }[run["variant"]]
     spec = dict(MODELS[run["model"]])
     overrides |= spec.pop("train", {})
@@ -208,6 +210,8 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
             "epi_beta": trainer.epi_beta,
             "lv_alpha": cfg.lv_alpha,
             "unsup_rampup_epochs": cfg.unsup_rampup_epochs,
+            "pseudo_zone_gate": cfg.pseudo_zone_gate,
+            "pseudo_confidence": cfg.pseudo_confidence,
         }
         if group == "cxr-semi"
         else None,

@@ -131,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         use_epi=not args.no_epi,
         epi_beta=args.epi_beta,
         pseudo_label=args.pseudo_label,
+        pseudo_confidence=args.pseudo_confidence,
+        pseudo_zone_gate=args.pseudo_zone_gate,
         lv_alpha=args.lv_alpha,
         unsup_rampup_epochs=args.unsup_rampup,
         lv_bank=args.lv_bank,
@@ -406,6 +408,18 @@ def build_parser() -> argparse.ArgumentParser:
         "updates (ml.epi.beta_for_updates); 0.99: the paper's setting",
     )
     t.add_argument("--pseudo-label", choices=["soft", "hard"], default="soft")
+    t.add_argument(
+        "--pseudo-confidence",
+        type=float,
+        default=0.0,
+        help="c in (0.5, 1): only pseudo-label pixels >= c or <= 1-c enter the unsupervised loss, as hard targets "
+        "(0: all pixels)",
+    )
+    t.add_argument(
+        "--pseudo-zone-gate",
+        action="store_true",
+        help="multiply each pseudo-label by the report's claimed lung zones before it enters the EPI map",
+    )
     t.add_argument("--lv-alpha", type=float, default=0.1, help="LV loss weight (0 disables)")
     t.add_argument(
         "--unsup-rampup",

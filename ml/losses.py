@@ -23,10 +23,17 @@ def _check_pair(logits: Tensor, target: Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected a batch (B, ...), got shape {tuple(logits.shape)}")
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1e-5) -> Tensor:
+def _check_weight(logits: Tensor, weight: Tensor | None, name: str) -> None:
+    if weight is not None and weight.shape != logits.shape:
+        raise ValueError(f"{name}: weight {tuple(weight.shape)} must have the logits' shape {tuple(logits.shape)}")
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1e-5, weight: Tensor | None = None) -> Tensor:
     """Soft Dice loss, per image, averaged over the batch (the reference's ``WeightedDiceLoss(0.5, 0.5)``).
 
-    Contract: ``logits`` (B, ...) pre-sigmoid; ``target`` same shape, values in [0, 1].
+    Contract: ``logits`` (B, ...) pre-sigmoid; ``target`` same shape, values in [0, 1]; ``weight`` (optional, same
+    shape, values in [0, 1]): a pixel with weight 0 is left out of the loss (prediction and target both
+    multiplied by it; the confidence mask of pseudo-labels).
     Per image: ``1 - (2·Σ p·t + s) / (Σ p² + Σ t² + s)`` with ``p = sigmoid(logits)`` (squared terms in the
     denominator, as in the reference). An empty target with an empty prediction gives 0.
 
@@ -34,29 +41,40 @@ def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1e-5) -> Tens
         scalar, mean over the batch.
     """
     _check_pair(logits, target, "soft_dice_loss")
+    _check_weight(logits, weight, "soft_dice_loss")
     p = torch.sigmoid(logits.float()).flatten(1)  # (B, N)
     t = target.float().flatten(1)  # (B, N)
+    if weight is not None:
+        w = weight.float().flatten(1)
+        p, t = p * w, t * w
     inter = (p * t).sum(1)
     denom = (p * p).sum(1) + (t * t).sum(1)
     return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
 
 
-def weighted_bce_loss(logits: Tensor, target: Tensor, pos_weight: float = 0.5, neg_weight: float = 0.5) -> Tensor:
+def weighted_bce_loss(
+    logits: Tensor, target: Tensor, pos_weight: float = 0.5, neg_weight: float = 0.5, weight: Tensor | None = None
+) -> Tensor:
     """Class-balanced BCE of the reference (``WeightedBCE([0.5, 0.5])``), on logits.
 
-    Contract: ``logits`` (B, ...) pre-sigmoid; ``target`` same shape, values in [0, 1] (soft targets allowed).
+    Contract: ``logits`` (B, ...) pre-sigmoid; ``target`` same shape, values in [0, 1] (soft targets allowed);
+    ``weight`` (optional, same shape, values in [0, 1]) weighs each pixel's term, 0 leaving it out.
     Pixels with ``target > 0.5`` are positives, the rest negatives (over the whole batch). The per-pixel
-    BCE is averaged over positives and over negatives separately and the two means are combined
-    ``pos_weight·mean_pos + neg_weight·mean_neg``; a class absent from the batch contributes 0.
+    BCE is averaged over positives and over negatives separately (weighted means when ``weight`` is given) and the
+    two means are combined ``pos_weight·mean_pos + neg_weight·mean_neg``; a class absent from the batch contributes
+    0.
 
     Returns:
         scalar.
     """
     _check_pair(logits, target, "weighted_bce_loss")
+    _check_weight(logits, weight, "weighted_bce_loss")
     t = target.float()
     bce = F.binary_cross_entropy_with_logits(logits.float(), t, reduction="none")
     pos = (t > 0.5).float()
     neg = 1.0 - pos
+    if weight is not None:
+        pos, neg = pos * weight.float(), neg * weight.float()
     pos_mean = (bce * pos).sum() / pos.sum().clamp(min=1.0)
     neg_mean = (bce * neg).sum() / neg.sum().clamp(min=1.0)
     return pos_weight * pos_mean + neg_weight * neg_mean
@@ -76,9 +94,10 @@ class DiceBCELoss(nn.Module):
         self.dice_weight = dice_weight
         self.bce_weight = bce_weight
 
-    def components(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
-        dice = soft_dice_loss(logits, target)
-        bce = weighted_bce_loss(logits, target)
+    def components(self, logits: Tensor, target: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
+        """``weight``: optional per-pixel weights in [0, 1] (0 leaves a pixel out), passed to both terms."""
+        dice = soft_dice_loss(logits, target, weight=weight)
+        bce = weighted_bce_loss(logits, target, weight=weight)
         return {"dice": dice, "bce": bce, "loss": self.dice_weight * dice + self.bce_weight * bce}
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

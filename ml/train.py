@@ -88,6 +88,13 @@ class TrainConfig:
     epi_beta: float | None = None
     epi_residual: float = 0.05
     pseudo_label: str = "soft"  # "soft": the EPI probabilities; "hard": thresholded at 0.5
+    # c in (0.5, 1): only pixels whose pseudo-label is >= c or <= 1 - c enter the unsupervised loss, as hard 0/1
+    # targets (the confidence mask of FixMatch, Sohn et al. 2020, on the EPI map); 0: every pixel, as pseudo_label says
+    pseudo_confidence: float = 0.0
+    # the report corrects the pseudo-labels: each prediction is multiplied by the report's claimed-zone map
+    # (ml.zones.zone_prior channel 0, soft edges) before it enters the EPI map, so a lung zone the report does not
+    # name, or any pixel of a negative report, is background; free-text reports (no prior) pass unchanged
+    pseudo_zone_gate: bool = False
     unsup_weight: float = 1.0
     # epochs over which the unsupervised weight rises from ~0 to unsup_weight after the prototype, along the sigmoid
     # ramp exp(-5 (1 - t)^2) of Laine & Aila (2017) / Tarvainen & Valpola (2017): the first pseudo-labels come from a
@@ -125,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"report_dropout must be in [0, 1), got {self.report_dropout}")
         if self.pseudo_label not in ("soft", "hard"):
             raise ValueError(f"pseudo_label must be 'soft' or 'hard', got {self.pseudo_label!r}")
+        if self.pseudo_confidence != 0.0 and not 0.5 < self.pseudo_confidence < 1.0:
+            raise ValueError(f"pseudo_confidence must be 0 (off) or in (0.5, 1), got {self.pseudo_confidence}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if min(self.prototype_epochs, self.num_workers, self.lv_alpha, self.unsup_weight, self.unsup_rampup_epochs) < 0:
@@ -312,7 +321,10 @@ class Trainer:
         self.epi = epi_store if epi_store is not None else EPIStore(beta=self.epi_beta, seed=cfg.seed)
         self.epi.beta = self.epi_beta
         self.unlabeled_set = LViTDataset(unlabeled, seed=cfg.seed + 1, pseudo_labels=self.epi.get, **aug, **ds_args)
-        self.unlabeled_plain = LViTDataset(unlabeled, augment=False, **ds_args)  # for pseudo-label passes
+        # for pseudo-label passes; with the zone gate it always renders the report's prior (the gate's map)
+        self.unlabeled_plain = LViTDataset(
+            unlabeled, augment=False, **(ds_args | {"zones": model_cfg.uses_zones or cfg.pseudo_zone_gate})
+        )
         self.unlabeled_plain._cache = self.unlabeled_set._cache  # same images, decoded once
         if cfg.num_workers > 0:  # workers are forked per epoch: decode once here so they inherit the images
             for ds in (self.train_set, self.val_set, self.unlabeled_set, self.unlabeled_plain):
@@ -476,9 +488,14 @@ class Trainer:
                 missing = [name for name, ok in zip(unlabeled["name"], unlabeled["has_pseudo"], strict=True) if not ok]
                 raise RuntimeError(f"no pseudo-label for unlabeled cases {missing}")
             pseudo = unlabeled["pseudo"].to(self.device, non_blocking=True)  # (Bu, 1, S, S)
-            if self.cfg.pseudo_label == "hard":
+            confident = None
+            if self.cfg.pseudo_confidence:
+                c = self.cfg.pseudo_confidence
+                confident = ((pseudo >= c) | (pseudo <= 1.0 - c)).float()
+                out["unsup_confident"] = confident.mean().item()
+            if self.cfg.pseudo_label == "hard" or confident is not None:
                 pseudo = (pseudo >= 0.5).float()
-            unsup = self.sup_loss.components(logits[n:], pseudo)
+            unsup = self.sup_loss.components(logits[n:], pseudo, weight=confident)
             unsup_loss = unsup["loss"]
             out |= {"unsup_dice": unsup["dice"].item(), "unsup_bce": unsup["bce"].item()}
             if self.lv_loss is not None:  # targets chosen per case, transformed with the image (_build_lv_loss)
@@ -507,12 +524,18 @@ class Trainer:
         )
         quality = MetricAccumulator()
         for batch in loader:
+            zones = batch.get("zones")  # (B, ZONE_CHANNELS, S, S) or None
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
                 logits = self._forward(
-                    self.model, batch["image"].to(self.device), batch.get("text"), batch.get("zones")
+                    self.model,
+                    batch["image"].to(self.device),
+                    batch.get("text"),
+                    zones if self.model_cfg.uses_zones else None,
                 )
             probs = torch.sigmoid(logits.float())
             probs = probs.float().cpu().numpy()[:, 0]  # (B, S, S)
+            if self.cfg.pseudo_zone_gate:
+                probs = probs * zone_gate(zones.numpy())
             for name, p in zip(batch["name"], probs, strict=True):
                 maps = self.epi.update(name, p)
                 sample = self.unlabeled_plain.samples[self._unlabeled_index[name]]
@@ -739,6 +762,15 @@ def _sentence_features(embedder: Any, sentences: Sequence[str]) -> np.ndarray:
     if callable(whole):
         return np.asarray(whole(list(sentences)), dtype=np.float32)
     return np.asarray(pool_words(embedder.embed_many(list(sentences))), dtype=np.float32)
+
+
+def zone_gate(zones: np.ndarray) -> np.ndarray:
+    """The pseudo-label gate of ``TrainConfig.pseudo_zone_gate``: (B, ZONE_CHANNELS, S, S) zone priors -> (B, S, S).
+
+    The claimed-zone channel where the report parsed (its lung-box channel is not empty; a negative report claims
+    nothing, so its gate is all zeros), ones where it did not (free text: the report says nothing about where)."""
+    parsed = zones[:, 1].reshape(len(zones), -1).max(axis=1) > 0  # (B,)
+    return np.where(parsed[:, None, None], zones[:, 0], 1.0).astype(np.float32)
 
 
 def forward_model(

@@ -77,6 +77,31 @@ def test_supervised_losses_are_finite_for_extreme_logits() -> None:
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
 
+def test_pixel_weight_leaves_zero_weight_pixels_out_of_both_terms() -> None:
+    """Weight 0 on a pixel: the loss is that of the other pixels alone, whatever the pixel holds."""
+    logits, target = _img([2, -1, 0, 1]), _img([1, 0, 0, 1])
+    weight = _img([1, 1, 1, 0])  # the last pixel (a wrong, confident-looking target) is left out
+    # BCE: positives {logit 2}, negatives {-1, 0}
+    pos = math.log1p(math.exp(-2))
+    neg = (math.log1p(math.exp(-1)) + math.log(2)) / 2
+    assert weighted_bce_loss(logits, target, weight=weight).item() == pytest.approx(0.5 * pos + 0.5 * neg, rel=1e-6)
+    # Dice: the three kept pixels only
+    p = torch.sigmoid(torch.tensor([2.0, -1.0, 0.0]))
+    t = torch.tensor([1.0, 0.0, 0.0])
+    want = 1 - (2 * (p * t).sum() + 1e-5) / ((p * p).sum() + (t * t).sum() + 1e-5)
+    assert soft_dice_loss(logits, target, weight=weight).item() == pytest.approx(want.item(), rel=1e-5)
+    # a left-out pixel's value does not matter; all-ones weight is the unweighted loss
+    other = _img([2, -1, 0, -30])
+    parts = DiceBCELoss().components(logits, target, weight=weight)
+    assert DiceBCELoss().components(other, target, weight=weight)["loss"].item() == pytest.approx(parts["loss"].item())
+    ones = torch.ones_like(logits)
+    assert DiceBCELoss().components(logits, target, weight=ones)["loss"].item() == pytest.approx(
+        DiceBCELoss()(logits, target).item()
+    )
+    with pytest.raises(ValueError, match="weight"):
+        soft_dice_loss(logits, target, weight=torch.ones(1, 4))
+
+
 @pytest.mark.parametrize("fn", [soft_dice_loss, weighted_bce_loss, DiceBCELoss()])
 def test_shape_mismatch_raises(fn) -> None:
     with pytest.raises(ValueError, match="same shape"):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from ml.config import LViTConfig
 from ml.data import scan_split, split_labeled
 from ml.predict import load_checkpoint, load_model
 from ml.text import TextEmbedder
-from ml.train import TrainConfig, Trainer, evaluate, folder_samples
+from ml.train import TrainConfig, Trainer, evaluate, folder_samples, zone_gate
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +361,76 @@ def test_training_dtype_follows_the_cpus_native_bf16(monkeypatch: pytest.MonkeyP
         assert training_dtype(TrainConfig(precision="bf16"), cpu) == torch.bfloat16
     assert training_dtype(TrainConfig(), torch.device("cuda")) == torch.float16
     assert training_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
+
+
+def test_zone_gate_keeps_claimed_zones_clears_negatives_and_passes_free_text() -> None:
+    claim = np.zeros((4, 4), np.float32)
+    claim[:, 2:] = 1.0  # the report names the image's right half
+    box = np.ones((4, 4), np.float32)
+    zones = np.stack(
+        [
+            np.stack([claim, box]),  # a parsed report: its claimed zones
+            np.stack([np.zeros_like(claim), box]),  # "No pulmonary infection.": lungs found, nothing claimed
+            np.zeros((2, 4, 4), np.float32),  # free text: no prior at all
+        ]
+    )
+    gate = zone_gate(zones)
+    assert gate.shape == (3, 4, 4)
+    assert np.array_equal(gate[0], claim) and not gate[1].any() and (gate[2] == 1.0).all()
+
+
+def test_pseudo_zone_gate_clears_what_the_report_does_not_claim(
+    cxr: dict, shared_data: Path, tmp_path: Path, embedder: TextEmbedder
+) -> None:
+    """With the gate, every EPI map is the ungated prediction times the report's claimed-zone map (also for a model
+    without a zone input: the pseudo-label pass renders the prior for the gate), so it is background on the side
+    the report does not name."""
+    unlabeled = [s for s in scan_split(shared_data / "covid_cxr", "Train") if "Unilateral" in s.sentence][:2]
+    unlabeled = [replace(s, labeled=False) for s in unlabeled]
+
+    def epi_maps(gate: bool) -> tuple[Trainer, dict[str, np.ndarray]]:
+        cfg = TrainConfig(
+            out_dir=str(tmp_path / str(gate)),
+            epochs=2,
+            prototype_epochs=1,
+            lv_alpha=0.0,
+            pseudo_zone_gate=gate,
+            save_best=False,
+            save_last=False,
+        )
+        trainer = Trainer(cfg, _small(), cxr["labeled"], cxr["val"], unlabeled, text_embedder=embedder)
+        trainer.fit()
+        return trainer, {s.name: trainer.epi.get(s.name) for s in unlabeled}
+
+    gated_trainer, gated = epi_maps(True)
+    _, plain = epi_maps(False)
+    for i, s in enumerate(unlabeled):
+        claim = gated_trainer.unlabeled_plain[i]["zones"][0].numpy()  # (32, 32), the report's claimed zones
+        unclaimed = claim < 0.01  # soft edges: the claim falls off smoothly, not to exact zeros
+        assert unclaimed.mean() > 0.25 and (claim > 0.5).mean() > 0.1  # a unilateral report claims one side
+        assert gated[s.name][unclaimed].max() <= 0.01 + 1 / 255  # maps are stored in 8 bits
+        assert plain[s.name][unclaimed].max() > 0.05  # the ungated prediction does spill there
+        # same seed, same weights: the gate is the only difference (up to the 8-bit rounding of the maps)
+        assert np.abs(gated[s.name] - plain[s.name] * claim).max() <= 2 / 255
+
+
+def test_pseudo_confidence_leaves_unsure_pixels_out_and_hardens_the_rest(
+    cxr: dict, shared_data: Path, tmp_path: Path, embedder: TextEmbedder
+) -> None:
+    with pytest.raises(ValueError, match="pseudo_confidence"):
+        TrainConfig(pseudo_confidence=0.4)
+    cfg = TrainConfig(
+        out_dir=str(tmp_path), prototype_epochs=0, lv_alpha=0.0, pseudo_confidence=0.8, augment=False, save_last=False
+    )
+    trainer = Trainer(cfg, _small(), cxr["labeled"], cxr["val"], cxr["unlabeled"], text_embedder=embedder)
+    labeled = next(iter(trainer.train_loader))
+
+    def step_with(value: float) -> dict[str, float]:
+        for s in cxr["unlabeled"]:  # the EPI maps hold 8-bit probabilities
+            trainer.epi.set(s.name, np.full((32, 32), round(value * 255), np.uint8), count=1)
+        return trainer.train_step(labeled, next(iter(trainer.unlabeled_loader)))
+
+    unsure = step_with(0.6)  # every pixel between 0.2 and 0.8: nothing enters the unsupervised loss
+    assert unsure["unsup_confident"] == 0.0 and unsure["unsup_dice"] == 0.0 and unsure["unsup_bce"] == 0.0
+    sure = step_with(0.9)  # every pixel confident: hard target 1 everywhere
+    assert sure["unsup_confident"] == 1.0 and sure["unsup_dice"] > 0.0 and sure["unsup_bce"] > 0.0
