@@ -4,7 +4,7 @@ What it runs (``bench/quality_grid.py`` underneath, same JSON lines appended to 
 ``budget`` = ``--budget``): covid_cxr Train -> Val and MoNuSeg Train -> Test (the MoNuSeg reproduction: reference
 LViT-T 80.36, U-Net 76.45 Dice) with LViT-T + zone prior, LViT-T (app text length), LViT-T (L = 10), LViT-TW and
 U-Net, and the 25 %-labels covid_cxr grid (the app's LViT-T + zones: labeled-only with the same steps, plain
-pseudo-labels, EPI, EPI + LV), seeds 0 1 2.
+pseudo-labels, EPI, EPI + LV, EPI + LV with report-gated pseudo-labels), seeds 0 1 2.
 
 How it fits the budget: the paper trains for hundreds of epochs with early stopping; that does not fit 9 minutes for
 30 runs. So it (1) times two epochs of LViT-T + zones on covid_cxr at 224 px on this GPU, (2) picks the largest
@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "bench" / "quality_grid.py"
 MODELS = ["lvit_zones", "lvit_app", "lvit_l10", "lvit_tw", "unet"]
-SEMI_VARIANTS = ["labeled_same_steps", "pseudo", "epi", "epi_lv"]
+SEMI_VARIANTS = ["labeled_same_steps", "pseudo", "epi", "epi_lv", "epi_lv_gate"]
 COST = {"lvit_zones": 1.0, "lvit_app": 1.0, "lvit_l10": 1.0, "lvit_tw": 1.0, "unet": 0.6}  # relative epoch cost
 
 

@@ -43,6 +43,7 @@ from ml.metrics import MetricAccumulator, MetricSummary
 from ml.models import build_model
 from ml.serving import cpu_features
 from ml.text import TextEmbedder, pool_words
+from ml.zones import pseudo_label_gate
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -535,7 +536,7 @@ class Trainer:
             probs = torch.sigmoid(logits.float())
             probs = probs.float().cpu().numpy()[:, 0]  # (B, S, S)
             if self.cfg.pseudo_zone_gate:
-                probs = probs * zone_gate(zones.numpy())
+                probs = probs * pseudo_label_gate(zones.numpy())
             for name, p in zip(batch["name"], probs, strict=True):
                 maps = self.epi.update(name, p)
                 sample = self.unlabeled_plain.samples[self._unlabeled_index[name]]
@@ -762,15 +763,6 @@ def _sentence_features(embedder: Any, sentences: Sequence[str]) -> np.ndarray:
     if callable(whole):
         return np.asarray(whole(list(sentences)), dtype=np.float32)
     return np.asarray(pool_words(embedder.embed_many(list(sentences))), dtype=np.float32)
-
-
-def zone_gate(zones: np.ndarray) -> np.ndarray:
-    """The pseudo-label gate of ``TrainConfig.pseudo_zone_gate``: (B, ZONE_CHANNELS, S, S) zone priors -> (B, S, S).
-
-    The claimed-zone channel where the report parsed (its lung-box channel is not empty; a negative report claims
-    nothing, so its gate is all zeros), ones where it did not (free text: the report says nothing about where)."""
-    parsed = zones[:, 1].reshape(len(zones), -1).max(axis=1) > 0  # (B,)
-    return np.where(parsed[:, None, None], zones[:, 0], 1.0).astype(np.float32)
 
 
 def forward_model(

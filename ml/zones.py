@@ -13,6 +13,7 @@ third. Radiological display: **the patient's left is on the image's right** (PA/
   zones with soft edges, channel 1 the lung box (present whenever the report parsed, so a negative report reads
   "lungs here, nothing claimed" and a free-text report is all zeros). Both channels are mirror-equivariant: the
   prior of a mirrored image with the sides of its report swapped is the mirrored prior.
+- :func:`pseudo_label_gate`: the report's correction of a pseudo-label (its claimed zones; ones for free text).
 - :func:`side_fraction`: the share of a mask's foreground on one patient side (the text-steering metric).
 """
 
@@ -242,6 +243,19 @@ def zone_prior(sentence: str, image: Any, *, softness: float = SOFTNESS) -> np.n
     return render_prior(parse_cells(sentence), a.shape[:2], lung_box(a), softness=softness)
 
 
+def pseudo_label_gate(prior: np.ndarray) -> np.ndarray:
+    """The report's correction of a pseudo-label: ``(..., ZONE_CHANNELS, H, W)`` priors -> ``(..., H, W)`` gates.
+
+    A prediction times its gate keeps what lies in the zones the report claims (channel 0, soft edges) and clears
+    the rest; a negative report (lungs found, nothing claimed) clears everything; where the report did not parse
+    (free text: the lung-box channel is empty) the gate is all ones and the prediction passes unchanged."""
+    a = np.asarray(prior, dtype=np.float32)
+    if a.ndim < 3 or a.shape[-3] != ZONE_CHANNELS:
+        raise ValueError(f"expected (..., {ZONE_CHANNELS}, H, W) zone priors, got shape {a.shape}")
+    parsed = a[..., 1, :, :].max(axis=(-2, -1)) > 0  # (...)
+    return np.where(parsed[..., None, None], a[..., 0, :, :], np.float32(1.0)).astype(np.float32)
+
+
 __all__ = [
     "LUNG_BOX_FRACTIONS",
     "SIDES",
@@ -254,6 +268,7 @@ __all__ = [
     "named_side",
     "observed_cells",
     "parse_cells",
+    "pseudo_label_gate",
     "render_prior",
     "side_fraction",
     "swap_cells",

@@ -53,6 +53,10 @@ DEFAULT_ARCH = "lvit_zones"
 # free-text one) gives the image-only mask instead of nothing, with the true-report Dice and the steering unchanged
 # (docs/results.md, "Report dropout").
 REPORT_DROPOUT = 0.2
+# Pseudo-labels are corrected by their report before they enter an EPI map: the prediction times the report's
+# claimed-zone map (ml.zones.pseudo_label_gate; free-text reports pass unchanged), in the training round's EPI
+# updates and in the EPI job's alike (docs/results.md, "25 % of Train labeled").
+PSEUDO_ZONE_GATE = True
 EPI_BETA = 0.99  # versions trained before the β rule (ml.epi.beta_for_updates) record none
 
 
@@ -236,19 +240,33 @@ def update_pseudo_labels(job: Job) -> dict[str, Any]:
     for chunk in _batches(cases, INFERENCE_BATCH):
         predictions = _predict_cases(model, chunk, timings)
         t0 = time.perf_counter()
-        for case, _, pred in predictions:
+        for case, sentence, pred in predictions:
             label = existing.get(case.pk)
             prev = storage.read_uint8_png(label.soft_map.name) if label is not None else None
             if prev is not None and prev.shape != pred.prob.shape:
                 prev = None  # the image was replaced; start over
             first += prev is None
             iteration = label.iterations if label is not None else 0
-            soft = epi_update(prev, pred.prob, beta, seed=_epi_seed(case.pk, iteration))
+            prob = _report_gated(pred.prob, sentence, case) if PSEUDO_ZONE_GATE else pred.prob
+            soft = epi_update(prev, prob, beta, seed=_epi_seed(case.pk, iteration))
             pseudolabel_update(case=case, soft_map=soft, model_version=mv)
         timings.add("write", t0)
         done += len(chunk)
         _progress(job, done=done, eta_s=_eta(started, done, len(cases)))
     return {"cases": done, "initialised": first, "beta": beta, "model_version": mv.pk, "timings": timings.as_dict()}
+
+
+def _report_gated(prob: np.ndarray, sentence: str, case: Case) -> np.ndarray:
+    """A prediction corrected by its report (``ml.zones.pseudo_label_gate`` of the case's zone prior, rendered on its
+    image at the prediction's size); unchanged for a report that does not parse."""
+    from ml.zones import parse_cells, pseudo_label_gate, zone_prior
+
+    if parse_cells(sentence) is None:
+        return prob
+    image = _case_image(case)
+    if image.shape[:2] != prob.shape:
+        raise ValueError(f"case {case.pk}: prediction {prob.shape} and image {image.shape[:2]} differ in size")
+    return prob * pseudo_label_gate(zone_prior(sentence, image))
 
 
 def _eta(started: float, done: int, total: int) -> float | None:
@@ -481,6 +499,7 @@ def train(job: Job) -> dict[str, Any]:
             # a zone model also learns the no-report case (else a blank prior gives an empty mask; docs/results.md)
             report_dropout=REPORT_DROPOUT if model_cfg.uses_zones else 0.0,
             epi_beta=None,  # the β rule for this round's updates (ml.epi.beta_for_updates)
+            pseudo_zone_gate=PSEUDO_ZONE_GATE,
             text_model=settings.LVIT_TEXT_MODEL or None,
             text_cache_dir=settings.LVIT_TEXT_CACHE_DIR,
             save_last=False,

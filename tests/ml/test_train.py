@@ -15,7 +15,7 @@ from ml.config import LViTConfig
 from ml.data import scan_split, split_labeled
 from ml.predict import load_checkpoint, load_model
 from ml.text import TextEmbedder
-from ml.train import TrainConfig, Trainer, evaluate, folder_samples, zone_gate
+from ml.train import TrainConfig, Trainer, evaluate, folder_samples
 
 
 @pytest.fixture(scope="module")
@@ -361,22 +361,6 @@ def test_training_dtype_follows_the_cpus_native_bf16(monkeypatch: pytest.MonkeyP
         assert training_dtype(TrainConfig(precision="bf16"), cpu) == torch.bfloat16
     assert training_dtype(TrainConfig(), torch.device("cuda")) == torch.float16
     assert training_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
-
-
-def test_zone_gate_keeps_claimed_zones_clears_negatives_and_passes_free_text() -> None:
-    claim = np.zeros((4, 4), np.float32)
-    claim[:, 2:] = 1.0  # the report names the image's right half
-    box = np.ones((4, 4), np.float32)
-    zones = np.stack(
-        [
-            np.stack([claim, box]),  # a parsed report: its claimed zones
-            np.stack([np.zeros_like(claim), box]),  # "No pulmonary infection.": lungs found, nothing claimed
-            np.zeros((2, 4, 4), np.float32),  # free text: no prior at all
-        ]
-    )
-    gate = zone_gate(zones)
-    assert gate.shape == (3, 4, 4)
-    assert np.array_equal(gate[0], claim) and not gate[1].any() and (gate[2] == 1.0).all()
 
 
 def test_pseudo_zone_gate_clears_what_the_report_does_not_claim(

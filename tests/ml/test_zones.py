@@ -19,6 +19,7 @@ from ml.zones import (
     lung_box,
     named_side,
     parse_cells,
+    pseudo_label_gate,
     render_prior,
     side_fraction,
     swap_cells,
@@ -90,6 +91,24 @@ def test_negative_and_unparsed_reports() -> None:
     negative = render_prior(set(), (60, 80), box)
     assert negative[0].max() == 0.0 and negative[1][30, 40] > 0.9  # lungs, nothing claimed
     assert not render_prior(None, (60, 80), box).any()  # free text: no prior at all
+
+
+def test_pseudo_label_gate_keeps_claimed_zones_clears_negatives_and_passes_free_text() -> None:
+    box = (5.0, 55.0, 5.0, 75.0)
+    priors = np.stack(
+        [
+            render_prior(parse_cells(UNI_LEFT), (60, 80), box),  # the patient's left = the image's right half
+            render_prior(set(), (60, 80), box),  # "No pulmonary infection.": lungs found, nothing claimed
+            render_prior(None, (60, 80), box),  # free text: no prior at all
+        ]
+    )
+    gate = pseudo_label_gate(priors)
+    assert gate.shape == (3, 60, 80) and gate.dtype == np.float32
+    assert np.array_equal(gate[0], priors[0, 0]) and gate[0][30, 60] > 0.9 and gate[0][30, 20] < 0.01
+    assert not gate[1].any() and (gate[2] == 1.0).all()
+    assert np.array_equal(pseudo_label_gate(priors[0]), gate[0])  # one prior, no batch axis
+    with pytest.raises(ValueError, match="zone priors"):
+        pseudo_label_gate(np.zeros((3, 60, 80)))
 
 
 def test_prior_is_mirror_consistent() -> None:

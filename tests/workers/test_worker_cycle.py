@@ -357,6 +357,32 @@ def test_manual_policy_keeps_a_candidate_then_admin_promotes_and_rolls_back(work
     assert case.head_mask.model_version_id == first.pk
 
 
+def test_epi_update_clears_what_the_report_does_not_claim(worker, tmp_path) -> None:
+    """The EPI job folds report-corrected predictions into the maps (pipeline.PSEUDO_ZONE_GATE): background outside
+    the lung zones a structured report claims; a free-text report's prediction passes unchanged."""
+    from ml.zones import pseudo_label_gate, zone_prior
+    from server.studio import storage
+    from server.studio.services.jobs import project_job_create
+    from server.workers import pipeline
+
+    users = make_users()
+    project = make_project(users)
+    random_model(project, tmp_path)
+    claimed = "Unilateral pulmonary infection, one infected area, all left lung."
+    structured = upload(project, users["admin"], 7, text=claimed)
+    free = upload(project, users["admin"], 8)
+    epi = wait_job(project_job_create(kind=JobKind.EPI_UPDATE, project=project).pk, worker)
+    assert epi.status == JobStatus.SUCCEEDED and epi.result["initialised"] == 2, epi.message
+    maps = {c: storage.read_uint8_png(PseudoLabel.objects.get(case=c).soft_map.name) for c in (structured, free)}
+    gate = pseudo_label_gate(zone_prior(claimed, pipeline._case_image(structured)))
+    assert maps[structured].shape == gate.shape
+    assert (gate < 0.01).mean() > 0.3 and (gate > 0.5).mean() > 0.1  # one side of the lungs claimed
+    assert maps[structured][gate < 0.01].max() <= 3  # 8-bit map: background where the report claims nothing
+    assert maps[structured][gate > 0.5].mean() > 20  # the (untrained) model's prediction kept where it claims
+    half = maps[free].shape[1] // 2
+    assert maps[free][:, :half].mean() > 20 and maps[free][:, half:].mean() > 20  # free text: nothing cleared
+
+
 # --------------------------------------------------------------------------- failure, duplicates, cancel
 
 
