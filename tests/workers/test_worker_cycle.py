@@ -292,6 +292,7 @@ def test_training_round_streams_progress_creates_a_version_and_promotes_it(worke
 
     assert mv.config["train"]["augment_mode"] == "consistent" and mv.config["train"]["epi_beta"] is None
     assert mv.config["model"]["arch"] == "lvit_zones" and mv.config["train"]["report_dropout"] == 0.2
+    assert mv.config["train"]["pseudo_zone_gate"] is True  # pseudo-labels corrected by their report
     assert mv.config["model"]["text_len"] == 10  # free text: the longest report (9 words), at least the paper's 10
     assert mv.config["epi_beta"] == beta_for_updates(0)  # 2 epochs, 1 prototype: one update, which stores P_0
 
