@@ -75,7 +75,16 @@ MODELS: dict[str, dict[str, Any]] = {
     "lvit_tw": {"arch": "lvit", "with_text": False, "text_len": 10},
     "unet": {"arch": "unet", "with_text": False, "text_len": 10},
 }
-SEMI_VARIANTS = ("labeled_same_steps", "pseudo", "epi", "epi_lv", "epi_lv_ramp", "epi_lv_gate", "epi_lv_conf")
+SEMI_VARIANTS = (
+    "labeled_same_steps",
+    "pseudo",
+    "epi",
+    "epi_lv",
+    "epi_lv_ramp",
+    "epi_lv_gate",
+    "epi_lv_conf",
+    "epi_lv_gate_conf",
+)
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -137,6 +146,7 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
             "epi_lv_ramp": {"lv_alpha": 0.1, "unsup_rampup_epochs": max(1, (epochs - prototype) // 2)},
             "epi_lv_gate": {"lv_alpha": 0.1, "pseudo_zone_gate": True},
             "epi_lv_conf": {"lv_alpha": 0.1, "pseudo_confidence": 0.7},
+            "epi_lv_gate_conf": {"lv_alpha": 0.1, "pseudo_zone_gate": True, "pseudo_confidence": 0.7},
         }[run["variant"]]
     spec = dict(MODELS[run["model"]])
     overrides |= spec.pop("train", {})
@@ -153,6 +163,7 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
         device=args.device,
         patience=args.patience,
         num_workers=args.workers,
+        **({"t0": args.t0} if args.t0 else {}),
         save_best=False,
         save_last=False,
         **overrides,
@@ -162,9 +173,13 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
     history: list[dict[str, Any]] = []
     steps = {"n": 0}
 
+    pseudo_dice: list[float] = []  # each EPI update's map Dice against the hidden masks (a diagnostic)
+
     def on_progress(event: dict[str, Any]) -> None:
         if event["type"] == "step":
             steps["n"] += 1
+        if event["type"] == "pseudo_labels" and "pseudo_dice" in event:
+            pseudo_dice.append(round(event["pseudo_dice"], 4))
         if event["type"] == "epoch":
             history.append(
                 {
@@ -224,6 +239,7 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
         best_epoch=result.best_epoch,
         best_val_dice=result.best_dice,
         history=history,
+        pseudo_dice=pseudo_dice or None,
         eval_split="Test" if test is not None else "Val",
         limit=args.limit,
         commit=_git("rev-parse", "--short", "HEAD"),
@@ -279,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--epochs-monuseg", type=int, default=0, help="0: as --epochs")
     p.add_argument("--patience", type=int, default=10_000, help="early stopping on val Dice (default: off)")
+    p.add_argument(
+        "--t0",
+        type=int,
+        default=0,
+        help="cosine restart period in epochs (0: TrainConfig's default, 10); = --epochs: one cosine to the end",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--img-size", type=int, default=112)
     p.add_argument("--limit", type=int, default=0, help="first N images per split (smoke runs)")

@@ -36,7 +36,17 @@ SEMI_LABELS = {
     "epi": "25 % labels, EPI",
     "epi_lv": "25 % labels, EPI + LV",
     "epi_lv_ramp": "25 % labels, EPI + LV, unsupervised weight ramped up",
+    "epi_lv_gate": "25 % labels, EPI + LV, pseudo-labels gated by the report's zones",
+    "epi_lv_conf": "25 % labels, EPI + LV, confident pseudo-label pixels only",
+    "epi_lv_gate_conf": "25 % labels, EPI + LV, report-gated pseudo-labels, confident pixels only",
 }
+EPI_LV_ARMS = (
+    ":epi_lv",
+    ":epi_lv_ramp",
+    ":epi_lv_gate",
+    ":epi_lv_conf",
+    ":epi_lv_gate_conf",
+)  # the arms the semi-supervised goal is for
 for _m in list(LABELS):
     for _v, _text in SEMI_LABELS.items():
         LABELS[f"{_m}:{_v}"] = f"{LABELS[_m]}, {_text}"
@@ -53,8 +63,10 @@ PAIRS = [
 ] + [
     (f"{m}:{v}", f"{m}:labeled_same_steps")
     for m in ("lvit_zones", "lvit_app", "lvit_l10")
-    for v in ("epi_lv", "epi_lv_ramp", "epi", "pseudo")
+    for v in ("epi_lv", "epi_lv_ramp", "epi_lv_gate", "epi_lv_conf", "epi_lv_gate_conf", "epi", "pseudo")
 ]
+PAIRS += [(f"lvit_zones:{v}", "lvit_zones:epi_lv") for v in ("epi_lv_gate", "epi_lv_conf")]
+PAIRS += [("lvit_zones:epi_lv_gate_conf", "lvit_zones:epi_lv_gate")]
 GOAL_MARGIN = 2.0  # LViT-T >= U-Net + 2 Dice points
 GOAL_SWAP_COST = 10.0  # swapping sides costs >= 10 points on unilateral reports
 GOAL_NAMED_SIDE = 0.70  # >= 70 % of the predicted foreground on the named side
@@ -218,8 +230,13 @@ def goals(rows: list[dict[str, Any]], means: dict[tuple[str, str], float]) -> st
                     f"{side:.1f} % | {'yes' if side >= 100 * GOAL_NAMED_SIDE else 'no'} |"
                 )
     for (a, _b), m in means.items():
-        if a.endswith((":epi_lv", ":epi_lv_ramp")):
-            ramp = " (ramped up)" if a.endswith("_ramp") else ""
+        if a.endswith(EPI_LV_ARMS) and _b.endswith(":labeled_same_steps"):
+            ramp = {
+                ":epi_lv_ramp": " (ramped up)",
+                ":epi_lv_gate": " (report-gated)",
+                ":epi_lv_conf": " (confident pixels)",
+                ":epi_lv_gate_conf": " (report-gated, confident pixels)",
+            }.get(a[a.index(":") :], "")
             out.append(
                 f"| EPI + LV{ramp} >= labeled-only-same-steps + {GOAL_SEMI:.0f} point (paired mean) | "
                 f"{LABELS[a.split(':')[0]]} | {m:+.1f} | {_verdict(m, GOAL_SEMI, (a, _b))} |"
@@ -258,6 +275,22 @@ def time_to_useful(rows: list[dict[str, Any]]) -> str:
             + " | ".join(cells.get(s, "") for s in seeds)
             + f" | {len(times)} of {len(rs)} | {median} |"
         )
+    return "\n".join(out)
+
+
+def pseudo_label_quality(rows: list[dict[str, Any]]) -> str:
+    """Per semi-supervised arm: the EPI maps' Dice against the unlabeled cases' hidden masks at the first and the
+    last update (rows that recorded it), mean ± SD over seeds."""
+    by: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if r.get("pseudo_dice"):
+            by.setdefault(f"{r['model']}:{r['variant']}", []).append(r["pseudo_dice"])
+    if not by:
+        return ""
+    out = ["| arm | seeds | pseudo-label Dice, first update | last update |", "|---|---|---|---|"]
+    for arm, runs in by.items():
+        first, last = [100 * v[0] for v in runs], [100 * v[-1] for v in runs]
+        out.append(f"| {LABELS.get(arm, arm)} | {len(runs)} | {mean_std(first)} | {mean_std(last)} |")
     return "\n".join(out)
 
 
@@ -300,9 +333,12 @@ def report(rows: list[dict[str, Any]], budget: str | None = None) -> str:
                 "|---|---|---|---|",
             ]
             for (a, b), m in pool_means.items():
-                if a.endswith((":epi_lv", ":epi_lv_ramp")):
+                if a.endswith(EPI_LV_ARMS) and b.endswith(":labeled_same_steps"):
                     pool_goal.append(f"| {LABELS[a]} | {LABELS[b]} | {m:+.1f} | {_verdict(m, GOAL_SEMI, (a, b))} |")
             parts.append("\n".join(pool_goal) + "\n")
+        quality = pseudo_label_quality(rs)
+        if quality:
+            parts.append(quality + "\n")
         if group in ("cxr", "monuseg"):
             parts.append(time_to_useful(rs) + "\n")
     return "\n".join(parts) if parts else "(no rows)"
