@@ -525,14 +525,9 @@ class Trainer:
         )
         quality = MetricAccumulator()
         for batch in loader:
-            zones = batch.get("zones")  # (B, ZONE_CHANNELS, S, S) or None
+            zones = batch.get("zones")  # (B, ZONE_CHANNELS, S, S) or None; a model without zone input ignores it
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                logits = self._forward(
-                    self.model,
-                    batch["image"].to(self.device),
-                    batch.get("text"),
-                    zones if self.model_cfg.uses_zones else None,
-                )
+                logits = self._forward(self.model, batch["image"].to(self.device), batch.get("text"), zones)
             probs = torch.sigmoid(logits.float())
             probs = probs.float().cpu().numpy()[:, 0]  # (B, S, S)
             if self.cfg.pseudo_zone_gate:

@@ -113,20 +113,31 @@ class _Timings:
         return out
 
 
+def _read_cases(cases: Sequence[Case], timings: _Timings | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """The cases' images and report sentences, in order."""
+    t0 = time.perf_counter()
+    images = [_case_image(case) for case in cases]
+    sentences = [selectors.case_sentence(case=case) for case in cases]
+    if timings is not None:
+        timings.add("read", t0)
+    return images, sentences
+
+
+def _predict(
+    model: LoadedModel, images: list[np.ndarray], sentences: list[str], timings: _Timings | None = None
+) -> list[Any]:
+    t0 = time.perf_counter()
+    preds = model.predict(images, sentences, batch_size=INFERENCE_BATCH)
+    if timings is not None:
+        timings.add("predict", t0)
+    return preds
+
+
 def _predict_cases(
     model: LoadedModel, cases: Sequence[Case], timings: _Timings | None = None
 ) -> list[tuple[Case, str, Any]]:
-    t0 = time.perf_counter()
-    images, sentences = [], []
-    for case in cases:
-        images.append(_case_image(case))
-        sentences.append(selectors.case_sentence(case=case))
-    t1 = time.perf_counter()
-    preds = model.predict(images, sentences, batch_size=INFERENCE_BATCH)
-    if timings is not None:
-        timings.seconds["read"] += t1 - t0
-        timings.add("predict", t1)
-    return list(zip(cases, sentences, preds, strict=True))
+    images, sentences = _read_cases(cases, timings)
+    return list(zip(cases, sentences, _predict(model, images, sentences, timings), strict=True))
 
 
 def _store_proposal(case: Case, model_version: ModelVersion, sentence: str, pred: Any) -> Any:
@@ -238,16 +249,17 @@ def update_pseudo_labels(job: Job) -> dict[str, Any]:
     _progress(job, phase="epi", done=0, total=len(cases), beta=beta)
     started, done, first, timings = time.perf_counter(), 0, 0, _Timings()
     for chunk in _batches(cases, INFERENCE_BATCH):
-        predictions = _predict_cases(model, chunk, timings)
+        images, sentences = _read_cases(chunk, timings)  # the images also render the report's gate
+        predictions = _predict(model, images, sentences, timings)
         t0 = time.perf_counter()
-        for case, sentence, pred in predictions:
+        for case, image, sentence, pred in zip(chunk, images, sentences, predictions, strict=True):
             label = existing.get(case.pk)
             prev = storage.read_uint8_png(label.soft_map.name) if label is not None else None
             if prev is not None and prev.shape != pred.prob.shape:
                 prev = None  # the image was replaced; start over
             first += prev is None
             iteration = label.iterations if label is not None else 0
-            prob = _report_gated(pred.prob, sentence, case) if PSEUDO_ZONE_GATE else pred.prob
+            prob = _report_gated(pred.prob, sentence, image) if PSEUDO_ZONE_GATE else pred.prob
             soft = epi_update(prev, prob, beta, seed=_epi_seed(case.pk, iteration))
             pseudolabel_update(case=case, soft_map=soft, model_version=mv)
         timings.add("write", t0)
@@ -256,16 +268,15 @@ def update_pseudo_labels(job: Job) -> dict[str, Any]:
     return {"cases": done, "initialised": first, "beta": beta, "model_version": mv.pk, "timings": timings.as_dict()}
 
 
-def _report_gated(prob: np.ndarray, sentence: str, case: Case) -> np.ndarray:
-    """A prediction corrected by its report (``ml.zones.pseudo_label_gate`` of the case's zone prior, rendered on its
-    image at the prediction's size); unchanged for a report that does not parse."""
+def _report_gated(prob: np.ndarray, sentence: str, image: np.ndarray) -> np.ndarray:
+    """A prediction corrected by its report (``ml.zones.pseudo_label_gate`` of the zone prior rendered on the image
+    the prediction was made from, at its size); unchanged for a report that does not parse."""
     from ml.zones import parse_cells, pseudo_label_gate, zone_prior
 
     if parse_cells(sentence) is None:
         return prob
-    image = _case_image(case)
     if image.shape[:2] != prob.shape:
-        raise ValueError(f"case {case.pk}: prediction {prob.shape} and image {image.shape[:2]} differ in size")
+        raise ValueError(f"prediction {prob.shape} and image {image.shape[:2]} differ in size")
     return prob * pseudo_label_gate(zone_prior(sentence, image))
 
 
