@@ -163,7 +163,6 @@ def execute(run: dict[str, Any], args: argparse.Namespace, embedders: dict[int, 
         device=args.device,
         patience=args.patience,
         num_workers=args.workers,
-        **({"t0": args.t0} if args.t0 else {}),
         save_best=False,
         save_last=False,
         **overrides,
@@ -295,12 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--epochs-monuseg", type=int, default=0, help="0: as --epochs")
     p.add_argument("--patience", type=int, default=10_000, help="early stopping on val Dice (default: off)")
-    p.add_argument(
-        "--t0",
-        type=int,
-        default=0,
-        help="cosine restart period in epochs (0: TrainConfig's default, 10); = --epochs: one cosine to the end",
-    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--img-size", type=int, default=112)
     p.add_argument("--limit", type=int, default=0, help="first N images per split (smoke runs)")

@@ -40,13 +40,14 @@ SEMI_LABELS = {
     "epi_lv_conf": "25 % labels, EPI + LV, confident pseudo-label pixels only",
     "epi_lv_gate_conf": "25 % labels, EPI + LV, report-gated pseudo-labels, confident pixels only",
 }
-EPI_LV_ARMS = (
-    ":epi_lv",
-    ":epi_lv_ramp",
-    ":epi_lv_gate",
-    ":epi_lv_conf",
-    ":epi_lv_gate_conf",
-)  # the arms the semi-supervised goal is for
+# the arms the semi-supervised goal is for, with what the goal table says after "EPI + LV"
+EPI_LV_ARMS = {
+    ":epi_lv": "",
+    ":epi_lv_ramp": " (ramped up)",
+    ":epi_lv_gate": " (report-gated)",
+    ":epi_lv_conf": " (confident pixels)",
+    ":epi_lv_gate_conf": " (report-gated, confident pixels)",
+}
 for _m in list(LABELS):
     for _v, _text in SEMI_LABELS.items():
         LABELS[f"{_m}:{_v}"] = f"{LABELS[_m]}, {_text}"
@@ -230,13 +231,9 @@ def goals(rows: list[dict[str, Any]], means: dict[tuple[str, str], float]) -> st
                     f"{side:.1f} % | {'yes' if side >= 100 * GOAL_NAMED_SIDE else 'no'} |"
                 )
     for (a, _b), m in means.items():
-        if a.endswith(EPI_LV_ARMS) and _b.endswith(":labeled_same_steps"):
-            ramp = {
-                ":epi_lv_ramp": " (ramped up)",
-                ":epi_lv_gate": " (report-gated)",
-                ":epi_lv_conf": " (confident pixels)",
-                ":epi_lv_gate_conf": " (report-gated, confident pixels)",
-            }.get(a[a.index(":") :], "")
+        arm = a[a.find(":") :]
+        if arm in EPI_LV_ARMS and _b.endswith(":labeled_same_steps"):
+            ramp = EPI_LV_ARMS[arm]
             out.append(
                 f"| EPI + LV{ramp} >= labeled-only-same-steps + {GOAL_SEMI:.0f} point (paired mean) | "
                 f"{LABELS[a.split(':')[0]]} | {m:+.1f} | {_verdict(m, GOAL_SEMI, (a, _b))} |"
@@ -333,7 +330,7 @@ def report(rows: list[dict[str, Any]], budget: str | None = None) -> str:
                 "|---|---|---|---|",
             ]
             for (a, b), m in pool_means.items():
-                if a.endswith(EPI_LV_ARMS) and b.endswith(":labeled_same_steps"):
+                if a[a.find(":") :] in EPI_LV_ARMS and b.endswith(":labeled_same_steps"):
                     pool_goal.append(f"| {LABELS[a]} | {LABELS[b]} | {m:+.1f} | {_verdict(m, GOAL_SEMI, (a, b))} |")
             parts.append("\n".join(pool_goal) + "\n")
         quality = pseudo_label_quality(rs)
